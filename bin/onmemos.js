@@ -1,0 +1,18 @@
+#!/usr/bin/env node
+// The only place onmemos exits. Checks the Node version first, in one readable line.
+const [major, minor] = process.versions.node.split('.').map(Number);
+if (major < 20 || (major === 20 && minor < 18)) {
+  process.stderr.write(`onmemos: needs Node.js 20.18 or newer; this is ${process.version}\n`);
+  process.exit(125);
+}
+
+const { runCli, defaultRegistry } = await import('../dist/cli.js');
+const code = await runCli(process.argv.slice(2), {
+  stdin: process.stdin,
+  stdout: process.stdout,
+  stderr: process.stderr,
+  env: process.env,
+  registry: defaultRegistry(process.env),
+  signals: process,
+});
+process.exit(code);

@@ -1,0 +1,46 @@
+/** What a command needs from the outside world; tests pass their own. */
+import type { Readable, Writable } from 'node:stream';
+import { NotFoundError } from '../errors.js';
+import type { ProviderRegistry } from '../providers/index.js';
+import type { Provider } from '../providers/provider.js';
+import type { Session } from '../session/model.js';
+
+export interface CliIO {
+  stdin: Readable & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown; fd?: number };
+  stdout: Writable & { isTTY?: boolean; columns?: number; rows?: number };
+  stderr: Writable & { isTTY?: boolean };
+}
+
+export interface CliDeps extends CliIO {
+  env: NodeJS.ProcessEnv;
+  registry: ProviderRegistry;
+  /** Process-level signals (tests pass an EventEmitter). */
+  signals: NodeJS.EventEmitter;
+  now?: () => number;
+}
+
+export interface Ctx extends CliDeps {
+  debug: boolean;
+}
+
+export function out(ctx: CliIO, text: string): void {
+  ctx.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+export function progress(ctx: CliIO, text: string): void {
+  if (ctx.stderr.isTTY) ctx.stderr.write(`${text}\n`);
+}
+
+/** Finds the provider that holds a session id. */
+export async function locate(ctx: Ctx, id: string): Promise<{ provider: Provider; session: Session }> {
+  let notFound: unknown;
+  for (const provider of await ctx.registry.all()) {
+    try {
+      return { provider, session: await provider.get(id) };
+    } catch (e) {
+      if (e instanceof NotFoundError) notFound = e;
+      else throw e;
+    }
+  }
+  throw notFound ?? new NotFoundError(`no such session: ${id}`);
+}

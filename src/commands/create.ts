@@ -1,0 +1,57 @@
+import { Command, Option } from 'commander';
+import {
+  type CreateSessionRequest,
+  DEFAULT_TTL_MINUTES,
+  NETWORK_MODES,
+  normalizeCreateRequest,
+  PROVIDER_KINDS,
+  type Session,
+  TEMPLATES,
+} from '../session/model.js';
+import { type Ctx, out, progress } from './context.js';
+import { json } from './format.js';
+import { choice, collectEnv, parseNamespace, parseTtlMinutes, parseUser } from './options.js';
+
+export async function createSession(ctx: Ctx, input: Partial<CreateSessionRequest>): Promise<Session> {
+  const req = normalizeCreateRequest(input);
+  const { provider, reason } = await ctx.registry.forCreate(req.provider);
+  if (req.provider === 'auto') progress(ctx, `provider auto: ${provider.kind} (${reason})`);
+  const session = await provider.create(req, (m) => progress(ctx, m));
+  session.details = { ...session.details, provider_reason: reason };
+  return session;
+}
+
+export function createCommand(ctx: () => Ctx): Command {
+  return new Command('create')
+    .description('create a session and print its id')
+    .addOption(new Option('--provider <provider>', 'where the session runs').choices(PROVIDER_KINDS).default('auto'))
+    .addOption(new Option('--template <template>', 'toolchain the session gets').choices(TEMPLATES).default('python'))
+    .option('--namespace <name>', 'namespace (a DNS label)', parseNamespace)
+    .option('--user <name>', 'user the session belongs to (a DNS label)', parseUser)
+    .option('--ttl <minutes>', `minutes until the session is removed (default ${DEFAULT_TTL_MINUTES})`, parseTtlMinutes)
+    .option('--env <KEY=VALUE>', 'environment variable for every process in the session (repeatable)', collectEnv)
+    .option('--network <mode>', 'outbound (default), isolated, or host (local provider)', choice(NETWORK_MODES))
+    .option('--json', 'print the session as JSON')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  onmemos create                                  # prints the new session's id
+  id=$(onmemos create --provider auto --json | jq -r .id)
+  onmemos create --template nodejs --namespace team-a --user alice --ttl 120 --env DEBUG=1
+  onmemos create --network isolated               # no network but the session's own loopback`,
+    )
+    .action(async (o) => {
+      const c = ctx();
+      const s = await createSession(c, {
+        provider: o.provider,
+        template: o.template,
+        namespace: o.namespace ?? c.env.ONMEMOS_NAMESPACE,
+        user: o.user ?? c.env.ONMEMOS_USER,
+        ttl_minutes: o.ttl,
+        env: o.env,
+        network: o.network,
+      });
+      out(c, o.json ? json(s) : s.id);
+    });
+}

@@ -1,0 +1,39 @@
+/**
+ * Which providers this process can reach. Heavy clients are imported lazily, only when a provider is used.
+ * Cloud providers arrive with later work; until then `auto` resolves to the local sandbox and says so.
+ */
+import { UnavailableError } from '../errors.js';
+import type { ProviderChoice } from '../session/model.js';
+import type { Provider } from './provider.js';
+
+export interface ProviderRegistry {
+  /** The provider that makes a session for this choice, and why it was chosen. */
+  forCreate(choice: ProviderChoice): Promise<{ provider: Provider; reason: string }>;
+  /** Every configured provider (for ls, and to find a session by id). */
+  all(): Promise<Provider[]>;
+}
+
+export function defaultRegistry(env: NodeJS.ProcessEnv = process.env): ProviderRegistry {
+  let local: Provider | undefined;
+  const getLocal = async () => {
+    if (!local) {
+      const { LocalProvider } = await import('./local/local.js');
+      local = new LocalProvider({ env });
+    }
+    return local;
+  };
+  return {
+    async forCreate(choice) {
+      if (choice === 'local') return { provider: await getLocal(), reason: 'requested' };
+      if (choice === 'auto') {
+        return { provider: await getLocal(), reason: 'no cloud provider is configured: the local sandbox stands in' };
+      }
+      throw new UnavailableError(`provider ${choice} is not configured in this build of onmemos`, {
+        hint: 'use --provider local or --provider auto',
+      });
+    },
+    async all() {
+      return [await getLocal()];
+    },
+  };
+}

@@ -1,0 +1,84 @@
+/**
+ * Host-side process bookkeeping for the local sandbox. A pid alone can be reused, so every process onmemos
+ * records is identified by pid plus its kernel start time (field 22 of /proc/PID/stat).
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+
+export interface ProcRef {
+  pid: number;
+  start: string;
+}
+
+function statFields(pid: number): string[] | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // comm (field 2) may contain spaces and parentheses: split after the last ')'.
+  const close = text.lastIndexOf(')');
+  return ['', '', ...text.slice(close + 2).split(' ')];
+}
+
+export function procRef(pid: number): ProcRef | undefined {
+  const f = statFields(pid);
+  return f ? { pid, start: f[21] ?? '' } : undefined;
+}
+
+/** True while the recorded process (not a later one with the same pid) is alive and not a zombie. */
+export function isAlive(ref: ProcRef | undefined): boolean {
+  if (!ref) return false;
+  const f = statFields(ref.pid);
+  return !!f && f[21] === ref.start && f[2] !== 'Z';
+}
+
+export function signalRef(ref: ProcRef | undefined, signal: NodeJS.Signals | number): void {
+  if (ref && isAlive(ref)) trySignal(ref.pid, signal);
+}
+
+export function trySignal(pid: number, signal: NodeJS.Signals | number): boolean {
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Every live descendant of `root` (host pids), found from the parent links in /proc. */
+export function descendants(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const name of readdirSync('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid)) continue;
+    const f = statFields(pid);
+    if (!f || f[2] === 'Z') continue;
+    const ppid = Number(f[3]);
+    const list = children.get(ppid);
+    if (list) list.push(pid);
+    else children.set(ppid, [pid]);
+  }
+  const out: number[] = [];
+  const stack = [...(children.get(root) ?? [])];
+  while (stack.length > 0 && out.length < 100_000) {
+    const pid = stack.pop()!;
+    out.push(pid);
+    stack.push(...(children.get(pid) ?? []));
+  }
+  return out;
+}
+
+/**
+ * SIGKILLs `root`'s process group and every descendant, repeating while new ones appear (a process may fork
+ * between the scan and the kill). Bounded: at most 20 rounds.
+ */
+export function killTree(root: number, opts: { group?: boolean; includeRoot?: boolean } = {}): void {
+  for (let round = 0; round < 20; round++) {
+    const pids = descendants(root);
+    if (opts.group) trySignal(-root, 'SIGKILL');
+    for (const pid of pids) trySignal(pid, 'SIGKILL');
+    if (opts.includeRoot) trySignal(root, 'SIGKILL');
+    if (pids.length === 0) return;
+  }
+}

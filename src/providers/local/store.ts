@@ -1,0 +1,158 @@
+/**
+ * Local session records under the state directory. Safe with several onmemos processes at once:
+ * - a session directory is made with mkdir (ids carry a random suffix), its record written by rename;
+ * - removal first renames the directory into trash/ (atomic: exactly one remover wins), then cleans up.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  chmodSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import type { NetworkMode, Template } from '../../session/model.js';
+import type { ProcRef } from './proc.js';
+import type { Toolchain } from './sandbox.js';
+
+export interface LocalRecord {
+  v: 1;
+  id: string;
+  namespace: string;
+  user: string;
+  template: Template;
+  network: NetworkMode;
+  env: Record<string, string>;
+  created_at: string;
+  expires_at: string;
+  status: 'creating' | 'running';
+  /** Host uid the session's processes run as. */
+  host_uid: number;
+  toolchain: Toolchain;
+  procs: { bwrap?: ProcRef; init?: ProcRef; slirp?: ProcRef; reaper?: ProcRef };
+}
+
+/** `ONMEMOS_STATE_DIR`, else `$XDG_STATE_HOME/onmemos`, else `~/.local/state/onmemos`. */
+export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.ONMEMOS_STATE_DIR) return env.ONMEMOS_STATE_DIR;
+  const base = env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
+  return join(base, 'onmemos');
+}
+
+export class LocalStore {
+  readonly sessionsDir: string;
+  readonly trashDir: string;
+  constructor(readonly root: string) {
+    this.sessionsDir = join(root, 'local', 'sessions');
+    this.trashDir = join(root, 'local', 'trash');
+  }
+
+  /**
+   * The directories down to each session are 0711: bubblewrap, running as the sandbox's unprivileged host uid,
+   * must reach a session's directories by path, but nobody but root may list them. What lies in them is 0600
+   * root (records, logs) or 0700 owned by the sandbox uid (workspace, home, tmp).
+   */
+  ensure(): void {
+    if (this.ensured) return;
+    for (const d of [this.root, join(this.root, 'local'), this.sessionsDir]) {
+      mkdirSync(d, { recursive: true, mode: 0o711 });
+      chmodSync(d, 0o711);
+    }
+    mkdirSync(this.trashDir, { recursive: true, mode: 0o700 });
+    this.ensured = true;
+  }
+  private ensured = false;
+
+  dir(id: string): string {
+    return join(this.sessionsDir, id);
+  }
+
+  /** Makes the session directory; fails if it exists. */
+  makeDir(id: string): string {
+    this.ensure();
+    const d = this.dir(id);
+    mkdirSync(d, { mode: 0o711 });
+    chmodSync(d, 0o711);
+    return d;
+  }
+
+  write(rec: LocalRecord): void {
+    const final = join(this.dir(rec.id), 'session.json');
+    const tmp = `${final}.${process.pid}.${randomBytes(3).toString('hex')}`;
+    writeFileSync(tmp, JSON.stringify(rec, null, 2), { mode: 0o600 });
+    renameSync(tmp, final);
+  }
+
+  read(id: string): LocalRecord | undefined {
+    try {
+      return JSON.parse(readFileSync(join(this.dir(id), 'session.json'), 'utf8')) as LocalRecord;
+    } catch {
+      return undefined;
+    }
+  }
+
+  ids(): string[] {
+    try {
+      return readdirSync(this.sessionsDir).filter((n) => n.startsWith('ws-'));
+    } catch {
+      return [];
+    }
+  }
+
+  /** Age in ms of a session directory (for directories whose record never got written). */
+  dirAgeMs(id: string): number {
+    try {
+      return Date.now() - statSync(this.dir(id)).mtimeMs;
+    } catch {
+      return 0;
+    }
+  }
+
+  /**
+   * Atomically takes a session away from everyone else: returns the trash path it now lives at, or undefined
+   * if it was not there (already removed, or never existed).
+   */
+  claim(id: string): string | undefined {
+    this.ensure();
+    const to = join(this.trashDir, `${id}.${randomBytes(4).toString('hex')}`);
+    try {
+      renameSync(this.dir(id), to);
+      const now = new Date();
+      utimesSync(to, now, now); // emptyTrash goes by age: this one is being worked on now
+      return to;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  readClaimed(path: string): LocalRecord | undefined {
+    try {
+      return JSON.parse(readFileSync(join(path, 'session.json'), 'utf8')) as LocalRecord;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Deletes leftovers in trash/ of removers that died half-way (older than a minute: not still at work). */
+  emptyTrash(): void {
+    let names: string[] = [];
+    try {
+      names = readdirSync(this.trashDir);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const p = join(this.trashDir, n);
+      try {
+        if (Date.now() - statSync(p).mtimeMs > 60_000) rmSync(p, { recursive: true, force: true });
+      } catch {}
+    }
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * The session model shared by every provider, the commands and (later) the server: request fields and
+ * defaults as the OnMemOS v3 document gives them, validation, ids, and the response shape.
+ */
+import { randomBytes } from 'node:crypto';
+import { UserError } from '../errors.js';
+
+export const PROVIDER_KINDS = ['auto', 'local', 'cloud_run', 'gke', 'workstations'] as const;
+export type ProviderChoice = (typeof PROVIDER_KINDS)[number];
+export type ProviderKind = Exclude<ProviderChoice, 'auto'> | 'remote';
+
+export const TEMPLATES = ['python', 'nodejs', 'go'] as const;
+export type Template = (typeof TEMPLATES)[number];
+
+export const NETWORK_MODES = ['outbound', 'isolated', 'host'] as const;
+export type NetworkMode = (typeof NETWORK_MODES)[number];
+
+export const DEFAULT_TTL_MINUTES = 60;
+export const MAX_TTL_MINUTES = 7 * 24 * 60;
+
+export interface CreateSessionRequest {
+  provider: ProviderChoice;
+  template: Template;
+  namespace: string;
+  user: string;
+  ttl_minutes: number;
+  env: Record<string, string>;
+  network: NetworkMode;
+  storage?: { bucket?: string; filestore?: { ip: string; share: string } };
+  needs_ssh: boolean;
+  long_lived: boolean;
+  expected_duration_minutes?: number;
+}
+
+export type SessionStatus = 'creating' | 'running' | 'exited' | 'expired';
+
+/** The document's response fields, plus times the CLI shows. */
+export interface Session {
+  id: string;
+  provider: ProviderKind;
+  namespace: string;
+  user: string;
+  status: SessionStatus;
+  url: string | null;
+  websocket: string | null;
+  ssh: boolean;
+  template: Template;
+  created_at: string;
+  expires_at: string;
+  details: Record<string, unknown>;
+}
+
+export interface SessionFilter {
+  namespace?: string;
+  user?: string;
+  provider?: ProviderKind;
+}
+
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** Namespace and user become parts of ids, hostnames and backend resource names: DNS labels only. */
+export function validateName(kind: 'namespace' | 'user', value: string): string {
+  if (!DNS_LABEL.test(value)) {
+    throw new UserError(
+      `invalid ${kind} ${JSON.stringify(value)}: must be a DNS label (lowercase letters, digits and '-', ` +
+        `starting and ending with a letter or digit, at most 63 characters)`,
+    );
+  }
+  return value;
+}
+
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Parses `K=V` (the value may contain '='); rejects keys a shell could not name. */
+export function parseEnvAssignment(raw: string): [string, string] {
+  const eq = raw.indexOf('=');
+  const key = eq < 0 ? raw : raw.slice(0, eq);
+  if (eq < 0 || !ENV_KEY.test(key)) {
+    throw new UserError(
+      `invalid environment assignment ${JSON.stringify(raw)}: expected KEY=VALUE with KEY like [A-Za-z_][A-Za-z0-9_]*`,
+    );
+  }
+  const value = raw.slice(eq + 1);
+  if (value.includes('\0')) throw new UserError(`environment value for ${key} contains a NUL byte`);
+  return [key, value];
+}
+
+export function validateTtl(minutes: number): number {
+  if (!Number.isFinite(minutes) || minutes <= 0 || minutes > MAX_TTL_MINUTES) {
+    throw new UserError(`invalid TTL ${minutes}: must be more than 0 and at most ${MAX_TTL_MINUTES} minutes`);
+  }
+  return minutes;
+}
+
+function oneOf<T extends string>(kind: string, allowed: readonly T[], value: string): T {
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new UserError(`invalid ${kind} ${JSON.stringify(value)}: expected one of ${allowed.join(', ')}`);
+  }
+  return value as T;
+}
+export const parseProvider = (v: string) => oneOf('provider', PROVIDER_KINDS, v);
+export const parseTemplate = (v: string) => oneOf('template', TEMPLATES, v);
+export const parseNetwork = (v: string) => oneOf('network mode', NETWORK_MODES, v);
+
+/** Applies the document's defaults and validates every field; throws UserError before anything is made. */
+export function normalizeCreateRequest(input: Partial<CreateSessionRequest>): CreateSessionRequest {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(input.env ?? {})) {
+    const [key, value] = parseEnvAssignment(`${k}=${v}`);
+    env[key] = value;
+  }
+  const req: CreateSessionRequest = {
+    provider: parseProvider(input.provider ?? 'auto'),
+    template: parseTemplate(input.template ?? 'python'),
+    namespace: validateName('namespace', input.namespace ?? 'default'),
+    user: validateName('user', input.user ?? 'user'),
+    ttl_minutes: validateTtl(input.ttl_minutes ?? DEFAULT_TTL_MINUTES),
+    env,
+    network: parseNetwork(input.network ?? 'outbound'),
+    needs_ssh: input.needs_ssh ?? false,
+    long_lived: input.long_lived ?? false,
+  };
+  if (input.storage) req.storage = input.storage;
+  if (input.expected_duration_minutes !== undefined) req.expected_duration_minutes = input.expected_duration_minutes;
+  return req;
+}
+
+/**
+ * `ws-{namespace}-{user}-{unix seconds}` as the document gives it, plus a short random suffix so two creates
+ * in the same second never collide.
+ */
+export function newSessionId(namespace: string, user: string, now = Date.now()): string {
+  const suffix = randomBytes(4).readUInt32BE(0).toString(36).padStart(4, '0').slice(-4);
+  return `ws-${namespace}-${user}-${Math.floor(now / 1000)}-${suffix}`;
+}
+
+const SESSION_ID = /^ws-[a-z0-9-]{1,200}$/;
+/** Ids come from users and end up in paths: only the shape newSessionId makes is accepted. */
+export function validateSessionId(id: string): string {
+  if (!SESSION_ID.test(id) || id.endsWith('-')) {
+    throw new UserError(`invalid session id ${JSON.stringify(id)}: expected ws-<namespace>-<user>-<time>-<suffix>`, {
+      code: 'invalid_argument',
+    });
+  }
+  return id;
+}
+
+/** BUCKET_NAME as in the document: onmemos-{namespace}-{user}-{timestamp}. */
+export function bucketNameFor(id: string): string {
+  return `onmemos-${id.slice(3)}`;
+}
+
+/** The environment every session process sees (the document's variables). */
+export function sessionEnvironment(s: { id: string; namespace: string; user: string }): Record<string, string> {
+  return { WORKSPACE_ID: s.id, NAMESPACE: s.namespace, USER: s.user, BUCKET_NAME: bucketNameFor(s.id) };
+}
+
+export function isExpired(s: Pick<Session, 'expires_at'>, now = Date.now()): boolean {
+  return Date.parse(s.expires_at) <= now;
+}
+
+export function matchesFilter(s: Session, f: SessionFilter = {}): boolean {
+  return (
+    (f.namespace === undefined || s.namespace === f.namespace) &&
+    (f.user === undefined || s.user === f.user) &&
+    (f.provider === undefined || s.provider === f.provider)
+  );
+}

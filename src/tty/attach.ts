@@ -1,0 +1,105 @@
+/**
+ * Connects a RemoteProcess to this process's terminal or pipes: stdin (with EOF), stdout/stderr as produced,
+ * raw mode and resize for a tty, signal forwarding, a timeout, and the ssh-style `~.` escape. Every listener
+ * it adds it removes, and the terminal is restored on every way out.
+ */
+import { constants as osConstants } from 'node:os';
+import type { CliIO } from '../commands/context.js';
+import type { RemoteProcess } from '../providers/provider.js';
+import { exitCodeOf } from '../providers/provider.js';
+import { EscapeFilter } from './escape.js';
+
+export interface AttachOptions {
+  tty: boolean;
+  stdin: boolean;
+  /** Put the local terminal in raw mode (stdin is a terminal and the remote side has a tty). */
+  raw: boolean;
+  escape: boolean;
+  timeoutSeconds?: number;
+  signals: NodeJS.EventEmitter;
+}
+
+export const TIMEOUT_EXIT = 124;
+/** After forwarding SIGINT/SIGTERM, a remote process that has not exited within this grace is killed. */
+const KILL_GRACE_MS = 2000;
+
+const signalNumbers = osConstants.signals as unknown as Record<string, number>;
+
+export async function attach(io: CliIO, proc: RemoteProcess, opts: AttachOptions): Promise<number> {
+  const cleanups: (() => void)[] = [];
+  let forcedCode: number | undefined;
+
+  // Output: as produced. stdout/stderr of this process are synchronous for files and pipes on Linux.
+  const onOut = (d: Buffer) => io.stdout.write(d);
+  const onErr = (d: Buffer) => io.stderr.write(d);
+  proc.stdout.on('data', onOut);
+  proc.stderr.on('data', onErr);
+  cleanups.push(() => {
+    proc.stdout.off('data', onOut);
+    proc.stderr.off('data', onErr);
+  });
+
+  if (opts.raw && io.stdin.isTTY && io.stdin.setRawMode) {
+    io.stdin.setRawMode(true);
+    cleanups.push(() => io.stdin.setRawMode?.(false));
+  }
+
+  if (opts.stdin) {
+    const filter = opts.escape ? new EscapeFilter() : undefined;
+    const onIn = (d: Buffer) => {
+      if (!filter) return void proc.stdin.write(d);
+      const r = filter.push(d);
+      if (r.data.length) proc.stdin.write(r.data);
+      if (r.disconnect) {
+        io.stderr.write(opts.raw ? '\r\nonmemos: disconnected\r\n' : 'onmemos: disconnected\n');
+        forcedCode = 255;
+        proc.kill('SIGHUP');
+        setTimeout(() => proc.kill('SIGKILL'), KILL_GRACE_MS).unref();
+      }
+    };
+    const onEnd = () => proc.stdin.end();
+    io.stdin.on('data', onIn);
+    io.stdin.on('end', onEnd);
+    io.stdin.resume();
+    cleanups.push(() => {
+      io.stdin.off('data', onIn);
+      io.stdin.off('end', onEnd);
+      io.stdin.pause();
+    });
+  } else {
+    proc.stdin.end();
+  }
+
+  if (opts.tty && io.stdout.isTTY) {
+    const onResize = () => proc.resize(io.stdout.columns ?? 80, io.stdout.rows ?? 24);
+    io.stdout.on('resize', onResize);
+    cleanups.push(() => io.stdout.off('resize', onResize));
+  }
+
+  // Signals to onmemos end the remote process too: forwarded, then SIGKILL of its tree after a grace period.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const handler = () => {
+      forcedCode ??= 128 + (signalNumbers[sig] ?? 1);
+      proc.kill(sig);
+      setTimeout(() => proc.kill('SIGKILL'), KILL_GRACE_MS).unref();
+    };
+    opts.signals.on(sig, handler);
+    cleanups.push(() => opts.signals.off(sig, handler));
+  }
+
+  if (opts.timeoutSeconds !== undefined) {
+    const t = setTimeout(() => {
+      forcedCode ??= TIMEOUT_EXIT;
+      proc.kill('SIGKILL');
+    }, opts.timeoutSeconds * 1000);
+    cleanups.push(() => clearTimeout(t));
+  }
+
+  try {
+    const status = await proc.exit;
+    if (forcedCode !== undefined) proc.kill('SIGKILL'); // leave no orphan of an interrupted command
+    return forcedCode ?? exitCodeOf(status, signalNumbers);
+  } finally {
+    for (const c of cleanups.reverse()) c();
+  }
+}
