@@ -31,6 +31,7 @@ export async function main(argv: string[], deps: CliDeps): Promise<number> {
     .option('--debug', 'show stack traces and debug detail on errors')
     .enablePositionalOptions()
     .showSuggestionAfterError()
+    .exitOverride()
     .configureOutput({
       writeOut: (s) => deps.stdout.write(s),
       writeErr: (s) => deps.stderr.write(s),
@@ -56,10 +57,9 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     getCommand(ctx),
     rmCommand(ctx),
   ]) {
-    program.addCommand(cmd);
+    // addCommand does not pass settings down: output routing, exitOverride and positional options.
+    program.addCommand(cmd.copyInheritedSettings(program));
   }
-  program.exitOverride();
-  for (const c of program.commands) c.exitOverride();
   await program.parseAsync(argv, { from: 'user' });
   return exitCode;
 }

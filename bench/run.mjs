@@ -1,0 +1,354 @@
+#!/usr/bin/env node
+/**
+ * onmemos micro-benchmarks for the local provider: every number is compared with a baseline measured in the same
+ * run, interleaved with it (A, B, A, B, ...) so machine noise hits both alike. Run with `npm run bench` (builds
+ * first); `--json` prints JSON instead of the table. Needs root and bubblewrap, like the local provider.
+ *
+ *   --version      `onmemos --version` vs `node -e 0`                                   goal: ratio <= 1.3x
+ *   exec -- true   `onmemos exec $id -- true` vs `node -e 0` + the same under bwrap     goal: adds <= 25 ms
+ *   create + rm    create --ttl 5 then rm, beyond two `node -e 0` start-ups            goal: <= 60 ms
+ *   throughput     `onmemos exec $id -- head -c 1G /dev/zero | wc -c` vs the bare pipe  goal: ratio >= 0.5x
+ *
+ * Both onmemos and the baseline run on this Node (process.execPath), so the comparison is of onmemos's own work.
+ * Times are wall clock from spawn to the child's close; MB is 10^6 bytes. All state lives in a fresh temporary
+ * ONMEMOS_STATE_DIR, removed at the end with every session the bench made, also on failure or Ctrl-C.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = join(ROOT, 'bin', 'onmemos.js');
+const NODE = process.execPath;
+const ITERATIONS = 15;
+const THROUGHPUT_ITERATIONS = 3;
+const THROUGHPUT_BYTES = 1024 ** 3;
+const TIMEOUT_MS = 30_000;
+const THROUGHPUT_TIMEOUT_MS = 120_000;
+const BWRAP_TRUE = [
+  '--unshare-all',
+  '--ro-bind',
+  '/usr',
+  '/usr',
+  '--symlink',
+  'usr/bin',
+  '/bin',
+  '--symlink',
+  'usr/lib',
+  '/lib',
+  '--symlink',
+  'usr/lib64',
+  '/lib64',
+  '--proc',
+  '/proc',
+  '--dev',
+  '/dev',
+  '--die-with-parent',
+  '/usr/bin/true',
+];
+
+const args = process.argv.slice(2);
+const unknown = args.filter((a) => a !== '--json');
+if (unknown.length > 0) fatal(`unknown argument ${unknown[0]} (usage: node bench/run.mjs [--json])`);
+const asJson = args.includes('--json');
+
+function fatal(message) {
+  process.stderr.write(`bench: ${message}\n`);
+  process.exit(1);
+}
+
+// --- running and timing commands --------------------------------------------------------------------------
+
+let interrupted = null;
+let current = null;
+
+/** Runs a command to completion; resolves with its wall time in ms and its output. Rejects on failure. */
+function run(cmd, argv, { env, timeoutMs = TIMEOUT_MS } = {}) {
+  if (interrupted) return Promise.reject(new Error(`interrupted by ${interrupted}`));
+  return new Promise((resolve, reject) => {
+    const out = [];
+    const err = [];
+    const start = process.hrtime.bigint();
+    const child = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    current = child;
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.stdout.on('data', (d) => out.push(d));
+    child.stderr.on('data', (d) => err.push(d));
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      current = null;
+      reject(e);
+    });
+    child.on('close', (code, signal) => {
+      const ms = Number(process.hrtime.bigint() - start) / 1e6;
+      clearTimeout(timer);
+      current = null;
+      const stdout = Buffer.concat(out).toString('utf8');
+      const stderr = Buffer.concat(err).toString('utf8').trim();
+      if (code === 0) return resolve({ ms, stdout, stderr });
+      const how = signal ? `was killed by ${signal}${ms >= timeoutMs ? ` after ${timeoutMs / 1000}s` : ''}` : code;
+      const what = [cmd === NODE ? 'node' : cmd, ...argv].join(' ');
+      reject(new Error(`${what} exited with ${how}${stderr ? `: ${stderr.split('\n').slice(-3).join(' | ')}` : ''}`));
+    });
+  });
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
+ * Runs each step once to warm up, then `n` rounds of all steps in order (interleaved). A step returns its time
+ * in ms; the result holds every step's samples.
+ */
+async function interleave(steps, n) {
+  for (const step of Object.values(steps)) await step();
+  const samples = Object.fromEntries(Object.keys(steps).map((k) => [k, []]));
+  for (let i = 0; i < n; i++) {
+    for (const [k, step] of Object.entries(steps)) samples[k].push(await step());
+  }
+  return samples;
+}
+
+const round = (x, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+const shq = (s) => `'${String(s).replaceAll("'", `'\\''`)}'`;
+
+// --- the benchmarks -----------------------------------------------------------------------------------------
+
+async function benchVersion(env) {
+  const onmemos = [BIN, '--version'];
+  const s = await interleave(
+    {
+      node: async () => (await run(NODE, ['-e', '0'], { env })).ms,
+      onmemos: async () => (await run(NODE, onmemos, { env })).ms,
+    },
+    ITERATIONS,
+  );
+  const subject = median(s.onmemos);
+  const baseline = median(s.node);
+  const ratio = subject / baseline;
+  return {
+    name: '--version',
+    unit: 'ms',
+    subject: { what: 'onmemos --version', median: subject, samples: s.onmemos },
+    baseline: { what: 'node -e 0', median: baseline, samples: s.node },
+    result: { kind: 'ratio', value: ratio, text: `${ratio.toFixed(2)}x` },
+    goal: '<= 1.3x',
+    status: ratio <= 1.3 ? 'PASS' : 'MISS',
+  };
+}
+
+async function benchExec(env, id) {
+  const s = await interleave(
+    {
+      node: async () => (await run(NODE, ['-e', '0'], { env })).ms,
+      bwrap: async () => (await run('bwrap', BWRAP_TRUE, { env })).ms,
+      onmemos: async () => (await run(NODE, [BIN, 'exec', id, '--', 'true'], { env })).ms,
+    },
+    ITERATIONS,
+  );
+  const subject = median(s.onmemos);
+  const node = median(s.node);
+  const bwrap = median(s.bwrap);
+  const added = subject - (node + bwrap);
+  return {
+    name: 'exec -- true',
+    unit: 'ms',
+    subject: { what: 'onmemos exec $id -- true', median: subject, samples: s.onmemos },
+    baseline: {
+      what: 'node -e 0 + bwrap ... /usr/bin/true',
+      median: node + bwrap,
+      parts: { node: { median: node, samples: s.node }, bwrap: { median: bwrap, samples: s.bwrap } },
+    },
+    result: { kind: 'added_ms', value: added, text: `${added >= 0 ? '+' : ''}${added.toFixed(1)} ms` },
+    goal: '<= +25 ms',
+    status: added <= 25 ? 'PASS' : 'MISS',
+  };
+}
+
+async function benchCreateRm(env, live) {
+  const createRm = async () => {
+    const c = await run(NODE, [BIN, 'create', '--provider', 'local', '--ttl', '5'], { env });
+    const id = c.stdout.trim();
+    if (!/^[a-z0-9-]+$/.test(id)) throw new Error(`onmemos create printed ${JSON.stringify(c.stdout)}, not an id`);
+    live.add(id);
+    const r = await run(NODE, [BIN, 'rm', id], { env });
+    live.delete(id);
+    return c.ms + r.ms;
+  };
+  const s = await interleave(
+    { node: async () => (await run(NODE, ['-e', '0'], { env })).ms, onmemos: createRm },
+    ITERATIONS,
+  );
+  const subject = median(s.onmemos);
+  const node = median(s.node);
+  const beyond = subject - 2 * node;
+  return {
+    name: 'create + rm',
+    unit: 'ms',
+    subject: { what: 'onmemos create --ttl 5 + onmemos rm $id', median: subject, samples: s.onmemos },
+    baseline: { what: '2 x node -e 0', median: 2 * node, parts: { node: { median: node, samples: s.node } } },
+    result: { kind: 'beyond_ms', value: beyond, text: `${beyond >= 0 ? '+' : ''}${beyond.toFixed(1)} ms` },
+    goal: '<= +60 ms',
+    status: beyond <= 60 ? 'PASS' : 'MISS',
+  };
+}
+
+async function benchThroughput(env, id) {
+  const n = THROUGHPUT_BYTES;
+  const short = [];
+  const pipe = async (command) => {
+    const r = await run('/bin/sh', ['-c', `${command} | wc -c`], { env, timeoutMs: THROUGHPUT_TIMEOUT_MS });
+    const got = Number(r.stdout.trim());
+    if (got !== n) short.push(got);
+    return r.ms;
+  };
+  const head = `head -c ${n} /dev/zero`;
+  const onmemos = `${shq(NODE)} ${shq(BIN)} exec ${shq(id)} -- ${head}`;
+  const s = await interleave({ bare: () => pipe(head), onmemos: () => pipe(onmemos) }, THROUGHPUT_ITERATIONS);
+  const rate = (ms) => n / 1e6 / (ms / 1000);
+  const subject = rate(median(s.onmemos));
+  const baseline = rate(median(s.bare));
+  const ratio = subject / baseline;
+  const res = {
+    name: 'throughput 1 GiB',
+    unit: 'MB/s',
+    subject: {
+      what: 'onmemos exec $id -- head -c 1G /dev/zero | wc -c',
+      median: subject,
+      samples: s.onmemos.map(rate),
+    },
+    baseline: { what: 'head -c 1G /dev/zero | wc -c', median: baseline, samples: s.bare.map(rate) },
+    result: { kind: 'ratio', value: ratio, text: `${ratio.toFixed(2)}x` },
+    goal: '>= 0.5x',
+    status: ratio >= 0.5 ? 'PASS' : 'MISS',
+  };
+  if (short.length > 0) {
+    // Output went missing: the rate is meaningless (the run ended early), and that is a bug, not a slow run.
+    res.status = 'FAIL';
+    res.note = `wc counted ${short.join(', ')} bytes instead of ${n} in ${short.length} of ${
+      2 * (THROUGHPUT_ITERATIONS + 1)
+    } runs: output was lost`;
+  }
+  return res;
+}
+
+// --- report -------------------------------------------------------------------------------------------------
+
+function table(meta, results) {
+  const fmt = (r, v) => (v === undefined ? '-' : `${round(v, r.unit === 'ms' ? 1 : 0)} ${r.unit}`);
+  const rows = [['benchmark', 'subject', 'baseline', 'result', 'goal', 'status']];
+  for (const r of results) {
+    if (r.error) {
+      rows.push([r.name, '-', '-', '-', r.goal, 'ERROR']);
+      continue;
+    }
+    let base = fmt(r, r.baseline.median);
+    if (r.name === 'exec -- true') {
+      const { node, bwrap } = r.baseline.parts;
+      base = `${round(node.median)} node + ${round(bwrap.median)} bwrap`;
+    } else if (r.name === 'create + rm') {
+      base = `2 x ${round(r.baseline.parts.node.median)} node`;
+    }
+    rows.push([r.name, fmt(r, r.subject.median), base, r.result.text, r.goal, r.status]);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  const line = (row) =>
+    row
+      .map((c, i) => c.padEnd(widths[i]))
+      .join('   ')
+      .trimEnd();
+  const out = [
+    `onmemos bench: node ${meta.node}, ${meta.cpus} CPUs, ${meta.iterations} iterations (throughput ${meta.throughputIterations}), medians, baselines interleaved`,
+    '',
+    line(rows[0]),
+    line(rows[0].map((_, i) => '-'.repeat(widths[i]))),
+    ...rows.slice(1).map(line),
+  ];
+  const notes = results.filter((r) => r.error || r.note);
+  if (notes.length > 0) out.push('', ...notes.map((r) => `${r.name}: ${r.error ?? r.note}`));
+  out.push('', `took ${round(meta.seconds)} s`);
+  return `${out.join('\n')}\n`;
+}
+
+// --- main ---------------------------------------------------------------------------------------------------
+
+async function main() {
+  const probe = spawnSync('bwrap', ['--version'], { stdio: 'ignore' });
+  if (probe.error)
+    fatal('bwrap (bubblewrap) is not installed or not on PATH; install it: apt-get install -y bubblewrap');
+  if (process.getuid?.() !== 0) fatal('must run as root, like the local provider');
+  if (!existsSync(join(ROOT, 'dist', 'cli.js'))) fatal('dist/cli.js is missing; run `npm run bench` (it builds first)');
+
+  const started = process.hrtime.bigint();
+  const stateDir = mkdtempSync(join(tmpdir(), 'onmemos-bench-'));
+  const env = { ...process.env, ONMEMOS_STATE_DIR: stateDir };
+  delete env.ONMEMOS_SERVER;
+  delete env.ONMEMOS_LOG;
+  const live = new Set();
+  const onSignal = (sig) => {
+    interrupted = sig;
+    current?.kill('SIGKILL');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const results = [];
+  try {
+    const c = await run(NODE, [BIN, 'create', '--provider', 'local', '--ttl', '10'], { env });
+    const id = c.stdout.trim();
+    live.add(id);
+    const benches = [
+      ['--version', '<= 1.3x', () => benchVersion(env)],
+      ['exec -- true', '<= +25 ms', () => benchExec(env, id)],
+      ['create + rm', '<= +60 ms', () => benchCreateRm(env, live)],
+      ['throughput 1 GiB', '>= 0.5x', () => benchThroughput(env, id)],
+    ];
+    for (const [name, goal, bench] of benches) {
+      if (!asJson) process.stderr.write(`bench: ${name} ...\n`);
+      try {
+        results.push(await bench());
+      } catch (e) {
+        if (interrupted) throw e;
+        results.push({ name, goal, status: 'ERROR', error: e instanceof Error ? e.message : String(e) });
+      }
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    interrupted = null;
+    if (live.size > 0) {
+      try {
+        await run(NODE, [BIN, 'rm', '--force', ...live], { env });
+      } catch (e) {
+        process.stderr.write(`bench: could not remove sessions ${[...live].join(' ')}: ${e.message}\n`);
+      }
+    }
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+
+  const meta = {
+    node: process.versions.node,
+    cpus: availableParallelism(),
+    iterations: ITERATIONS,
+    throughputIterations: THROUGHPUT_ITERATIONS,
+    seconds: Number(process.hrtime.bigint() - started) / 1e9,
+  };
+  if (asJson) process.stdout.write(`${JSON.stringify({ ...meta, results }, null, 2)}\n`);
+  else process.stdout.write(table(meta, results));
+  return results.some((r) => r.status === 'ERROR' || r.status === 'FAIL') ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e) => {
+    process.stderr.write(`bench: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,232 @@
+/** End to end through pipes: the built binary, real bubblewrap sessions. */
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { descendants } from '../../src/providers/local/proc.js';
+import { BIN, StateDir, waitFor } from '../helpers/cli.js';
+
+const state = new StateDir();
+let id = '';
+
+beforeAll(async () => {
+  id = await state.create('--namespace', 'team-a', '--user', 'alice', '--env', 'GREETING=hello world');
+});
+afterAll(() => state.cleanup());
+
+const exec = (args: string[], input?: string) => state.run(['exec', id, '--', ...args], { input });
+
+describe('exec through pipes', () => {
+  it('exits with the remote exit code and keeps stdout and stderr apart', async () => {
+    const r = await exec(['sh', '-c', 'echo out; echo err >&2; exit 3']);
+    expect(r).toMatchObject({ code: 3, stdout: 'out\n', stderr: 'err\n' });
+  });
+
+  it('exits 128+N when the remote process is killed by signal N', async () => {
+    expect((await exec(['sh', '-c', 'kill -TERM $$'])).code).toBe(143);
+    expect((await exec(['sh', '-c', 'kill -KILL $$'])).code).toBe(137);
+  });
+
+  it('127 for a missing command, 126 for one that cannot run', async () => {
+    expect((await exec(['no-such-command'])).code).toBe(127);
+    expect((await exec(['/etc/passwd'])).code).toBe(126);
+  });
+
+  it('delivers piped stdin with EOF', async () => {
+    expect((await exec(['wc', '-l'], 'a\nb\n')).stdout.trim()).toBe('2');
+    expect((await exec(['cat'])).stdout).toBe(''); // no input: EOF at once, no hang
+  });
+
+  it('is binary-safe both ways', async () => {
+    const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    const r = await new Promise<Buffer>((resolve) => {
+      const child = spawn(process.execPath, [BIN, 'exec', id, '--', 'sh', '-c', 'cat; printf "\\000\\377"'], {
+        env: { ...process.env, ...state.env },
+      });
+      const out: Buffer[] = [];
+      child.stdout.on('data', (d) => out.push(d));
+      child.stdin.end(bytes);
+      child.on('close', () => resolve(Buffer.concat(out)));
+    });
+    expect(r.equals(Buffer.concat([bytes, Buffer.from([0, 255])]))).toBe(true);
+  });
+
+  it('passes argv exactly, never re-split', async () => {
+    const r = await exec(['printf', '%s|', 'a b', "it's", '$(echo no)', '*', '-n']);
+    expect(r.stdout).toBe("a b|it's|$(echo no)|*|-n|");
+  });
+
+  it('streams output as it is produced', async () => {
+    const child = spawn(process.execPath, [BIN, 'exec', id, '--', 'sh', '-c', 'echo first; sleep 30'], {
+      env: { ...process.env, ...state.env },
+    });
+    const first = await new Promise<string>((resolve) => child.stdout.once('data', (d) => resolve(String(d))));
+    expect(first).toBe('first\n');
+    child.kill('SIGTERM');
+    await new Promise((r) => child.on('close', r));
+  });
+
+  it('sets -e variables, -w directory, and the document variables', async () => {
+    const r = await state.run([
+      'exec',
+      '-e',
+      'A=1',
+      '-e',
+      'B=x=y',
+      '-w',
+      '/tmp',
+      id,
+      '--',
+      'sh',
+      '-c',
+      'echo "$A $B $(pwd) $WORKSPACE_ID $NAMESPACE $USER $BUCKET_NAME $GREETING $HOME"',
+    ]);
+    expect(r.stdout.trim()).toBe(`1 x=y /tmp ${id} team-a alice onmemos-${id.slice(3)} hello world /home/alice`);
+    expect((await exec(['pwd'])).stdout).toBe('/workspace\n');
+    expect((await state.run(['exec', '-w', '/nope', id, '--', 'true'])).code).toBe(125);
+  });
+
+  it('--timeout kills the remote process tree and exits 124', async () => {
+    const r = await state.run(['exec', '--timeout', '1', id, '--', 'sh', '-c', 'sleep 300 & sleep 301; echo never']);
+    expect(r.code).toBe(124);
+    expect(r.stdout).toBe('');
+    const ps = await exec([
+      'sh',
+      '-c',
+      'for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr "\\0" " "; echo; done',
+    ]);
+    expect(ps.stdout).not.toMatch(/sleep 30[01]/);
+  });
+
+  it('SIGTERM or SIGINT to onmemos kills the remote process and leaves no orphan', async () => {
+    for (const [sig, code] of [
+      ['SIGTERM', 143],
+      ['SIGINT', 130],
+    ] as const) {
+      const marker = `orphan-${sig}`;
+      const child = spawn(
+        process.execPath,
+        [BIN, 'exec', id, '--', 'bash', '-c', `sleep 400 & exec -a ${marker} sleep 401`],
+        {
+          env: { ...process.env, ...state.env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      const onmemosPid = child.pid!;
+      // Wait until the remote command runs, then signal onmemos only.
+      await waitFor(async () => (await exec(['sh', '-c', `grep -l ${marker} /proc/[0-9]*/cmdline`])).stdout !== '');
+      const closed = new Promise<number | null>((r) => child.on('close', (c) => r(c)));
+      process.kill(onmemosPid, sig);
+      expect(await closed).toBe(code);
+      const left = await exec(['sh', '-c', 'cat /proc/[0-9]*/cmdline | tr "\\0" " "']);
+      expect(left.stdout).not.toMatch(/sleep 40[01]/);
+      expect(descendants(onmemosPid)).toEqual([]);
+    }
+  });
+});
+
+describe('a session is long-lived, like a container', () => {
+  it('a background process started by one exec is seen by the next', async () => {
+    const r = await exec(['sh', '-c', 'sleep 1000 > /dev/null 2>&1 & echo started']);
+    expect(r).toMatchObject({ code: 0, stdout: 'started\n' });
+    const ps = await exec(['sh', '-c', 'cat /proc/[0-9]*/cmdline | tr "\\0" " "']);
+    expect(ps.stdout).toContain('sleep 1000');
+  });
+
+  it('exec returns when the command exits even if a background process keeps its output open', async () => {
+    const r = await exec(['sh', '-c', 'sleep 1001 & echo done']);
+    expect(r).toMatchObject({ code: 0, stdout: 'done\n' });
+  });
+
+  it("a server started in one exec answers on the session's localhost in the next", async () => {
+    const start = await exec([
+      'sh',
+      '-c',
+      'nohup python3 -c \'import http.server as h; h.HTTPServer(("127.0.0.1", 8765), h.SimpleHTTPRequestHandler).serve_forever()\' >/dev/null 2>&1 & echo ok',
+    ]);
+    expect(start.code).toBe(0);
+    const probe = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:8765/').status)";
+    const got = await waitFor(async () => (await exec(['python3', '-c', probe])).stdout.trim() === '200');
+    expect(got).toBe(true);
+  });
+
+  it('files in /workspace, $HOME and /tmp persist between execs', async () => {
+    await exec(['sh', '-c', 'echo w > /workspace/f; echo h > ~/f; echo t > /tmp/f']);
+    expect((await exec(['sh', '-c', 'cat /workspace/f ~/f /tmp/f'])).stdout).toBe('w\nh\nt\n');
+  });
+});
+
+describe('isolation', () => {
+  it('has no capabilities in any session process', async () => {
+    const r = await exec(['sh', '-c', 'sleep 5 & grep -h CapEff /proc/[0-9]*/status | sort -u']);
+    expect(r.stdout.trim()).toBe('CapEff:\t0000000000000000');
+  });
+
+  it('runs in its own pid, uts, ipc, mount and network namespaces', async () => {
+    const r = await exec([
+      'sh',
+      '-c',
+      'for n in pid uts ipc mnt net; do readlink /proc/self/ns/$n; done; hostname; echo $$',
+    ]);
+    const lines = r.stdout.trim().split('\n');
+    for (const [i, n] of ['pid', 'uts', 'ipc', 'mnt', 'net'].entries()) {
+      expect(lines[i]).not.toBe(readlinkHost(n));
+    }
+    expect(lines[5]).toBe(id.slice(0, 63));
+  });
+
+  it('sees the host root read-only, and not /root, /home, the state directory or /etc/shadow', async () => {
+    const r = await exec([
+      'sh',
+      '-c',
+      `touch /usr/x 2>&1; ls /root 2>&1; ls /home; ls ${state.path} 2>&1; cat /etc/shadow 2>&1; ls /opt /var 2>&1`,
+    ]);
+    expect(r.stdout).toMatch(/touch: cannot touch '\/usr\/x': Read-only file system/);
+    expect(r.stdout).toMatch(/ls: cannot access '\/root': No such file or directory/);
+    expect(r.stdout).toMatch(/^alice$/m);
+    expect(r.stdout).toMatch(new RegExp(`cannot access '${state.path}'`));
+    expect(r.stdout).toMatch(/\/etc\/shadow: (Permission denied|No such file)/);
+  });
+
+  it("cannot read another session's workspace", async () => {
+    const other = await state.create('--user', 'bob');
+    await state.run(['exec', other, '--', 'sh', '-c', 'echo secret > /workspace/secret']);
+    const hostPath = join(state.path, 'local', 'sessions', other, 'data', 'workspace', 'secret');
+    expect(existsSync(hostPath)).toBe(true);
+    const r = await exec([
+      'sh',
+      '-c',
+      `cat ${hostPath} 2>&1; find / -path /proc -prune -o -name secret -print 2>/dev/null; echo end`,
+    ]);
+    expect(r.stdout).not.toContain('secret\n');
+    expect(r.stdout).toMatch(/No such file or directory\nend\n$/);
+    expect((await state.run(['rm', other])).code).toBe(0);
+  });
+});
+
+function readlinkHost(ns: string): string {
+  return readlinkSync(`/proc/self/ns/${ns}`);
+}
+
+describe('rm', () => {
+  it('kills every process of the session and deletes its workspace', async () => {
+    const sid = await state.create();
+    await state.run(['exec', sid, '--', 'bash', '-c', '(exec -a onmemos-rm-marker sleep 1000 >/dev/null 2>&1 &)']);
+    const dir = join(state.path, 'local', 'sessions', sid);
+    expect(existsSync(dir)).toBe(true);
+    const hostHas = () =>
+      readdirSync('/proc').some((p) => {
+        try {
+          return readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('onmemos-rm-marker');
+        } catch {
+          return false;
+        }
+      });
+    expect(hostHas()).toBe(true);
+    expect((await state.run(['rm', sid])).stdout.trim()).toBe(sid);
+    expect(existsSync(dir)).toBe(false);
+    expect(await waitFor(() => !hostHas())).toBe(true);
+    expect((await state.run(['exec', sid, '--', 'true'])).code).toBe(125);
+    expect((await state.run(['rm', sid])).code).toBe(1);
+  });
+});

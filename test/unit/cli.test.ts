@@ -1,0 +1,139 @@
+/** The whole CLI in-process (runCli), against a fake provider: parsing, output formats, exit codes, errors. */
+import { describe, expect, it } from 'vitest';
+import { runCli } from '../../src/cli.js';
+import { FakeProvider, fakeDeps } from '../helpers/fake-provider.js';
+
+async function cli(args: string[], p = new FakeProvider(), input = '') {
+  const deps = fakeDeps(p, input);
+  const code = await runCli(args, deps);
+  return { code, out: deps.stdout.text, err: deps.stderr.text, p };
+}
+
+describe('onmemos (in-process)', () => {
+  it('create prints the id; --json prints the document response fields', async () => {
+    const p = new FakeProvider();
+    const a = await cli(['create', '--namespace', 'team-a', '--user', 'alice'], p);
+    expect(a.code).toBe(0);
+    expect(a.out).toMatch(/^ws-team-a-alice-\d+-[0-9a-z]{4}\n$/);
+    const b = await cli(['create', '--json', '--env', 'A=1', '--env', 'B=x=y', '--ttl', '5'], p);
+    const s = JSON.parse(b.out);
+    for (const k of ['id', 'provider', 'namespace', 'user', 'status', 'url', 'websocket', 'ssh', 'details']) {
+      expect(s).toHaveProperty(k);
+    }
+    expect(s.details.env).toEqual({ A: '1', B: 'x=y' });
+    expect(Date.parse(s.expires_at) - Date.parse(s.created_at)).toBe(5 * 60_000);
+    expect(p.sessions.size).toBe(2);
+  });
+
+  it('rejects bad names, TTLs and env before anything is made, in one line, exit 2', async () => {
+    for (const args of [
+      ['create', '--namespace', 'Team_A'],
+      ['create', '--user', 'a..b'],
+      ['create', '--ttl', '0'],
+      ['create', '--ttl', 'abc'],
+      ['create', '--env', 'NOEQUALS'],
+      ['create', '--provider', 'aws'],
+      ['create', '--template', 'cobol'],
+      ['create', '--network', 'wide'],
+    ]) {
+      const r = await cli(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.err.trim().split('\n'), args.join(' ')).toHaveLength(1);
+      expect(r.err).toMatch(/^onmemos: /);
+      expect(r.p.sessions.size).toBe(0);
+    }
+  });
+
+  it('errors are JSON with --json', async () => {
+    const r = await cli(['get', 'ws-nope-x-1-abcd', '--json']);
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.err)).toMatchObject({
+      error: { code: 'not_found', message: expect.stringContaining('ws-nope-x-1-abcd') },
+    });
+  });
+
+  it('shows a stack only with --debug', async () => {
+    const plain = await cli(['get', 'ws-nope-x-1-abcd']);
+    expect(plain.err).not.toMatch(/\n\s+at /);
+    const debug = await cli(['--debug', 'get', 'ws-nope-x-1-abcd']);
+    expect(debug.err).toMatch(/\n\s+at /);
+  });
+
+  it('ls prints a table or JSON, filtered', async () => {
+    const p = new FakeProvider();
+    await cli(['create', '--namespace', 'a', '--user', 'u'], p);
+    await cli(['create', '--namespace', 'b', '--user', 'u'], p);
+    const t = await cli(['ls'], p);
+    expect(t.out.split('\n')[0]).toMatch(/^ID\s+PROVIDER\s+NAMESPACE\s+USER\s+STATUS\s+AGE\s+EXPIRES/);
+    expect(t.out.trim().split('\n')).toHaveLength(3);
+    const j = JSON.parse((await cli(['ls', '--json', '--namespace', 'b'], p)).out);
+    expect(j.map((s: { namespace: string }) => s.namespace)).toEqual(['b']);
+  });
+
+  it('get shows one session', async () => {
+    const p = new FakeProvider();
+    const id = (await cli(['create'], p)).out.trim();
+    expect((await cli(['get', id], p)).out).toMatch(new RegExp(`^id:\\s+${id}$`, 'm'));
+    expect(JSON.parse((await cli(['get', id, '--json'], p)).out).id).toBe(id);
+  });
+
+  it('rm: unknown id is exit 1 unless --force; --all narrows by namespace', async () => {
+    const p = new FakeProvider();
+    const id = (await cli(['create', '--namespace', 'a'], p)).out.trim();
+    const other = (await cli(['create', '--namespace', 'b'], p)).out.trim();
+    const miss = await cli(['rm', 'ws-none-x-1-abcd'], p);
+    expect(miss.code).toBe(1);
+    expect(miss.err).toMatch(/no such session/);
+    expect((await cli(['rm', '--force', 'ws-none-x-1-abcd'], p)).code).toBe(0);
+    expect((await cli(['rm'], p)).code).toBe(2);
+    expect((await cli(['rm', '--all', id], p)).code).toBe(2);
+    const all = await cli(['rm', '--all', '--namespace', 'a', '--json'], p);
+    expect(JSON.parse(all.out)).toEqual({ removed: [id], missing: [] });
+    expect([...p.sessions.keys()]).toEqual([other]);
+    expect((await cli(['rm', other], p)).out.trim()).toBe(other);
+  });
+
+  it('exec passes argv exactly, pipes stdin with EOF and exits with the remote code', async () => {
+    const p = new FakeProvider();
+    const id = (await cli(['create'], p)).out.trim();
+    const r = await cli(
+      ['exec', id, '--', 'sh', '-c', 'wc -l; printf "%s|" "$@"; exit 7', 'sh', 'a b', '-c', '--'],
+      p,
+      'x\ny\n',
+    );
+    expect(r.code).toBe(7);
+    expect(r.out).toBe('2\na b|-c|--|');
+    expect(p.execs[0]!.argv).toEqual(['sh', '-c', 'wc -l; printf "%s|" "$@"; exit 7', 'sh', 'a b', '-c', '--']);
+    expect(p.execs[0]!.stdin).toBe(true);
+    expect(p.execs[0]!.tty).toBe(false);
+  });
+
+  it('exec options: -e, -w, and 125 for its own errors', async () => {
+    const p = new FakeProvider();
+    const id = (await cli(['create'], p)).out.trim();
+    const r = await cli(['exec', '-e', 'X=1', '-e', 'Y=a=b', '-w', '/tmp', id, '--', 'true'], p);
+    expect(r.code).toBe(0);
+    expect(p.execs[0]).toMatchObject({ env: { X: '1', Y: 'a=b' }, cwd: '/tmp', argv: ['true'] });
+    expect((await cli(['exec', 'ws-nope-x-1-abcd', '--', 'true'], p)).code).toBe(125);
+    expect((await cli(['exec', id], p)).code).toBe(125);
+    expect((await cli(['exec', '-w', 'rel', id, '--', 'true'], p)).code).toBe(125);
+    expect((await cli(['exec', '--timeout', 'x', id, '--', 'true'], p)).code).toBe(125);
+  });
+
+  it('exec --timeout kills the command and exits 124', async () => {
+    const p = new FakeProvider();
+    const id = (await cli(['create'], p)).out.trim();
+    const r = await cli(['exec', '--timeout', '0.2', id, '--', 'sleep', '30'], p);
+    expect(r.code).toBe(124);
+  });
+
+  it('--help explains, --version prints the version', async () => {
+    const h = await cli(['--help']);
+    expect(h.code).toBe(0);
+    for (const verb of ['create', 'exec', 'shell', 'ls', 'get', 'rm']) expect(h.out).toContain(verb);
+    const eh = await cli(['exec', '--help']);
+    expect(eh.out).toMatch(/124 on --timeout/);
+    const v = await cli(['--version']);
+    expect(v.out.trim()).toMatch(/^\d+\.\d+\.\d+/);
+  });
+});
