@@ -1,0 +1,187 @@
+/** End to end: network modes, TTL expiry, templates and concurrent creates on real sandboxes. */
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { createServer, connect as netConnect, type Server } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, StateDir, waitFor } from '../helpers/cli.js';
+
+const state = new StateDir();
+afterAll(() => state.cleanup());
+
+/** A TCP server on the host's loopback that a session must not reach (outbound and isolated modes). */
+let hostServer: Server;
+let hostPort = 0;
+beforeAll(async () => {
+  hostServer = createServer((s) => s.end('host\n'));
+  await new Promise<void>((r) => hostServer.listen(0, '127.0.0.1', r));
+  hostPort = (hostServer.address() as { port: number }).port;
+});
+afterAll(() => new Promise<void>((r) => hostServer.close(() => r())));
+
+const connect = (host: string, port: number) =>
+  `import socket\ntry:\n  socket.create_connection(("${host}", ${port}), timeout=3).recv(10); print("reached")\nexcept Exception as e:\n  print("unreachable")`;
+
+describe('network modes', () => {
+  it('outbound (default): own namespace with a tap0, host loopback unreachable', async () => {
+    const id = await state.create();
+    const r = await state.run([
+      'exec',
+      id,
+      '--',
+      'sh',
+      '-c',
+      'cat /proc/net/dev | cut -d: -f1 | tr -d " " | tail -n +3 | sort',
+    ]);
+    expect(r.stdout.split('\n').filter(Boolean)).toEqual(['lo', 'tap0']);
+    expect((await state.run(['exec', id, '--', 'python3', '-c', connect('127.0.0.1', hostPort)])).stdout).toBe(
+      'unreachable\n',
+    );
+    expect((await state.run(['exec', id, '--', 'python3', '-c', connect('10.0.2.2', hostPort)])).stdout).toBe(
+      'unreachable\n',
+    );
+    const got = JSON.parse((await state.run(['get', id, '--json'])).stdout);
+    expect(got.details.network).toBe('outbound');
+  });
+
+  it('isolated: loopback only', async () => {
+    const id = await state.create('--network', 'isolated');
+    const r = await state.run([
+      'exec',
+      id,
+      '--',
+      'sh',
+      '-c',
+      'cat /proc/net/dev | cut -d: -f1 | tr -d " " | tail -n +3',
+    ]);
+    expect(r.stdout.trim()).toBe('lo');
+    expect((await state.run(['exec', id, '--', 'python3', '-c', connect('127.0.0.1', hostPort)])).stdout).toBe(
+      'unreachable\n',
+    );
+  });
+
+  it('host: the host network, so the host loopback answers', async () => {
+    const id = await state.create('--network', 'host');
+    expect((await state.run(['exec', id, '--', 'python3', '-c', connect('127.0.0.1', hostPort)])).stdout).toBe(
+      'reached\n',
+    );
+  });
+
+  it("a server in one session answers on that session's localhost and nowhere else", async () => {
+    const a = await state.create();
+    const b = await state.create('--network', 'isolated');
+    const serve =
+      "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 9099)); s.listen()\nwhile True:\n  c,_=s.accept(); c.sendall(b'x'); c.close()";
+    await state.run(['exec', a, '--', 'sh', '-c', 'nohup python3 -c "$1" >/dev/null 2>&1 &', 'sh', serve]);
+    expect(
+      await waitFor(
+        async () =>
+          (await state.run(['exec', a, '--', 'python3', '-c', connect('127.0.0.1', 9099)])).stdout === 'reached\n',
+      ),
+    ).toBe(true);
+    expect((await state.run(['exec', b, '--', 'python3', '-c', connect('127.0.0.1', 9099)])).stdout).toBe(
+      'unreachable\n',
+    );
+    // Not on the host either.
+    const fromHost = await new Promise<string>((resolve) => {
+      const s = netConnect(9099, '127.0.0.1');
+      s.on('connect', () => resolve('reached'));
+      s.on('error', () => resolve('unreachable'));
+    });
+    expect(fromHost).toBe('unreachable');
+  });
+});
+
+describe('TTL', () => {
+  const hostProcs = (marker: string) =>
+    readdirSync('/proc').filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(marker);
+      } catch {
+        return false;
+      }
+    });
+
+  it('an expired session is removed by the next onmemos invocation', async () => {
+    const id = await state.create('--ttl', '0.03'); // 1.8 s
+    const marker = `ttl-next-${Date.now()}`;
+    await state.run(['exec', id, '--', 'bash', '-c', `(exec -a ${marker} sleep 1000 >/dev/null 2>&1 &)`]);
+    expect(hostProcs(marker)).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 2500));
+    const ls = await state.run(['ls', '--json']);
+    expect(JSON.parse(ls.stdout).map((s: { id: string }) => s.id)).not.toContain(id);
+    expect(existsSync(join(state.path, 'local', 'sessions', id))).toBe(false);
+    expect(await waitFor(() => hostProcs(marker).length === 0)).toBe(true);
+    expect((await state.run(['get', id])).code).toBe(1);
+  });
+
+  it('an expired session is removed by its timer with no onmemos invocation', async () => {
+    const id = await state.create('--ttl', '0.03');
+    const dir = join(state.path, 'local', 'sessions', id);
+    expect(existsSync(dir)).toBe(true);
+    expect(await waitFor(() => !existsSync(dir), 20_000)).toBe(true);
+  });
+
+  it('removal is idempotent: rm after expiry is "not found", --force is fine', async () => {
+    const id = await state.create('--ttl', '0.02');
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await state.run(['rm', id])).code).toBe(1);
+    expect((await state.run(['rm', '--force', id])).code).toBe(0);
+  });
+});
+
+describe('templates', () => {
+  it('python and nodejs run the host toolchains', async () => {
+    const py = await state.create('--template', 'python');
+    expect((await state.run(['exec', py, '--', 'python3', '-c', 'print(6*7)'])).stdout).toBe('42\n');
+    const node = await state.create('--template', 'nodejs');
+    expect((await state.run(['exec', node, '--', 'node', '-e', 'console.log(6*7)'])).stdout).toBe('42\n');
+  });
+
+  it('go works where Go is installed, and otherwise fails clearly with nothing made', async () => {
+    const before = readdirSync(join(state.path, 'local', 'sessions')).length;
+    const r = await state.run(['create', '--template', 'go']);
+    if (r.code === 0) {
+      const id = r.stdout.trim();
+      expect((await state.run(['exec', id, '--', 'go', 'version'])).stdout).toMatch(/^go version/);
+      return;
+    }
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^onmemos: template go needs Go \(`go`\), which is not installed on this machine/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(readdirSync(join(state.path, 'local', 'sessions')).length).toBe(before);
+  });
+});
+
+describe('concurrency', () => {
+  it('ten creates from ten processes give ten distinct working sessions', async () => {
+    const own = new StateDir();
+    try {
+      const results = await Promise.all(
+        Array.from(
+          { length: 10 },
+          () =>
+            new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+              const c = spawn(process.execPath, [BIN, 'create', '--ttl', '5', '--network', 'isolated'], {
+                env: { ...process.env, ...own.env },
+              });
+              let out = '';
+              let err = '';
+              c.stdout.on('data', (d) => (out += d));
+              c.stderr.on('data', (d) => (err += d));
+              c.on('close', (code) => resolve({ code, out: out.trim(), err }));
+            }),
+        ),
+      );
+      for (const r of results) expect(r, r.err).toMatchObject({ code: 0 });
+      const ids = results.map((r) => r.out);
+      expect(new Set(ids).size).toBe(10);
+      const listed = JSON.parse((await own.run(['ls', '--json'])).stdout).map((s: { id: string }) => s.id);
+      expect(listed.sort()).toEqual([...ids].sort());
+      const echoes = await Promise.all(ids.map((id) => own.run(['exec', id, '--', 'sh', '-c', 'echo $WORKSPACE_ID'])));
+      expect(echoes.map((e) => e.stdout.trim())).toEqual(ids);
+    } finally {
+      await own.cleanup();
+    }
+  });
+});
