@@ -1,0 +1,181 @@
+/** End to end through a real pty (node-pty): tty detection, the interactive shell, keys, resize, restore. */
+import { readdirSync, readFileSync } from 'node:fs';
+import * as pty from 'node-pty';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, StateDir, waitFor } from '../helpers/cli.js';
+
+const state = new StateDir();
+let id = '';
+beforeAll(async () => {
+  id = await state.create('--user', 'pty');
+});
+afterAll(() => state.cleanup());
+
+/** A process in a pty, with its output collected and bounded waits on it. */
+class Term {
+  readonly p: pty.IPty;
+  out = '';
+  exit: Promise<{ exitCode: number; signal?: number }>;
+  constructor(file: string, args: string[], cols = 90, rows = 25) {
+    this.p = pty.spawn(file, args, {
+      cols,
+      rows,
+      name: 'xterm-256color',
+      env: { ...process.env, ...state.env, TERM: 'xterm-256color' } as Record<string, string>,
+    });
+    this.p.onData((d) => {
+      this.out += d;
+    });
+    this.exit = new Promise((r) => this.p.onExit(r));
+  }
+  /** Waits (bounded) until the output after `from` matches. */
+  async expect(re: RegExp, from = 0): Promise<void> {
+    const ok = await waitFor(() => re.test(this.out.slice(from)), 15_000, 20);
+    if (!ok) throw new Error(`timed out waiting for ${re}; output so far:\n${this.out.slice(from)}`);
+  }
+  mark(): number {
+    return this.out.length;
+  }
+  write(s: string): void {
+    this.p.write(s);
+  }
+}
+
+const shell = (...extra: string[]) => new Term(process.execPath, [BIN, 'shell', id, ...extra]);
+const prompt = /pty@ws-[^:]+:\/workspace\$ $/;
+
+describe('exec in a terminal', () => {
+  it('chooses a tty only when stdin and stdout are terminals', async () => {
+    const t = new Term(process.execPath, [
+      BIN,
+      'exec',
+      id,
+      '--',
+      'sh',
+      '-c',
+      '[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size',
+    ]);
+    expect((await t.exit).exitCode).toBe(0);
+    // The remote tty turns \n into \r\n; libuv's raw mode keeps ONLCR locally, so a CR may be doubled.
+    expect(t.out).toMatch(/is-a-tty\r+\n25 90/);
+    const piped = await state.run(['exec', id, '--', 'sh', '-c', '[ -t 1 ] && echo tty || echo no-tty']);
+    expect(piped.stdout).toBe('no-tty\n');
+    const forced = await state.run(['exec', '-t', id, '--', 'sh', '-c', '[ -t 1 ] && echo tty || echo no-tty']);
+    expect(forced.stdout).toBe('tty\r\n');
+    const never = new Term(process.execPath, [
+      BIN,
+      'exec',
+      '-T',
+      id,
+      '--',
+      'sh',
+      '-c',
+      '[ -t 1 ] && echo tty || echo no-tty',
+    ]);
+    await never.exit;
+    expect(never.out).toMatch(/no-tty/);
+  });
+
+  it('exits with the remote code under a tty too', async () => {
+    const t = new Term(process.execPath, [BIN, 'exec', id, '--', 'sh', '-c', 'exit 5']);
+    expect((await t.exit).exitCode).toBe(5);
+  });
+});
+
+describe('shell', () => {
+  it('is a login bash with the window size, which follows resizes', async () => {
+    const t = shell();
+    await t.expect(prompt);
+    let m = t.mark();
+    t.write('shopt -q login_shell && echo "login $BASH"; stty size\r');
+    await t.expect(/login \/(usr\/)?bin\/bash\r+\n25 90\r+\n/, m);
+    m = t.mark();
+    t.p.resize(120, 40);
+    await new Promise((r) => setTimeout(r, 200));
+    t.write('stty size\r');
+    await t.expect(/40 120\r+\n/, m);
+    t.write('exit 3\r');
+    expect((await t.exit).exitCode).toBe(3);
+  });
+
+  it('Ctrl-C interrupts, Ctrl-Z suspends, Ctrl-D exits with 0', async () => {
+    const t = shell();
+    await t.expect(prompt);
+    let m = t.mark();
+    t.write('sleep 100; echo after-sleep\r');
+    await new Promise((r) => setTimeout(r, 300));
+    t.write('\x03');
+    await t.expect(prompt, m);
+    expect(t.out.slice(m)).not.toContain('after-sleep\r\n');
+    m = t.mark();
+    t.write('sleep 101\r');
+    await new Promise((r) => setTimeout(r, 300));
+    t.write('\x1a');
+    await t.expect(/Stopped\s+sleep 101/, m);
+    m = t.mark();
+    t.write('kill -9 %1; wait\r');
+    await t.expect(prompt, m);
+    t.write('\x04');
+    expect((await t.exit).exitCode).toBe(0);
+  });
+
+  it('~. after a newline disconnects, exits 255, and the remote shell is gone', async () => {
+    const t = shell();
+    await t.expect(prompt);
+    t.write('exec -a tilde-dot-shell bash\r');
+    await t.expect(prompt, t.mark() - 1);
+    await new Promise((r) => setTimeout(r, 200));
+    t.write('\r~.');
+    expect((await t.exit).exitCode).toBe(255);
+    expect(t.out).toMatch(/disconnected/);
+    const left = await waitFor(async () => {
+      const ps = await state.run(['exec', id, '--', 'sh', '-c', 'cat /proc/[0-9]*/cmdline | tr "\\0" " "']);
+      return !ps.stdout.includes('tilde-dot-shell');
+    });
+    expect(left).toBe(true);
+  });
+
+  it('restores the local terminal on exit, on kill, and when the session is removed underneath', async () => {
+    const own = await state.create('--user', 'pty');
+    // A wrapper shell in the pty runs onmemos, then reports the terminal's mode.
+    const check = () =>
+      new Term('/bin/sh', [
+        '-c',
+        `"$0" "$1" shell "$2"; echo "code=$?"; stty -a | grep -o -- '-*icanon' | head -1`,
+        process.execPath,
+        BIN,
+        own,
+      ]);
+
+    const exited = check();
+    await exited.expect(prompt);
+    exited.write('exit 0\r');
+    await exited.exit;
+    expect(exited.out).toMatch(/code=0\r+\nicanon/);
+
+    const killed = check();
+    await killed.expect(prompt);
+    const onmemos = await waitFor(() => findChild(killed.p.pid));
+    process.kill(onmemos!, 'SIGTERM');
+    await killed.exit;
+    expect(killed.out).toMatch(/code=143\r+\nicanon/);
+
+    const removed = check();
+    await removed.expect(prompt);
+    expect((await state.run(['rm', own])).code).toBe(0);
+    await removed.exit;
+    expect(removed.out).toMatch(/code=\d+\r+\nicanon/);
+    expect(removed.out).not.toMatch(/code=0\r/);
+  });
+});
+
+/** The pid of a direct child process of `ppid` (the onmemos under the wrapper shell). */
+function findChild(ppid: number): number | undefined {
+  for (const p of readdirSync('/proc')) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) return Number(p);
+    } catch {}
+  }
+  return undefined;
+}
