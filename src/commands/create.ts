@@ -1,4 +1,6 @@
+import { constants as osConstants } from 'node:os';
 import { Command, Option } from 'commander';
+import { OnmemosError } from '../errors.js';
 import {
   type CreateSessionRequest,
   DEFAULT_TTL_MINUTES,
@@ -12,14 +14,40 @@ import { type Ctx, out, progress } from './context.js';
 import { json } from './format.js';
 import { choice, collectEnv, parseNamespace, parseTtlMinutes, parseUser } from './options.js';
 
+/**
+ * Creates a session. A SIGINT/SIGTERM/SIGHUP while it is being made does not leave it half-made: the signal
+ * is held until the provider returns, the session is then removed, and the command fails with 128+N.
+ */
 export async function createSession(ctx: Ctx, input: Partial<CreateSessionRequest>): Promise<Session> {
   const req = normalizeCreateRequest(input);
   const { provider, reason } = await ctx.registry.forCreate(req.provider);
   if (req.provider === 'auto') progress(ctx, `provider auto: ${provider.kind} (${reason})`);
-  const session = await provider.create(req, (m) => progress(ctx, m));
+  let interrupted: NodeJS.Signals | undefined;
+  const handlers = SIGNALS.map((sig) => {
+    const h = () => {
+      interrupted ??= sig;
+    };
+    ctx.signals.on(sig, h);
+    return () => ctx.signals.off(sig, h);
+  });
+  let session: Session;
+  try {
+    session = await provider.create(req, (m) => progress(ctx, m));
+  } finally {
+    for (const off of handlers) off();
+  }
+  if (interrupted) {
+    await provider.delete(session.id).catch(() => {});
+    throw new OnmemosError(`interrupted by ${interrupted}: session ${session.id} was removed`, {
+      code: 'internal',
+      exitCode: 128 + (osConstants.signals[interrupted] ?? 1),
+    });
+  }
   session.details = { ...session.details, provider_reason: reason };
   return session;
 }
+
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 export function createCommand(ctx: () => Ctx): Command {
   return new Command('create')

@@ -153,6 +153,33 @@ describe('templates', () => {
   });
 });
 
+describe('interrupted create', () => {
+  it('leaves either a whole session or nothing, whenever SIGINT lands', async () => {
+    const own = new StateDir();
+    try {
+      for (const delay of [0, 60, 120, 180, 240]) {
+        const c = spawn(process.execPath, [BIN, 'create', '--ttl', '5'], { env: { ...process.env, ...own.env } });
+        let out = '';
+        c.stdout.on('data', (d) => (out += d));
+        setTimeout(() => c.kill('SIGINT'), delay);
+        const code = await new Promise<number | null>((r) => c.on('close', (x) => r(x)));
+        const listed = JSON.parse((await own.run(['ls', '--json'])).stdout) as { id: string; status: string }[];
+        if (code === 0) {
+          expect(listed.map((s) => s.id)).toContain(out.trim());
+        }
+        for (const s of listed) {
+          expect(s.status).toBe('running');
+          expect((await own.run(['exec', s.id, '--', 'true'])).code).toBe(0);
+        }
+        await own.run(['rm', '--all']);
+      }
+      expect(readdirSync(join(own.path, 'local', 'sessions'))).toEqual([]);
+    } finally {
+      await own.cleanup();
+    }
+  });
+});
+
 describe('concurrency', () => {
   it('ten creates from ten processes give ten distinct working sessions', async () => {
     const own = new StateDir();

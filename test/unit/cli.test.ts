@@ -137,3 +137,19 @@ describe('onmemos (in-process)', () => {
     expect(v.out.trim()).toMatch(/^\d+\.\d+\.\d+/);
   });
 });
+
+describe('create interrupted', () => {
+  it('holds SIGINT until the session is made, then removes it and exits 130', async () => {
+    const p = new FakeProvider();
+    const deps = fakeDeps(p);
+    const create = p.create.bind(p);
+    p.create = async (req) => {
+      deps.signals.emit('SIGINT');
+      return create(req);
+    };
+    const code = await runCli(['create'], deps);
+    expect(code).toBe(130);
+    expect(deps.stderr.text).toMatch(/^onmemos: interrupted by SIGINT: session ws-\S+ was removed\n$/);
+    expect(p.sessions.size).toBe(0);
+  });
+});
