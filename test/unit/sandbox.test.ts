@@ -16,7 +16,8 @@ const layout = (over: Partial<SandboxLayout> = {}): SandboxLayout => ({
   hostname: 'ws-a-b-1-abcd',
   user: 'alice',
   network: 'outbound',
-  fds: { workspace: 4, home: 5, tmp: 6, passwd: 7, group: 8, resolvConf: 9 },
+  sessionDir: '/mnt',
+  ownResolvConf: true,
   toolchain: { template: 'python', path: [] },
   infoFd: 3,
   lifetimeSeconds: 3600.2,
@@ -41,8 +42,8 @@ describe('bwrapArgs', () => {
     expect(a).toEqual(expect.arrayContaining(['--unshare-all', '--unshare-user']));
     expect(a.slice(a.indexOf('--uid'), a.indexOf('--uid') + 2)).toEqual(['--uid', String(SANDBOX_UID)]);
     expect(a).not.toContain('--share-net');
-    expect(binds(a)).toContainEqual(['--bind-fd', '4', '/workspace']);
-    expect(binds(a)).toContainEqual(['--ro-bind-fd', '9', '/etc/resolv.conf']);
+    expect(binds(a)).toContainEqual(['--bind', '/mnt/data/workspace', '/workspace']);
+    expect(binds(a)).toContainEqual(['--ro-bind', '/mnt/resolv.conf', '/etc/resolv.conf']);
     expect(binds(a)).toContainEqual(['--ro-bind', '/usr', '/usr']);
     expect(a.slice(-2)).toEqual(['/usr/bin/sleep', '3601']);
   });

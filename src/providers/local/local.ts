@@ -39,6 +39,8 @@ import { descendants, isAlive, killTree, type ProcRef, procRef, signalRef, trySi
 import {
   bwrapArgs,
   groupFile,
+  LAUNCH_MOUNT,
+  launcherArgs,
   nsenterArgs,
   passwdFile,
   resolveToolchain,
@@ -53,6 +55,8 @@ const BIN = {
   nsenter: '/usr/bin/nsenter',
   slirp4netns: '/usr/bin/slirp4netns',
   sh: '/bin/sh',
+  unshare: '/usr/bin/unshare',
+  mount: '/usr/bin/mount',
 };
 
 /** Host uid that session processes run as when onmemos runs as root (ONMEMOS_SANDBOX_UID overrides). */
@@ -171,10 +175,12 @@ export class LocalProvider implements Provider {
   }
 
   /**
-   * <session>/data is 0700 and owned by the sandbox's host uid: no other host user gets past it, while inside
-   * the session its directories have the usual modes (/tmp 1777, home 0700).
+   * <session>/data is 0700 and owned by the sandbox's host uid, so bwrap (running as that uid) can bind its
+   * directories, which keep the usual modes inside the session (/tmp 1777, home 0700). The session directory
+   * itself is 0711 for bwrap to pass through; the state directories above it are root's alone.
    */
   private prepareDirs(dir: string, rec: LocalRecord): void {
+    chmodSync(dir, 0o711);
     const data = join(dir, 'data');
     mkdirSync(data);
     chownSync(data, rec.host_uid, rec.host_uid);
@@ -194,38 +200,26 @@ export class LocalProvider implements Provider {
     writeFileSync(join(dir, 'resolv.conf'), 'nameserver 10.0.2.3\n', { mode: 0o644 });
   }
 
-  /**
-   * Starts bwrap detached as the sandbox's host uid. The session's directories live under root's private
-   * state directory, which that uid cannot traverse, so they are handed to bwrap as open file descriptors.
-   */
+  /** Starts bwrap detached, as the sandbox's host uid, from a launcher mount namespace (see LAUNCH_MOUNT). */
   private async startSandbox(dir: string, rec: LocalRecord): Promise<void> {
-    const files = ['workspace', 'home', 'tmp', 'passwd', 'group', 'resolv.conf'] as const;
-    // Hand-over by descriptor keeps the binds pinned to these very directories.
-    const fds = files.map((f) => openSync(join(dir, ['workspace', 'home', 'tmp'].includes(f) ? 'data' : '', f), 'r'));
     const logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
-    const fdOf = (f: (typeof files)[number]) => 4 + files.indexOf(f);
     try {
       const args = bwrapArgs({
         hostname: rec.id.slice(0, 63),
         user: rec.user,
         network: rec.network,
-        fds: {
-          workspace: fdOf('workspace'),
-          home: fdOf('home'),
-          tmp: fdOf('tmp'),
-          passwd: fdOf('passwd'),
-          group: fdOf('group'),
-          resolvConf: rec.network === 'outbound' ? fdOf('resolv.conf') : undefined,
-        },
+        sessionDir: LAUNCH_MOUNT,
+        ownResolvConf: rec.network === 'outbound',
         toolchain: rec.toolchain,
         infoFd: 3,
         lifetimeSeconds: (Date.parse(rec.expires_at) - Date.now()) / 1000 + 5,
       });
-      const child = spawn(
-        BIN.setpriv,
-        [`--reuid=${rec.host_uid}`, `--regid=${rec.host_uid}`, '--clear-groups', BIN.bwrap, ...args],
-        { detached: true, stdio: ['ignore', logFd, logFd, 'pipe', ...fds], env: { PATH: '/usr/bin:/bin' } },
-      );
+      const setpriv = [BIN.setpriv, `--reuid=${rec.host_uid}`, `--regid=${rec.host_uid}`, '--clear-groups'];
+      const child = spawn(BIN.unshare, launcherArgs(dir, [...setpriv, BIN.bwrap, ...args]), {
+        detached: true,
+        stdio: ['ignore', logFd, logFd, 'pipe'],
+        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+      });
       rec.procs.bwrap = procRef(child.pid ?? -1);
       const info = await readJson(child, child.stdio[3] as Readable, START_TIMEOUT_MS);
       child.unref();
@@ -241,7 +235,7 @@ export class LocalProvider implements Provider {
       if (e instanceof ProviderError) throw e;
       throw new ProviderError(`could not start the sandbox: ${(e as Error).message}; ${this.log(dir)}`, { cause: e });
     } finally {
-      for (const fd of [...fds, logFd]) closeSync(fd);
+      closeSync(logFd);
     }
   }
 

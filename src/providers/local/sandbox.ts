@@ -84,10 +84,12 @@ export interface SandboxLayout {
   user: string;
   network: NetworkMode;
   /**
-   * Open file descriptors (in bwrap) of the session's own directories and files. They live in root's private
-   * state directory, which bwrap (running as the sandbox's host uid) could not reach by path.
+   * Where bwrap finds the session's own directory (see LAUNCH_MOUNT): `data/{workspace,home,tmp}`, `passwd`,
+   * `group`, `resolv.conf`.
    */
-  fds: { workspace: number; home: number; tmp: number; passwd: number; group: number; resolvConf?: number };
+  sessionDir: string;
+  /** Bind a resolv.conf naming slirp4netns' DNS (outbound mode); otherwise the host's is used. */
+  ownResolvConf: boolean;
   toolchain: Toolchain;
   /** fd (in bwrap) to which it writes its info JSON (child-pid and namespace ids). */
   infoFd: number;
@@ -116,9 +118,9 @@ export function bwrapArgs(l: SandboxLayout): string[] {
   a.push('--hostname', l.hostname);
   for (const p of HOST_RO) a.push('--ro-bind', p, p);
   for (const [target, link] of USR_MERGED_LINKS) a.push('--symlink', target, link);
-  const { fds } = l;
-  a.push('--ro-bind-fd', String(fds.passwd), '/etc/passwd', '--ro-bind-fd', String(fds.group), '/etc/group');
-  if (fds.resolvConf !== undefined) a.push('--ro-bind-fd', String(fds.resolvConf), '/etc/resolv.conf');
+  const d = l.sessionDir;
+  a.push('--ro-bind', `${d}/passwd`, '/etc/passwd', '--ro-bind', `${d}/group`, '/etc/group');
+  if (l.ownResolvConf) a.push('--ro-bind', `${d}/resolv.conf`, '/etc/resolv.conf');
   a.push(
     '--proc',
     '/proc',
@@ -133,14 +135,38 @@ export function bwrapArgs(l: SandboxLayout): string[] {
     '--dir',
     '/var/tmp',
   );
-  a.push('--bind-fd', String(fds.tmp), '/tmp');
-  a.push('--dir', '/workspace', '--bind-fd', String(fds.workspace), '/workspace');
+  a.push('--bind', `${d}/data/tmp`, '/tmp');
+  a.push('--dir', '/workspace', '--bind', `${d}/data/workspace`, '/workspace');
   a.push('--tmpfs', SANDBOX_HOME_ROOT, '--dir', `${SANDBOX_HOME_ROOT}/${l.user}`);
-  a.push('--bind-fd', String(fds.home), `${SANDBOX_HOME_ROOT}/${l.user}`);
+  a.push('--bind', `${d}/data/home`, `${SANDBOX_HOME_ROOT}/${l.user}`);
   if (l.toolchain.hostPrefix) a.push('--dir', '/opt', '--ro-bind', l.toolchain.hostPrefix, TOOLCHAIN_MOUNT);
   a.push('--chdir', '/workspace', '--info-fd', String(l.infoFd));
   a.push('--', '/usr/bin/sleep', String(Math.max(1, Math.ceil(l.lifetimeSeconds))));
   return a;
+}
+
+/**
+ * bwrap switches to the sandbox's unprivileged host uid before it resolves its bind sources, so it cannot
+ * reach a session directory under root's private state directory (say /root/.local/state). It is therefore
+ * started from a private mount namespace of its own in which the session directory is bind-mounted here;
+ * the host never sees that mount.
+ */
+export const LAUNCH_MOUNT = '/mnt';
+
+/** argv (for `unshare`) that starts `command` with `sessionDir` visible at LAUNCH_MOUNT. */
+export function launcherArgs(sessionDir: string, command: string[]): string[] {
+  return [
+    '--mount',
+    '--propagation',
+    'private',
+    '--',
+    '/bin/sh',
+    '-c',
+    'mount --bind "$0" "$1" && shift && exec "$@"',
+    sessionDir,
+    LAUNCH_MOUNT,
+    ...command,
+  ];
 }
 
 /**

@@ -53,16 +53,12 @@ export class LocalStore {
     this.trashDir = join(root, 'local', 'trash');
   }
 
-  /**
-   * The directories down to each session are 0711: bubblewrap, running as the sandbox's unprivileged host uid,
-   * must reach a session's directories by path, but nobody but root may list them. What lies in them is 0600
-   * root (records, logs) or 0700 owned by the sandbox uid (workspace, home, tmp).
-   */
+  /** The state directories are root's alone (0700). */
   ensure(): void {
     if (this.ensured) return;
     for (const d of [this.root, join(this.root, 'local'), this.sessionsDir]) {
-      mkdirSync(d, { recursive: true, mode: 0o711 });
-      chmodSync(d, 0o711);
+      mkdirSync(d, { recursive: true, mode: 0o700 });
+      chmodSync(d, 0o700);
     }
     mkdirSync(this.trashDir, { recursive: true, mode: 0o700 });
     this.ensured = true;
@@ -77,8 +73,7 @@ export class LocalStore {
   makeDir(id: string): string {
     this.ensure();
     const d = this.dir(id);
-    mkdirSync(d, { mode: 0o711 });
-    chmodSync(d, 0o711);
+    mkdirSync(d, { mode: 0o700 });
     return d;
   }
 
