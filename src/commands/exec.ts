@@ -28,17 +28,18 @@ export async function execInSession(ctx: Ctx, id: string, argv: string[], o: Exe
   const tty = o.tty ?? (stdinTty && !!ctx.stdout.isTTY);
   const stdin = !!o.interactive || tty || !stdinTty;
   if (tty && !provider.capabilities.tty) throw new UserError(`provider ${provider.kind} cannot allocate a tty`);
-  const proc = await provider.exec(id, {
-    argv,
-    env: o.env,
-    cwd: o.workdir,
-    tty,
-    stdin,
-    cols: ctx.stdout.columns,
-    rows: ctx.stdout.rows,
-    term: ctx.env.TERM,
-  });
-  return attach(ctx, proc, {
+  const start = () =>
+    provider.exec(id, {
+      argv,
+      env: o.env,
+      cwd: o.workdir,
+      tty,
+      stdin,
+      cols: ctx.stdout.columns,
+      rows: ctx.stdout.rows,
+      term: ctx.env.TERM,
+    });
+  return attach(ctx, start, {
     tty,
     stdin,
     raw: tty && stdinTty,

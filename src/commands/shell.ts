@@ -11,17 +11,18 @@ export async function openShell(ctx: Ctx, id: string, workdir?: string): Promise
     throw new UserError(`provider ${provider.kind} has no interactive shell`);
   }
   const argv = await provider.loginShell(id);
-  const proc = await provider.exec(id, {
-    argv,
-    cwd: workdir,
-    tty: true,
-    stdin: true,
-    cols: ctx.stdout.columns ?? 80,
-    rows: ctx.stdout.rows ?? 24,
-    term: ctx.env.TERM,
-  });
+  const start = () =>
+    provider.exec(id, {
+      argv,
+      cwd: workdir,
+      tty: true,
+      stdin: true,
+      cols: ctx.stdout.columns ?? 80,
+      rows: ctx.stdout.rows ?? 24,
+      term: ctx.env.TERM,
+    });
   const interactive = !!ctx.stdin.isTTY;
-  return attach(ctx, proc, { tty: true, stdin: true, raw: interactive, escape: interactive, signals: ctx.signals });
+  return attach(ctx, start, { tty: true, stdin: true, raw: interactive, escape: interactive, signals: ctx.signals });
 }
 
 export function shellCommand(ctx: () => Ctx, setExit: (code: number) => void): Command {

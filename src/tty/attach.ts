@@ -25,10 +25,57 @@ const KILL_GRACE_MS = 2000;
 
 const signalNumbers = osConstants.signals as unknown as Record<string, number>;
 
-export async function attach(io: CliIO, proc: RemoteProcess, opts: AttachOptions): Promise<number> {
+/**
+ * Starts the remote process with `start` and connects it. Signal handlers go in first, so a Ctrl-C or SIGTERM
+ * that arrives while the process is being started still ends it.
+ */
+export async function attach(io: CliIO, start: () => Promise<RemoteProcess>, opts: AttachOptions): Promise<number> {
   const cleanups: (() => void)[] = [];
   let forcedCode: number | undefined;
+  let proc: RemoteProcess | undefined;
+  const stop = (sig: NodeJS.Signals) => {
+    if (!proc) return;
+    const p = proc;
+    p.kill(sig);
+    setTimeout(() => p.kill('SIGKILL'), KILL_GRACE_MS).unref();
+  };
 
+  // Signals to onmemos end the remote process too: forwarded, then SIGKILL of its tree after a grace period.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const handler = () => {
+      forcedCode ??= 128 + (signalNumbers[sig] ?? 1);
+      stop(sig);
+    };
+    opts.signals.on(sig, handler);
+    cleanups.push(() => opts.signals.off(sig, handler));
+  }
+  try {
+    proc = await start();
+  } catch (e) {
+    for (const c of cleanups.reverse()) c();
+    throw e;
+  }
+  if (forcedCode !== undefined) stop('SIGTERM');
+  return connect(
+    io,
+    proc,
+    opts,
+    cleanups,
+    () => forcedCode,
+    (c) => {
+      forcedCode ??= c;
+    },
+  );
+}
+
+async function connect(
+  io: CliIO,
+  proc: RemoteProcess,
+  opts: AttachOptions,
+  cleanups: (() => void)[],
+  forced: () => number | undefined,
+  force: (code: number) => void,
+): Promise<number> {
   // Output: as produced. stdout/stderr of this process are synchronous for files and pipes on Linux.
   const onOut = (d: Buffer) => io.stdout.write(d);
   const onErr = (d: Buffer) => io.stderr.write(d);
@@ -52,7 +99,7 @@ export async function attach(io: CliIO, proc: RemoteProcess, opts: AttachOptions
       if (r.data.length) proc.stdin.write(r.data);
       if (r.disconnect) {
         io.stderr.write(opts.raw ? '\r\nonmemos: disconnected\r\n' : 'onmemos: disconnected\n');
-        forcedCode = 255;
+        force(255);
         proc.kill('SIGHUP');
         setTimeout(() => proc.kill('SIGKILL'), KILL_GRACE_MS).unref();
       }
@@ -76,20 +123,9 @@ export async function attach(io: CliIO, proc: RemoteProcess, opts: AttachOptions
     cleanups.push(() => io.stdout.off('resize', onResize));
   }
 
-  // Signals to onmemos end the remote process too: forwarded, then SIGKILL of its tree after a grace period.
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const handler = () => {
-      forcedCode ??= 128 + (signalNumbers[sig] ?? 1);
-      proc.kill(sig);
-      setTimeout(() => proc.kill('SIGKILL'), KILL_GRACE_MS).unref();
-    };
-    opts.signals.on(sig, handler);
-    cleanups.push(() => opts.signals.off(sig, handler));
-  }
-
   if (opts.timeoutSeconds !== undefined) {
     const t = setTimeout(() => {
-      forcedCode ??= TIMEOUT_EXIT;
+      force(TIMEOUT_EXIT);
       proc.kill('SIGKILL');
     }, opts.timeoutSeconds * 1000);
     cleanups.push(() => clearTimeout(t));
@@ -97,8 +133,9 @@ export async function attach(io: CliIO, proc: RemoteProcess, opts: AttachOptions
 
   try {
     const status = await proc.exit;
-    if (forcedCode !== undefined) proc.kill('SIGKILL'); // leave no orphan of an interrupted command
-    return forcedCode ?? exitCodeOf(status, signalNumbers);
+    const code = forced();
+    if (code !== undefined) proc.kill('SIGKILL'); // leave no orphan of an interrupted command
+    return code ?? exitCodeOf(status, signalNumbers);
   } finally {
     for (const c of cleanups.reverse()) c();
   }

@@ -113,8 +113,10 @@ describe('exec through pipes', () => {
         },
       );
       const onmemosPid = child.pid!;
-      // Wait until the remote command runs, then signal onmemos only.
-      await waitFor(async () => (await exec(['sh', '-c', `grep -l ${marker} /proc/[0-9]*/cmdline`])).stdout !== '');
+      // Wait until the remote command runs (the [x] keeps grep from finding its own command line), then signal
+      // onmemos only.
+      const pattern = `${marker.slice(0, -1)}[${marker.slice(-1)}]`;
+      await waitFor(async () => (await exec(['sh', '-c', `grep -l '${pattern}' /proc/[0-9]*/cmdline`])).stdout !== '');
       const closed = new Promise<number | null>((r) => child.on('close', (c) => r(c)));
       process.kill(onmemosPid, sig);
       expect(await closed).toBe(code);

@@ -102,16 +102,17 @@ describe('shell', () => {
     const t = shell();
     await t.expect(prompt);
     let m = t.mark();
-    t.write('sleep 100; echo after-sleep\r');
-    await new Promise((r) => setTimeout(r, 300));
+    // The job prints "ready" once it is the terminal's foreground job; only then do the keys go to it.
+    t.write("sh -c 'echo ready-c; exec sleep 100'; echo after-sleep\r");
+    await t.expect(/ready-c\r+\n/, m);
     t.write('\x03');
     await t.expect(prompt, m);
     expect(t.out.slice(m)).not.toContain('after-sleep\r\n');
     m = t.mark();
-    t.write('sleep 101\r');
-    await new Promise((r) => setTimeout(r, 300));
+    t.write("sh -c 'echo ready-z; exec sleep 101'\r");
+    await t.expect(/ready-z\r+\n/, m);
     t.write('\x1a');
-    await t.expect(/Stopped\s+sleep 101/, m);
+    await t.expect(/Stopped\s+sh -c/, m);
     m = t.mark();
     t.write('kill -9 %1; wait\r');
     await t.expect(prompt, m);
