@@ -65,15 +65,16 @@ let interrupted = null;
 let current = null;
 
 /** Runs a command to completion; resolves with its wall time in ms and its output. Rejects on failure. */
-function run(cmd, argv, { env, timeoutMs = TIMEOUT_MS } = {}) {
-  if (interrupted) return Promise.reject(new Error(`interrupted by ${interrupted}`));
+function run(cmd, argv, { env, timeoutMs = TIMEOUT_MS, cleanup = false } = {}) {
+  if (interrupted && !cleanup) return Promise.reject(new Error(`interrupted by ${interrupted}`));
   return new Promise((resolve, reject) => {
     const out = [];
     const err = [];
     const start = process.hrtime.bigint();
-    const child = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group, so a timeout or Ctrl-C can kill all of it (sh, onmemos, head, wc).
+    const child = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     current = child;
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    const timer = setTimeout(() => killGroup(child), timeoutMs);
     child.stdout.on('data', (d) => out.push(d));
     child.stderr.on('data', (d) => err.push(d));
     child.on('error', (e) => {
@@ -88,11 +89,26 @@ function run(cmd, argv, { env, timeoutMs = TIMEOUT_MS } = {}) {
       const stdout = Buffer.concat(out).toString('utf8');
       const stderr = Buffer.concat(err).toString('utf8').trim();
       if (code === 0) return resolve({ ms, stdout, stderr });
-      const how = signal ? `was killed by ${signal}${ms >= timeoutMs ? ` after ${timeoutMs / 1000}s` : ''}` : code;
       const what = [cmd === NODE ? 'node' : cmd, ...argv].join(' ');
-      reject(new Error(`${what} exited with ${how}${stderr ? `: ${stderr.split('\n').slice(-3).join(' | ')}` : ''}`));
+      const how = signal
+        ? `was killed by ${signal}${ms >= timeoutMs ? ` after ${timeoutMs / 1000} s` : ''}`
+        : `exited with ${code}`;
+      reject(new Error(`${what} ${how}${stderr ? `: ${stderr.split('\n').slice(-3).join(' | ')}` : ''}`));
     });
   });
+}
+
+/** SIGTERM to the child's process group (onmemos then undoes a half-made session), SIGKILL 3 s later. */
+function killGroup(child) {
+  const signal = (sig) => {
+    try {
+      process.kill(-child.pid, sig);
+    } catch {
+      // already gone
+    }
+  };
+  signal('SIGTERM');
+  setTimeout(() => signal('SIGKILL'), 3000).unref();
 }
 
 function median(xs) {
@@ -200,20 +216,24 @@ async function benchCreateRm(env, live) {
 
 async function benchThroughput(env, id) {
   const n = THROUGHPUT_BYTES;
-  const short = [];
-  const pipe = async (command) => {
+  const lost = { bare: [], onmemos: [] };
+  const pipe = async (which, command) => {
     const r = await run('/bin/sh', ['-c', `${command} | wc -c`], { env, timeoutMs: THROUGHPUT_TIMEOUT_MS });
     const got = Number(r.stdout.trim());
-    if (got !== n) short.push(got);
+    if (got !== n) lost[which].push(got);
     return r.ms;
   };
   const head = `head -c ${n} /dev/zero`;
   const onmemos = `${shq(NODE)} ${shq(BIN)} exec ${shq(id)} -- ${head}`;
-  const s = await interleave({ bare: () => pipe(head), onmemos: () => pipe(onmemos) }, THROUGHPUT_ITERATIONS);
+  const s = await interleave(
+    { bare: () => pipe('bare', head), onmemos: () => pipe('onmemos', onmemos) },
+    THROUGHPUT_ITERATIONS,
+  );
   const rate = (ms) => n / 1e6 / (ms / 1000);
   const subject = rate(median(s.onmemos));
   const baseline = rate(median(s.bare));
   const ratio = subject / baseline;
+  const short = Object.entries(lost).filter(([, counts]) => counts.length > 0);
   const res = {
     name: 'throughput 1 GiB',
     unit: 'MB/s',
@@ -230,9 +250,12 @@ async function benchThroughput(env, id) {
   if (short.length > 0) {
     // Output went missing: the rate is meaningless (the run ended early), and that is a bug, not a slow run.
     res.status = 'FAIL';
-    res.note = `wc counted ${short.join(', ')} bytes instead of ${n} in ${short.length} of ${
-      2 * (THROUGHPUT_ITERATIONS + 1)
-    } runs: output was lost`;
+    const runs = THROUGHPUT_ITERATIONS + 1;
+    res.note = short
+      .map(
+        ([k, counts]) => `${k}: wc counted ${counts.join(', ')} bytes, not ${n}, in ${counts.length} of ${runs} runs`,
+      )
+      .join('; ');
   }
   return res;
 }
@@ -263,7 +286,8 @@ function table(meta, results) {
       .join('   ')
       .trimEnd();
   const out = [
-    `onmemos bench: node ${meta.node}, ${meta.cpus} CPUs, ${meta.iterations} iterations (throughput ${meta.throughputIterations}), medians, baselines interleaved`,
+    `onmemos bench: node ${meta.node}, ${meta.cpus} CPUs, medians of ${meta.iterations} runs ` +
+      `(throughput ${meta.throughputIterations}), baselines interleaved`,
     '',
     line(rows[0]),
     line(rows[0].map((_, i) => '-'.repeat(widths[i]))),
@@ -279,8 +303,7 @@ function table(meta, results) {
 
 async function main() {
   const probe = spawnSync('bwrap', ['--version'], { stdio: 'ignore' });
-  if (probe.error)
-    fatal('bwrap (bubblewrap) is not installed or not on PATH; install it: apt-get install -y bubblewrap');
+  if (probe.error) fatal('bwrap (bubblewrap) is not installed or not on PATH: apt-get install -y bubblewrap');
   if (process.getuid?.() !== 0) fatal('must run as root, like the local provider');
   if (!existsSync(join(ROOT, 'dist', 'cli.js'))) fatal('dist/cli.js is missing; run `npm run bench` (it builds first)');
 
@@ -292,7 +315,7 @@ async function main() {
   const live = new Set();
   const onSignal = (sig) => {
     interrupted = sig;
-    current?.kill('SIGKILL');
+    if (current) killGroup(current);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -320,13 +343,12 @@ async function main() {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    interrupted = null;
-    if (live.size > 0) {
-      try {
-        await run(NODE, [BIN, 'rm', '--force', ...live], { env });
-      } catch (e) {
-        process.stderr.write(`bench: could not remove sessions ${[...live].join(' ')}: ${e.message}\n`);
-      }
+    // --all also catches a session whose create was cut short (its id never printed); the state dir is ours alone.
+    try {
+      await run(NODE, [BIN, 'rm', '--all'], { env, cleanup: true });
+    } catch (e) {
+      const left = [...live].join(' ') || '(none known)';
+      process.stderr.write(`bench: could not remove the bench's sessions ${left}: ${e.message}\n`);
     }
     rmSync(stateDir, { recursive: true, force: true });
   }
@@ -348,7 +370,9 @@ main().then(
     process.exitCode = code;
   },
   (e) => {
-    process.stderr.write(`bench: ${e instanceof Error ? e.message : String(e)}\n`);
-    process.exitCode = 1;
+    process.stderr.write(
+      `bench: ${interrupted ? `interrupted by ${interrupted}` : e instanceof Error ? e.message : e}\n`,
+    );
+    process.exitCode = interrupted ? 130 : 1;
   },
 );

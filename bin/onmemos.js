@@ -6,6 +6,9 @@ if (major < 20 || (major === 20 && minor < 18)) {
   process.exit(125);
 }
 
+// A reader that goes away (`onmemos ls | head -1`) is not an error of ours.
+for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
+
 const { runCli, defaultRegistry } = await import('../dist/cli.js');
 const code = await runCli(process.argv.slice(2), {
   stdin: process.stdin,
@@ -15,4 +18,6 @@ const code = await runCli(process.argv.slice(2), {
   registry: defaultRegistry(process.env),
   signals: process,
 });
+// stdout and stderr may be asynchronous (pipes, here): let what is queued reach the reader before exiting.
+await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => s.write('', resolve))));
 process.exit(code);

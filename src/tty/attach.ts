@@ -4,6 +4,7 @@
  * it adds it removes, and the terminal is restored on every way out.
  */
 import { constants as osConstants } from 'node:os';
+import type { Readable, Writable } from 'node:stream';
 import type { CliIO } from '../commands/context.js';
 import type { RemoteProcess } from '../providers/provider.js';
 import { exitCodeOf } from '../providers/provider.js';
@@ -20,6 +21,23 @@ export interface AttachOptions {
 }
 
 export const TIMEOUT_EXIT = 124;
+
+/** Copies `from` to `to` with backpressure (pausing `from` while `to` is full); returns the undo. */
+function forward(from: Readable, to: Writable, map: (d: Buffer) => Buffer = (d) => d): () => void {
+  const resume = () => from.resume();
+  const onData = (d: Buffer) => {
+    const chunk = map(d);
+    if (chunk.length > 0 && !to.write(chunk)) {
+      from.pause();
+      to.once('drain', resume);
+    }
+  };
+  from.on('data', onData);
+  return () => {
+    from.off('data', onData);
+    to.off('drain', resume);
+  };
+}
 /** After forwarding SIGINT/SIGTERM, a remote process that has not exited within this grace is killed. */
 const KILL_GRACE_MS = 2000;
 
@@ -76,15 +94,15 @@ async function connect(
   forced: () => number | undefined,
   force: (code: number) => void,
 ): Promise<number> {
-  // Output: as produced. stdout/stderr of this process are synchronous for files and pipes on Linux.
-  const onOut = (d: Buffer) => io.stdout.write(d);
-  const onErr = (d: Buffer) => io.stderr.write(d);
-  proc.stdout.on('data', onOut);
-  proc.stderr.on('data', onErr);
-  cleanups.push(() => {
-    proc.stdout.off('data', onOut);
-    proc.stderr.off('data', onErr);
-  });
+  // Output as produced, at the pace the reader takes it. If our stdout is closed (`| head -1`), the remote
+  // command gets SIGPIPE, just as it would in a local pipeline.
+  cleanups.push(forward(proc.stdout, io.stdout), forward(proc.stderr, io.stderr));
+  const onOutError = () => {
+    proc.kill('SIGPIPE');
+    proc.stdout.destroy();
+  };
+  io.stdout.on('error', onOutError);
+  cleanups.push(() => io.stdout.off('error', onOutError));
 
   if (opts.raw && io.stdin.isTTY && io.stdin.setRawMode) {
     io.stdin.setRawMode(true);
@@ -93,23 +111,22 @@ async function connect(
 
   if (opts.stdin) {
     const filter = opts.escape ? new EscapeFilter() : undefined;
-    const onIn = (d: Buffer) => {
-      if (!filter) return void proc.stdin.write(d);
+    const escape = (d: Buffer): Buffer => {
+      if (!filter) return d;
       const r = filter.push(d);
-      if (r.data.length) proc.stdin.write(r.data);
       if (r.disconnect) {
         io.stderr.write(opts.raw ? '\r\nonmemos: disconnected\r\n' : 'onmemos: disconnected\n');
         force(255);
         proc.kill('SIGHUP');
         setTimeout(() => proc.kill('SIGKILL'), KILL_GRACE_MS).unref();
       }
+      return r.data;
     };
     const onEnd = () => proc.stdin.end();
-    io.stdin.on('data', onIn);
+    cleanups.push(forward(io.stdin, proc.stdin, escape));
     io.stdin.on('end', onEnd);
     io.stdin.resume();
     cleanups.push(() => {
-      io.stdin.off('data', onIn);
       io.stdin.off('end', onEnd);
       io.stdin.pause();
     });

@@ -51,6 +51,42 @@ describe('exec through pipes', () => {
     expect(r.equals(Buffer.concat([bytes, Buffer.from([0, 255])]))).toBe(true);
   });
 
+  it('delivers every byte to a slow reader and exits only when it is all written', async () => {
+    const size = 64 * 1024 * 1024;
+    const child = spawn(process.execPath, [BIN, 'exec', id, '--', 'head', '-c', String(size), '/dev/zero'], {
+      env: { ...process.env, ...state.env },
+    });
+    let got = 0;
+    child.stdout.on('data', (d: Buffer) => {
+      got += d.length;
+      // A slow consumer: pause now and then, so onmemos has to hold back.
+      if (got % (8 * 1024 * 1024) < d.length) {
+        child.stdout.pause();
+        setTimeout(() => child.stdout.resume(), 50);
+      }
+    });
+    const code = await new Promise((r) => child.on('close', r));
+    expect(code).toBe(0);
+    expect(got).toBe(size);
+  });
+
+  it('a closed reader ends the remote command with SIGPIPE, as in a local pipeline', async () => {
+    const r = await new Promise<string>((resolve) => {
+      const c = spawn(
+        'bash',
+        ['-c', `"$0" "$1" exec "$2" -- yes | head -2; echo "status \${PIPESTATUS[0]}"`, process.execPath, BIN, id],
+        {
+          env: { ...process.env, ...state.env },
+        },
+      );
+      let out = '';
+      c.stdout.on('data', (d) => (out += d));
+      c.stderr.on('data', (d) => (out += d));
+      c.on('close', () => resolve(out));
+    });
+    expect(r).toBe('y\ny\nstatus 141\n');
+  });
+
   it('passes argv exactly, never re-split', async () => {
     const r = await exec(['printf', '%s|', 'a b', "it's", '$(echo no)', '*', '-n']);
     expect(r.stdout).toBe("a b|it's|$(echo no)|*|-n|");

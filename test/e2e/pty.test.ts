@@ -33,6 +33,21 @@ class Term {
     const ok = await waitFor(() => re.test(this.out.slice(from)), 15_000, 20);
     if (!ok) throw new Error(`timed out waiting for ${re}; output so far:\n${this.out.slice(from)}`);
   }
+  /** The exit, bounded: on a hang the error shows the screen. */
+  async exited(ms = 15_000): Promise<{ exitCode: number; signal?: number }> {
+    let timer: NodeJS.Timeout | undefined;
+    const hang = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no exit within ${ms} ms; output:\n${this.out}`)), ms);
+    });
+    try {
+      return await Promise.race([this.exit, hang]);
+    } finally {
+      clearTimeout(timer);
+      try {
+        this.p.kill('SIGKILL'); // reaps it after a hang; a no-op once it has exited
+      } catch {}
+    }
+  }
   mark(): number {
     return this.out.length;
   }
@@ -55,7 +70,7 @@ describe('exec in a terminal', () => {
       '-c',
       '[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size',
     ]);
-    expect((await t.exit).exitCode).toBe(0);
+    expect((await t.exited()).exitCode).toBe(0);
     // The remote tty turns \n into \r\n; libuv's raw mode keeps ONLCR locally, so a CR may be doubled.
     expect(t.out).toMatch(/is-a-tty\r+\n25 90/);
     const piped = await state.run(['exec', id, '--', 'sh', '-c', '[ -t 1 ] && echo tty || echo no-tty']);
@@ -72,13 +87,13 @@ describe('exec in a terminal', () => {
       '-c',
       '[ -t 1 ] && echo tty || echo no-tty',
     ]);
-    await never.exit;
+    await never.exited();
     expect(never.out).toMatch(/no-tty/);
   });
 
   it('exits with the remote code under a tty too', async () => {
     const t = new Term(process.execPath, [BIN, 'exec', id, '--', 'sh', '-c', 'exit 5']);
-    expect((await t.exit).exitCode).toBe(5);
+    expect((await t.exited()).exitCode).toBe(5);
   });
 });
 
@@ -95,7 +110,7 @@ describe('shell', () => {
     t.write('stty size\r');
     await t.expect(/40 120\r+\n/, m);
     t.write('exit 3\r');
-    expect((await t.exit).exitCode).toBe(3);
+    expect((await t.exited()).exitCode).toBe(3);
   });
 
   it('Ctrl-C interrupts, Ctrl-Z suspends, Ctrl-D exits with 0', async () => {
@@ -114,10 +129,11 @@ describe('shell', () => {
     t.write('\x1a');
     await t.expect(/Stopped\s+sh -c/, m);
     m = t.mark();
-    t.write('kill -9 %1; wait\r');
+    t.write('kill -9 %1; wait; jobs; echo no-jobs-left\r');
+    await t.expect(/no-jobs-left\r+\n/, m);
     await t.expect(prompt, m);
     t.write('\x04');
-    expect((await t.exit).exitCode).toBe(0);
+    expect((await t.exited()).exitCode).toBe(0);
   });
 
   it('~. after a newline disconnects, exits 255, and the remote shell is gone', async () => {
@@ -127,7 +143,7 @@ describe('shell', () => {
     await t.expect(prompt, t.mark() - 1);
     await new Promise((r) => setTimeout(r, 200));
     t.write('\r~.');
-    expect((await t.exit).exitCode).toBe(255);
+    expect((await t.exited()).exitCode).toBe(255);
     expect(t.out).toMatch(/disconnected/);
     const left = await waitFor(async () => {
       const ps = await state.run(['exec', id, '--', 'sh', '-c', 'cat /proc/[0-9]*/cmdline | tr "\\0" " "']);
@@ -151,20 +167,20 @@ describe('shell', () => {
     const exited = check();
     await exited.expect(prompt);
     exited.write('exit 0\r');
-    await exited.exit;
+    await exited.exited();
     expect(exited.out).toMatch(/code=0\r+\nicanon/);
 
     const killed = check();
     await killed.expect(prompt);
     const onmemos = await waitFor(() => findChild(killed.p.pid));
     process.kill(onmemos!, 'SIGTERM');
-    await killed.exit;
+    await killed.exited();
     expect(killed.out).toMatch(/code=143\r+\nicanon/);
 
     const removed = check();
     await removed.expect(prompt);
     expect((await state.run(['rm', own])).code).toBe(0);
-    await removed.exit;
+    await removed.exited();
     expect(removed.out).toMatch(/code=\d+\r+\nicanon/);
     expect(removed.out).not.toMatch(/code=0\r/);
   });

@@ -503,12 +503,20 @@ function spawnPiped(args: string[], env: Record<string, string>, spec: ExecSpec)
     stderr,
     resize() {},
     kill(signal = 'SIGKILL') {
-      if (!child.pid) return;
-      if (signal === 'SIGKILL') killTree(child.pid, { group: true, includeRoot: true });
-      else trySignal(-child.pid, signal);
+      if (child.pid) signalRemote(child.pid, signal);
     },
     exit,
   };
+}
+
+/**
+ * Signals the remote side of an exec whose host-side nsenter has pid `nsenterPid`. SIGKILL takes the whole tree
+ * (and the process group, which catches what was reparented inside the sandbox). Other signals go to the
+ * remote processes only: nsenter does not pass signals on, it just reports how its child ended.
+ */
+function signalRemote(nsenterPid: number, signal: NodeJS.Signals): void {
+  if (signal === 'SIGKILL') killTree(nsenterPid, { group: true, includeRoot: true });
+  else for (const pid of descendants(nsenterPid)) trySignal(pid, signal);
 }
 
 /**
@@ -578,8 +586,7 @@ async function spawnTty(args: string[], env: Record<string, string>, spec: ExecS
       } catch {}
     },
     kill(signal = 'SIGKILL') {
-      if (signal === 'SIGKILL') killTree(term.pid, { group: true, includeRoot: true });
-      else trySignal(-term.pid, signal);
+      signalRemote(term.pid, signal);
     },
     exit,
   };
