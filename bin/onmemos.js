@@ -9,7 +9,9 @@ if (major < 20 || (major === 20 && minor < 18)) {
 // A reader that goes away (`onmemos ls | head -1`) is not an error of ours.
 for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
 
-const { runCli, defaultRegistry } = await import('../dist/cli.js');
+// The CLI is one CommonJS bundle (see scripts/build.mjs): required, not imported, for a faster start.
+const { createRequire } = await import('node:module');
+const { runCli, defaultRegistry } = createRequire(import.meta.url)('../dist/cli.cjs');
 const code = await runCli(process.argv.slice(2), {
   stdin: process.stdin,
   stdout: process.stdout,

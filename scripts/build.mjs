@@ -1,23 +1,56 @@
-// Builds dist/: one esbuild bundle with code splitting (start-up reads a few files instead of a module graph,
-// and code a command does not use is not loaded), plus tsc declarations for the SDK's types.
+// Builds dist/ with esbuild, plus tsc declarations for the SDK's types.
+// - dist/cli.cjs: the CLI, one CommonJS file. Start-up reads one file, and built-in modules load through
+//   require(), which is several ms cheaper per process than their ESM facades on Node 20. Code a command does
+//   not use (the local provider, node-pty) is evaluated only when first needed.
+// - dist/index.js: the SDK, an ES module.
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { build } from 'esbuild';
 
 rmSync('dist', { recursive: true, force: true });
-await build({
-  entryPoints: ['src/cli.ts', 'src/index.ts'],
+const common = {
   bundle: true,
-  splitting: true,
-  format: 'esm',
   platform: 'node',
   target: 'node20.18',
-  outdir: 'dist',
-  chunkNames: 'chunk-[hash]',
-  // Native or large optional modules stay in node_modules and load only when used.
+  // Native or optional modules stay in node_modules and load only when used.
   external: ['node-pty', 'ws', 'undici', 'chalk', 'conf', 'ink'],
-  // commander is CommonJS: give the ESM bundle a require() for its built-in imports.
-  banner: { js: "import { createRequire as __onmemosCreateRequire } from 'node:module'; const require = __onmemosCreateRequire(import.meta.url);" },
   logLevel: 'warning',
+  plugins: [lazyCommanderChildProcess()],
+};
+await build({
+  ...common,
+  entryPoints: ['src/cli.ts'],
+  outfile: 'dist/cli.cjs',
+  format: 'cjs',
+  define: { 'import.meta.url': '__onmemos_import_meta_url' },
+  banner: { js: "const __onmemos_import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
+});
+await build({
+  ...common,
+  entryPoints: ['src/index.ts'],
+  outfile: 'dist/index.js',
+  format: 'esm',
+  // Bundled CommonJS dependencies (commander) need a require() inside the ES module.
+  banner: { js: "import { createRequire as __onmemosCreateRequire } from 'node:module'; const require = __onmemosCreateRequire(import.meta.url);" },
 });
 execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json', '--emitDeclarationOnly'], { stdio: 'inherit' });
+
+/**
+ * commander requires node:child_process at load time, only to run executable subcommands (which onmemos does
+ * not use); loading it costs about 5 ms of every start-up. This defers it to first use.
+ */
+function lazyCommanderChildProcess() {
+  const eager = "const childProcess = require('node:child_process');";
+  const lazy =
+    "let __cp; const childProcess = new Proxy({}, { get: (_, k) => (__cp ??= require('node:child_process'))[k] });";
+  return {
+    name: 'lazy-commander-child-process',
+    setup(b) {
+      b.onLoad({ filter: /commander[\\/]lib[\\/]command\.js$/ }, (args) => {
+        const src = readFileSync(args.path, 'utf8');
+        if (!src.includes(eager)) throw new Error(`commander changed: '${eager}' not found in ${args.path}`);
+        return { contents: src.replace(eager, lazy), loader: 'js' };
+      });
+    },
+  };
+}

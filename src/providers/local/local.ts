@@ -2,7 +2,7 @@
  * The local provider: sessions are bubblewrap sandboxes on this machine that live across onmemos invocations.
  *
  * create: bwrap (as an unprivileged host uid, detached) starts the sandbox with a `sleep TTL` main process;
- *   slirp4netns gives it outbound networking; a detached `sh` timer removes it at expiry.
+ *   slirp4netns gives it outbound networking; the launcher that waits for bwrap removes it at expiry.
  * exec:   nsenter joins the sandbox's namespaces and runs the command as the sandbox user (see sandbox.ts).
  * delete: the record is claimed atomically, the sandbox's pid 1 is SIGKILLed (the kernel then kills every
  *   process in its pid namespace), helpers are killed, the directories removed.
@@ -164,7 +164,6 @@ export class LocalProvider implements Provider {
         rec.procs.slirp = await this.startSlirp(dir, rec.procs.init!.pid);
         this.store.write(rec);
       }
-      rec.procs.reaper = this.startReaper(rec);
       rec.status = 'running';
       this.store.write(rec);
     } catch (e) {
@@ -212,13 +211,21 @@ export class LocalProvider implements Provider {
         ownResolvConf: rec.network === 'outbound',
         toolchain: rec.toolchain,
         infoFd: 3,
-        lifetimeSeconds: (Date.parse(rec.expires_at) - Date.now()) / 1000 + 5,
+        lifetimeSeconds: (Date.parse(rec.expires_at) - Date.now()) / 1000,
       });
       const setpriv = [BIN.setpriv, `--reuid=${rec.host_uid}`, `--regid=${rec.host_uid}`, '--clear-groups'];
       const child = spawn(BIN.unshare, launcherArgs(dir, [...setpriv, BIN.bwrap, ...args]), {
         detached: true,
         stdio: ['ignore', logFd, logFd, 'pipe'],
-        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+        env: {
+          PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+          // For the launcher's removal of the session at its expiry.
+          ONMEMOS_EXPIRES_AT: String(Math.floor(Date.parse(rec.expires_at) / 1000)),
+          ONMEMOS_NODE: process.execPath,
+          ONMEMOS_BIN: binPath(),
+          ONMEMOS_SESSION: rec.id,
+          ONMEMOS_STATE_DIR: this.store.root,
+        },
       });
       rec.procs.bwrap = procRef(child.pid ?? -1);
       const info = await readJson(child, child.stdio[3] as Readable, START_TIMEOUT_MS);
@@ -280,31 +287,6 @@ export class LocalProvider implements Provider {
     }
   }
 
-  /** The expiry timer: a detached shell that sleeps until the TTL and then runs `onmemos rm --force ID`. */
-  private startReaper(rec: LocalRecord): ProcRef | undefined {
-    const seconds = Math.max(1, Math.ceil((Date.parse(rec.expires_at) - Date.now()) / 1000));
-    const bin = binPath();
-    const child = spawn(
-      BIN.sh,
-      [
-        '-c',
-        'sleep "$1"; exec "$2" "$3" rm --force -- "$4"',
-        'onmemos-reaper',
-        String(seconds),
-        process.execPath,
-        bin,
-        rec.id,
-      ],
-      {
-        detached: true,
-        stdio: 'ignore',
-        env: { ...this.env, ONMEMOS_STATE_DIR: this.store.root, ONMEMOS_SERVER: '' },
-      },
-    );
-    child.unref();
-    return procRef(child.pid ?? -1);
-  }
-
   async get(id: string): Promise<Session> {
     validateSessionId(id);
     this.reapExpired();
@@ -338,11 +320,10 @@ export class LocalProvider implements Provider {
     const rec = this.store.readClaimed(claimed);
     if (rec) {
       // pid 1 of the sandbox: its death makes the kernel kill every process in the session's pid namespace.
+      // The launcher then finds the sandbox ended before its expiry and exits by itself (it may be this very
+      // removal's parent, at expiry, so it is not killed here).
       signalRef(rec.procs.init, 'SIGKILL');
-      signalRef(rec.procs.bwrap, 'SIGKILL');
       signalRef(rec.procs.slirp, 'SIGKILL');
-      const reaper = rec.procs.reaper;
-      if (reaper && reaper.pid !== process.pid && isAlive(reaper)) trySignal(-reaper.pid, 'SIGKILL');
     }
     rmSync(claimed, { recursive: true, force: true });
     return true;

@@ -93,7 +93,7 @@ export interface SandboxLayout {
   toolchain: Toolchain;
   /** fd (in bwrap) to which it writes its info JSON (child-pid and namespace ids). */
   infoFd: number;
-  /** The session's main process: it lives for the TTL, and the session ends with it. */
+  /** How long the session's main process lives: the session ends with it (at its TTL). */
   lifetimeSeconds: number;
 }
 
@@ -114,6 +114,7 @@ const USR_MERGED_LINKS: [string, string][] = [
  */
 export function bwrapArgs(l: SandboxLayout): string[] {
   const a: string[] = ['--unshare-all', '--unshare-user', '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_UID)];
+  a.push('--clearenv'); // the launcher's environment is onmemos' business, not the session's
   if (l.network === 'host') a.push('--share-net');
   a.push('--hostname', l.hostname);
   for (const p of HOST_RO) a.push('--ro-bind', p, p);
@@ -153,20 +154,22 @@ export function bwrapArgs(l: SandboxLayout): string[] {
  */
 export const LAUNCH_MOUNT = '/mnt';
 
-/** argv (for `unshare`) that starts `command` with `sessionDir` visible at LAUNCH_MOUNT. */
+/**
+ * The launcher (run by `unshare --mount`): binds the session directory at LAUNCH_MOUNT, runs bwrap and waits
+ * for it. bwrap's main process sleeps until the TTL, so the launcher is also the session's expiry timer: when
+ * the sandbox has ended at or after its expiry it runs `onmemos rm --force` for it. Values arrive as positional
+ * parameters and environment variables; nothing is spliced into the script.
+ */
+const LAUNCHER = [
+  'mount --bind "$0" /mnt || exit 125',
+  '"$@"',
+  'umount /mnt',
+  '[ "$(date +%s)" -lt "$ONMEMOS_EXPIRES_AT" ] || exec "$ONMEMOS_NODE" "$ONMEMOS_BIN" rm --force -- "$ONMEMOS_SESSION"',
+].join('\n');
+
+/** argv (for `unshare`) of the launcher running `command` with `sessionDir` visible at LAUNCH_MOUNT. */
 export function launcherArgs(sessionDir: string, command: string[]): string[] {
-  return [
-    '--mount',
-    '--propagation',
-    'private',
-    '--',
-    '/bin/sh',
-    '-c',
-    'mount --bind "$0" "$1" && shift && exec "$@"',
-    sessionDir,
-    LAUNCH_MOUNT,
-    ...command,
-  ];
+  return ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c', LAUNCHER, sessionDir, ...command];
 }
 
 /**

@@ -35,7 +35,8 @@ export interface LocalRecord {
   /** Host uid the session's processes run as. */
   host_uid: number;
   toolchain: Toolchain;
-  procs: { bwrap?: ProcRef; init?: ProcRef; slirp?: ProcRef; reaper?: ProcRef };
+  /** bwrap: the launcher (unshare → sh, the parent of bwrap); init: the sandbox's pid 1. */
+  procs: { bwrap?: ProcRef; init?: ProcRef; slirp?: ProcRef };
 }
 
 /** `ONMEMOS_STATE_DIR`, else `$XDG_STATE_HOME/onmemos`, else `~/.local/state/onmemos`. */
