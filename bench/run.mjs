@@ -305,7 +305,8 @@ async function main() {
   const probe = spawnSync('bwrap', ['--version'], { stdio: 'ignore' });
   if (probe.error) fatal('bwrap (bubblewrap) is not installed or not on PATH: apt-get install -y bubblewrap');
   if (process.getuid?.() !== 0) fatal('must run as root, like the local provider');
-  if (!existsSync(join(ROOT, 'dist', 'cli.js'))) fatal('dist/cli.js is missing; run `npm run bench` (it builds first)');
+  if (!existsSync(join(ROOT, 'dist', 'cli.cjs')))
+    fatal('dist/cli.cjs is missing; run `npm run bench` (it builds first)');
 
   const started = process.hrtime.bigint();
   const stateDir = mkdtempSync(join(tmpdir(), 'onmemos-bench-'));

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// The only place onmemos exits. Checks the Node version first, in one readable line.
+// The only place onmemos exits. CommonJS, like dist/cli.cjs: an ES module entry point costs Node 20 several ms.
+'use strict';
 const [major, minor] = process.versions.node.split('.').map(Number);
 if (major < 20 || (major === 20 && minor < 18)) {
   process.stderr.write(`onmemos: needs Node.js 20.18 or newer; this is ${process.version}\n`);
@@ -9,17 +10,18 @@ if (major < 20 || (major === 20 && minor < 18)) {
 // A reader that goes away (`onmemos ls | head -1`) is not an error of ours.
 for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
 
-// The CLI is one CommonJS bundle (see scripts/build.mjs): required, not imported, for a faster start.
-const { createRequire } = await import('node:module');
-const { runCli, defaultRegistry } = createRequire(import.meta.url)('../dist/cli.cjs');
-const code = await runCli(process.argv.slice(2), {
-  stdin: process.stdin,
-  stdout: process.stdout,
-  stderr: process.stderr,
-  env: process.env,
-  registry: defaultRegistry(process.env),
-  signals: process,
-});
-// stdout and stderr may be asynchronous (pipes, here): let what is queued reach the reader before exiting.
-await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => s.write('', resolve))));
-process.exit(code);
+const { runCli, defaultRegistry } = require('../dist/cli.cjs');
+
+(async () => {
+  const code = await runCli(process.argv.slice(2), {
+    stdin: process.stdin,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    env: process.env,
+    registry: defaultRegistry(process.env),
+    signals: process,
+  });
+  // stdout and stderr may be asynchronous (pipes, here): let what is queued reach the reader before exiting.
+  await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => s.write('', resolve))));
+  process.exit(code);
+})();

@@ -35,7 +35,7 @@ import {
   validateSessionId,
 } from '../../session/model.js';
 import type { Capabilities, ExecSpec, ExitStatus, Progress, Provider, RemoteProcess } from '../provider.js';
-import { descendants, isAlive, killTree, type ProcRef, procRef, signalRef, trySignal } from './proc.js';
+import { descendants, hasChild, isAlive, killTree, type ProcRef, procRef, signalRef, trySignal } from './proc.js';
 import {
   bwrapArgs,
   groupFile,
@@ -233,7 +233,7 @@ export class LocalProvider implements Provider {
       const childPid = Number(info['child-pid']);
       const init = procRef(childPid);
       // bwrap reports the child before it sets up the mounts: the sandbox is up once its main process runs.
-      const up = await pollUntil(() => !isAlive(init) || descendants(childPid).length > 0, START_TIMEOUT_MS);
+      const up = await pollUntil(() => !isAlive(init) || hasChild(childPid), START_TIMEOUT_MS);
       if (!init || !isAlive(init) || !up) {
         throw new ProviderError(`the sandbox for ${rec.id} did not start: ${this.log(dir)}`);
       }

@@ -46,6 +46,15 @@ export function trySignal(pid: number, signal: NodeJS.Signals | number): boolean
   }
 }
 
+/** True when `parent` has a live child. Looks at the next few pids first (a fresh fork usually takes one). */
+export function hasChild(parent: number): boolean {
+  for (let pid = parent + 1; pid <= parent + 8; pid++) {
+    const f = statFields(pid);
+    if (f && Number(f[3]) === parent && f[2] !== 'Z') return true;
+  }
+  return descendants(parent).length > 0;
+}
+
 /** Every live descendant of `root` (host pids), found from the parent links in /proc. */
 export function descendants(root: number): number[] {
   const children = new Map<number, number[]>();
