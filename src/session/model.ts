@@ -2,7 +2,6 @@
  * The session model shared by every provider, the commands and (later) the server: request fields and
  * defaults as the OnMemOS v3 document gives them, validation, ids, and the response shape.
  */
-import { randomBytes } from 'node:crypto';
 import { UserError } from '../errors.js';
 
 export const PROVIDER_KINDS = ['auto', 'local', 'cloud_run', 'gke', 'workstations'] as const;
@@ -126,11 +125,21 @@ export function normalizeCreateRequest(input: Partial<CreateSessionRequest>): Cr
 }
 
 /**
+ * `n` random base-36 characters. Only uniqueness is asked of them (a clash is detected where it matters), so
+ * Math.random serves, and start-up does not pay for loading node:crypto.
+ */
+export function randomSuffix(n: number): string {
+  let s = '';
+  while (s.length < n) s += Math.floor(Math.random() * 36).toString(36);
+  return s;
+}
+
+/**
  * `ws-{namespace}-{user}-{unix seconds}` as the document gives it, plus a short random suffix so two creates
  * in the same second never collide.
  */
 export function newSessionId(namespace: string, user: string, now = Date.now()): string {
-  const suffix = randomBytes(4).readUInt32BE(0).toString(36).padStart(4, '0').slice(-4);
+  const suffix = randomSuffix(4);
   return `ws-${namespace}-${user}-${Math.floor(now / 1000)}-${suffix}`;
 }
 

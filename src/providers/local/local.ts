@@ -7,7 +7,7 @@
  * delete: the record is claimed atomically, the sandbox's pid 1 is SIGKILLed (the kernel then kills every
  *   process in its pid namespace), helpers are killed, the directories removed.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -137,7 +137,17 @@ export class LocalProvider implements Provider {
     this.reapExpired();
 
     const created = Date.now();
-    const id = newSessionId(req.namespace, req.user, created);
+    // Ids carry a random suffix; in the unlikely event of a clash, mkdir says so and another is drawn.
+    let id = newSessionId(req.namespace, req.user, created);
+    let dir: string | undefined;
+    for (let attempt = 0; !dir; attempt++) {
+      try {
+        dir = this.store.makeDir(id);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 5) throw e;
+        id = newSessionId(req.namespace, req.user, created);
+      }
+    }
     const rec: LocalRecord = {
       v: 1,
       id,
@@ -154,16 +164,20 @@ export class LocalProvider implements Provider {
       procs: {},
     };
     progress?.(`creating local session ${id} (template ${req.template}, network ${req.network})`);
-    const dir = this.store.makeDir(id);
     try {
       this.store.write(rec);
       this.prepareDirs(dir, rec);
-      await this.startSandbox(dir, rec);
+      const initPid = await this.startSandbox(dir, rec);
       this.store.write(rec);
-      if (req.network === 'outbound') {
-        rec.procs.slirp = await this.startSlirp(dir, rec.procs.init!.pid);
-        this.store.write(rec);
-      }
+      // The network namespace exists once bwrap reports its pid: slirp4netns comes up while bwrap mounts.
+      const [up, net] = await Promise.allSettled([
+        this.waitUntilUp(dir, rec, initPid),
+        req.network === 'outbound' ? this.startSlirp(dir, initPid) : Promise.resolve(undefined),
+      ]);
+      if (net.status === 'fulfilled' && net.value) rec.procs.slirp = net.value;
+      this.store.write(rec);
+      if (up.status === 'rejected') throw up.reason;
+      if (net.status === 'rejected') throw net.reason;
       rec.status = 'running';
       this.store.write(rec);
     } catch (e) {
@@ -199,8 +213,11 @@ export class LocalProvider implements Provider {
     writeFileSync(join(dir, 'resolv.conf'), 'nameserver 10.0.2.3\n', { mode: 0o644 });
   }
 
-  /** Starts bwrap detached, as the sandbox's host uid, from a launcher mount namespace (see LAUNCH_MOUNT). */
-  private async startSandbox(dir: string, rec: LocalRecord): Promise<void> {
+  /**
+   * Starts bwrap detached, as the sandbox's host uid, from a launcher mount namespace (see LAUNCH_MOUNT).
+   * Resolves with the host pid of the sandbox's pid 1 as soon as bwrap reports it.
+   */
+  private async startSandbox(dir: string, rec: LocalRecord): Promise<number> {
     const logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
     try {
       const args = bwrapArgs({
@@ -214,6 +231,7 @@ export class LocalProvider implements Provider {
         lifetimeSeconds: (Date.parse(rec.expires_at) - Date.now()) / 1000,
       });
       const setpriv = [BIN.setpriv, `--reuid=${rec.host_uid}`, `--regid=${rec.host_uid}`, '--clear-groups'];
+      const { spawn } = await import('node:child_process');
       const child = spawn(BIN.unshare, launcherArgs(dir, [...setpriv, BIN.bwrap, ...args]), {
         detached: true,
         stdio: ['ignore', logFd, logFd, 'pipe'],
@@ -230,20 +248,23 @@ export class LocalProvider implements Provider {
       rec.procs.bwrap = procRef(child.pid ?? -1);
       const info = await readJson(child, child.stdio[3] as Readable, START_TIMEOUT_MS);
       child.unref();
-      const childPid = Number(info['child-pid']);
-      const init = procRef(childPid);
-      // bwrap reports the child before it sets up the mounts: the sandbox is up once its main process runs.
-      const up = await pollUntil(() => !isAlive(init) || hasChild(childPid), START_TIMEOUT_MS);
-      if (!init || !isAlive(init) || !up) {
-        throw new ProviderError(`the sandbox for ${rec.id} did not start: ${this.log(dir)}`);
-      }
-      rec.procs.init = init;
+      const pid = Number(info['child-pid']);
+      rec.procs.init = procRef(pid);
+      if (!rec.procs.init) throw new ProviderError(`the sandbox for ${rec.id} did not start: ${this.log(dir)}`);
+      return pid;
     } catch (e) {
       if (e instanceof ProviderError) throw e;
       throw new ProviderError(`could not start the sandbox: ${(e as Error).message}; ${this.log(dir)}`, { cause: e });
     } finally {
       closeSync(logFd);
     }
+  }
+
+  /** bwrap reports its child before it sets up the mounts: the sandbox is up once its main process runs. */
+  private async waitUntilUp(dir: string, rec: LocalRecord, initPid: number): Promise<void> {
+    const init = rec.procs.init;
+    const up = await pollUntil(() => !isAlive(init) || hasChild(initPid), START_TIMEOUT_MS);
+    if (!up || !isAlive(init)) throw new ProviderError(`the sandbox for ${rec.id} did not start: ${this.log(dir)}`);
   }
 
   private log(dir: string): string {
@@ -258,6 +279,7 @@ export class LocalProvider implements Provider {
   private async startSlirp(dir: string, initPid: number): Promise<ProcRef> {
     const logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
     try {
+      const { spawn } = await import('node:child_process');
       const child = spawn(
         BIN.slirp4netns,
         [
@@ -362,7 +384,9 @@ export class LocalProvider implements Provider {
     };
     if (spec.tty) env.TERM = spec.term || 'xterm-256color';
     const args = nsenterArgs(rec.procs.init!.pid, spec.cwd, spec.argv);
-    return spec.tty ? await spawnTty(args, env, spec) : spawnPiped(args, env, spec);
+    return spec.tty
+      ? await spawnTty(args, env, spec)
+      : spawnPiped((await import('node:child_process')).spawn, args, env, spec);
   }
 
   private statusOf(rec: LocalRecord): Session['status'] {
@@ -457,7 +481,12 @@ async function readJson(child: ChildProcess, stream: Readable, timeoutMs: number
 }
 
 /** Non-tty exec: nsenter in its own process group (terminal signals reach onmemos, which forwards them). */
-function spawnPiped(args: string[], env: Record<string, string>, spec: ExecSpec): RemoteProcess {
+function spawnPiped(
+  spawn: typeof import('node:child_process').spawn,
+  args: string[],
+  env: Record<string, string>,
+  spec: ExecSpec,
+): RemoteProcess {
   const child = spawn(BIN.nsenter, args, {
     detached: true,
     env,

@@ -3,7 +3,6 @@
  * - a session directory is made with mkdir (ids carry a random suffix), its record written by rename;
  * - removal first renames the directory into trash/ (atomic: exactly one remover wins), then cleans up.
  */
-import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   mkdirSync,
@@ -17,7 +16,7 @@ import {
 } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { NetworkMode, Template } from '../../session/model.js';
+import { type NetworkMode, randomSuffix, type Template } from '../../session/model.js';
 import type { ProcRef } from './proc.js';
 import type { Toolchain } from './sandbox.js';
 
@@ -80,7 +79,7 @@ export class LocalStore {
 
   write(rec: LocalRecord): void {
     const final = join(this.dir(rec.id), 'session.json');
-    const tmp = `${final}.${process.pid}.${randomBytes(3).toString('hex')}`;
+    const tmp = `${final}.${process.pid}.${randomSuffix(6)}`;
     writeFileSync(tmp, JSON.stringify(rec, null, 2), { mode: 0o600 });
     renameSync(tmp, final);
   }
@@ -116,7 +115,7 @@ export class LocalStore {
    */
   claim(id: string): string | undefined {
     this.ensure();
-    const to = join(this.trashDir, `${id}.${randomBytes(4).toString('hex')}`);
+    const to = join(this.trashDir, `${id}.${randomSuffix(8)}`);
     try {
       renameSync(this.dir(id), to);
       const now = new Date();
