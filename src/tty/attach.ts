@@ -111,7 +111,7 @@ async function connect(
 
   if (opts.stdin) {
     const filter = opts.escape ? new EscapeFilter() : undefined;
-    const escape = (d: Buffer): Buffer => {
+    const applyEscapes = (d: Buffer): Buffer => {
       if (!filter) return d;
       const r = filter.push(d);
       if (r.disconnect) {
@@ -123,7 +123,7 @@ async function connect(
       return r.data;
     };
     const onEnd = () => proc.stdin.end();
-    cleanups.push(forward(io.stdin, proc.stdin, escape));
+    cleanups.push(forward(io.stdin, proc.stdin, applyEscapes));
     io.stdin.on('end', onEnd);
     io.stdin.resume();
     cleanups.push(() => {
