@@ -1,7 +1,7 @@
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { UnavailableError } from '../../src/errors.js';
 import {
   bwrapArgs,
@@ -79,6 +79,16 @@ describe('nsenterArgs', () => {
   });
 });
 
+const made: string[] = [];
+const tempDir = (prefix: string) => {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  made.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
 describe('resolveToolchain', () => {
   it('finds a toolchain under /usr and needs no extra mount', () => {
     expect(resolveToolchain('nodejs', '/usr/bin')).toEqual({ template: 'nodejs', path: [] });
@@ -86,7 +96,7 @@ describe('resolveToolchain', () => {
 
   it('says clearly which toolchain is missing', () => {
     if (existsSync('/usr/bin/go') || existsSync('/usr/local/bin/go')) return;
-    const empty = mkdtempSync(join(tmpdir(), 'onmemos-path-'));
+    const empty = tempDir('onmemos-path-');
     expect(() => resolveToolchain('go', empty)).toThrow(UnavailableError);
     try {
       resolveToolchain('go', empty);
@@ -98,7 +108,7 @@ describe('resolveToolchain', () => {
   it('skips version-manager shims and binds a prefix outside /usr', () => {
     // Only meaningful where no Go is installed under /usr (resolveToolchain also looks in /usr/bin).
     if (existsSync('/usr/bin/go') || existsSync('/usr/local/bin/go')) return;
-    const root = mkdtempSync(join(tmpdir(), 'onmemos-tc-'));
+    const root = tempDir('onmemos-tc-');
     const shims = join(root, 'shims');
     mkdirSync(shims);
     writeFileSync(join(shims, 'go'), '#!/bin/sh\n', { mode: 0o755 });

@@ -1,7 +1,7 @@
-import { mkdtempSync, readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { type LocalRecord, LocalStore, stateDir } from '../../src/providers/local/store.js';
 
 describe('stateDir', () => {
@@ -12,11 +12,21 @@ describe('stateDir', () => {
   });
 });
 
+const made: string[] = [];
+const tempDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'onmemos-store-'));
+  made.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
 describe('LocalStore', () => {
   const rec = (id: string) => ({ v: 1, id, status: 'running' }) as unknown as LocalRecord;
 
   it('keeps its directories private and records 0600', () => {
-    const s = new LocalStore(join(mkdtempSync(join(tmpdir(), 'onmemos-store-')), 'state'));
+    const s = new LocalStore(join(tempDir(), 'state'));
     s.makeDir('ws-a-b-1-abcd');
     s.write(rec('ws-a-b-1-abcd'));
     for (const d of [s.root, s.sessionsDir, s.trashDir, s.dir('ws-a-b-1-abcd')]) {
@@ -27,7 +37,7 @@ describe('LocalStore', () => {
   });
 
   it('lets exactly one of several claims win', () => {
-    const s = new LocalStore(mkdtempSync(join(tmpdir(), 'onmemos-store-')));
+    const s = new LocalStore(tempDir());
     s.makeDir('ws-a-b-1-abcd');
     s.write(rec('ws-a-b-1-abcd'));
     const claims = [s.claim('ws-a-b-1-abcd'), s.claim('ws-a-b-1-abcd'), s.claim('ws-a-b-1-abcd')];
