@@ -22,49 +22,34 @@ afterAll(() => new Promise<void>((r) => hostServer.close(() => r())));
 const connect = (host: string, port: number) =>
   `import socket\ntry:\n  socket.create_connection(("${host}", ${port}), timeout=3).recv(10); print("reached")\nexcept Exception as e:\n  print("unreachable")`;
 
+/** The network interfaces a session sees, sorted. */
+const interfaces = async (id: string) =>
+  (await state.run(['exec', id, '--', 'sh', '-c', 'tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | sort'])).stdout
+    .split('\n')
+    .filter(Boolean);
+/** 'reached' or 'unreachable', as a session sees host:port. */
+const probe = async (id: string, host: string, port: number) =>
+  (await state.run(['exec', id, '--', 'python3', '-c', connect(host, port)])).stdout.trim();
+
 describe('network modes', () => {
   it('outbound (default): own namespace with a tap0, host loopback unreachable', async () => {
     const id = await state.create();
-    const r = await state.run([
-      'exec',
-      id,
-      '--',
-      'sh',
-      '-c',
-      'cat /proc/net/dev | cut -d: -f1 | tr -d " " | tail -n +3 | sort',
-    ]);
-    expect(r.stdout.split('\n').filter(Boolean)).toEqual(['lo', 'tap0']);
-    expect((await state.run(['exec', id, '--', 'python3', '-c', connect('127.0.0.1', hostPort)])).stdout).toBe(
-      'unreachable\n',
-    );
-    expect((await state.run(['exec', id, '--', 'python3', '-c', connect('10.0.2.2', hostPort)])).stdout).toBe(
-      'unreachable\n',
-    );
+    expect(await interfaces(id)).toEqual(['lo', 'tap0']);
+    expect(await probe(id, '127.0.0.1', hostPort)).toBe('unreachable');
+    expect(await probe(id, '10.0.2.2', hostPort)).toBe('unreachable');
     const got = JSON.parse((await state.run(['get', id, '--json'])).stdout);
     expect(got.details.network).toBe('outbound');
   });
 
   it('isolated: loopback only', async () => {
     const id = await state.create('--network', 'isolated');
-    const r = await state.run([
-      'exec',
-      id,
-      '--',
-      'sh',
-      '-c',
-      'cat /proc/net/dev | cut -d: -f1 | tr -d " " | tail -n +3',
-    ]);
-    expect(r.stdout.trim()).toBe('lo');
-    expect((await state.run(['exec', id, '--', 'python3', '-c', connect('127.0.0.1', hostPort)])).stdout).toBe(
-      'unreachable\n',
-    );
+    expect(await interfaces(id)).toEqual(['lo']);
+    expect(await probe(id, '127.0.0.1', hostPort)).toBe('unreachable');
   });
 
   it('host: the host network, so the host loopback answers', async () => {
     const id = await state.create('--network', 'host');
-    expect((await state.run(['exec', id, '--', 'python3', '-c', connect('127.0.0.1', hostPort)])).stdout).toBe(
-      'reached\n',
-    );
+    expect(await probe(id, '127.0.0.1', hostPort)).toBe('reached');
   });
 
   it("a server in one session answers on that session's localhost and nowhere else", async () => {
@@ -73,15 +58,9 @@ describe('network modes', () => {
     const serve =
       "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 9099)); s.listen()\nwhile True:\n  c,_=s.accept(); c.sendall(b'x'); c.close()";
     await state.run(['exec', a, '--', 'sh', '-c', 'nohup python3 -c "$1" >/dev/null 2>&1 &', 'sh', serve]);
-    expect(
-      await waitFor(
-        async () =>
-          (await state.run(['exec', a, '--', 'python3', '-c', connect('127.0.0.1', 9099)])).stdout === 'reached\n',
-      ),
-    ).toBe(true);
-    expect((await state.run(['exec', b, '--', 'python3', '-c', connect('127.0.0.1', 9099)])).stdout).toBe(
-      'unreachable\n',
-    );
+    // The port is inside session a's own network namespace, so a fixed number is safe.
+    expect(await waitFor(async () => (await probe(a, '127.0.0.1', 9099)) === 'reached')).toBe(true);
+    expect(await probe(b, '127.0.0.1', 9099)).toBe('unreachable');
     // Not on the host either.
     const fromHost = await new Promise<string>((resolve) => {
       const s = netConnect(9099, '127.0.0.1');
