@@ -54,10 +54,18 @@ const BIN = {
   setpriv: '/usr/bin/setpriv',
   nsenter: '/usr/bin/nsenter',
   slirp4netns: '/usr/bin/slirp4netns',
-  sh: '/bin/sh',
   unshare: '/usr/bin/unshare',
-  mount: '/usr/bin/mount',
 };
+/** Every program the local provider runs, with the Debian package that has it (for a clear error). */
+const NEEDED: [string, string][] = [
+  [BIN.bwrap, 'bubblewrap'],
+  [BIN.slirp4netns, 'slirp4netns'],
+  [BIN.setpriv, 'util-linux'],
+  [BIN.nsenter, 'util-linux'],
+  [BIN.unshare, 'util-linux'],
+  ['/usr/bin/mount', 'mount'],
+  ['/bin/sh', 'dash'],
+];
 
 /** Host uid that session processes run as when onmemos runs as root (ONMEMOS_SANDBOX_UID overrides). */
 const DEFAULT_SANDBOX_HOST_UID = 100000;
@@ -95,9 +103,8 @@ export class LocalProvider implements Provider {
         hint: 'run onmemos as root, or use --server to reach an onmemos server',
       });
     }
-    for (const [name, path] of Object.entries(BIN)) {
+    for (const [path, pkg] of NEEDED) {
       if (!existsSync(path)) {
-        const pkg = name === 'bwrap' ? 'bubblewrap' : name === 'slirp4netns' ? 'slirp4netns' : 'util-linux';
         throw new UnavailableError(`the local provider needs ${path}, which is missing`, {
           hint: `apt-get install -y ${pkg}`,
         });
@@ -114,18 +121,18 @@ export class LocalProvider implements Provider {
     return uid;
   }
 
-  /** Removes expired sessions and half-made leftovers; runs once per process, before the first operation. */
-  reapExpired(force = false): void {
-    if (this.reaped && !force) return;
+  /**
+   * Removes expired sessions and the leftovers of creates that died (nothing written for two minutes while
+   * still "creating": a create takes seconds). Runs once per process, before its first operation.
+   */
+  reapExpired(): void {
+    if (this.reaped) return;
     this.reaped = true;
     const now = Date.now();
     for (const id of this.store.ids()) {
       const rec = this.store.read(id);
-      const stale = rec
-        ? isExpired(rec, now) ||
-          (rec.status === 'creating' && this.store.dirAgeMs(id) > 120_000 && !isAlive(rec.procs.bwrap))
-        : this.store.dirAgeMs(id) > 120_000;
-      if (stale) this.destroy(id);
+      const abandoned = (!rec || rec.status === 'creating') && this.store.dirAgeMs(id) > 120_000;
+      if (abandoned || (rec && isExpired(rec, now))) this.destroy(id);
     }
     this.store.emptyTrash();
   }
@@ -181,7 +188,7 @@ export class LocalProvider implements Provider {
       rec.status = 'running';
       this.store.write(rec);
     } catch (e) {
-      this.destroy(id);
+      this.destroy(id, rec); // what this process knows of it, which may be more than the record on disk
       throw e;
     }
     return this.toSession(rec);
@@ -246,6 +253,7 @@ export class LocalProvider implements Provider {
         },
       });
       rec.procs.bwrap = procRef(child.pid ?? -1);
+      this.store.write(rec);
       const info = await readJson(child, child.stdio[3] as Readable, START_TIMEOUT_MS);
       child.unref();
       const pid = Number(info['child-pid']);
@@ -336,16 +344,20 @@ export class LocalProvider implements Provider {
   }
 
   /** Idempotent removal; returns false when the session was not there. */
-  private destroy(id: string): boolean {
+  private destroy(id: string, known?: LocalRecord): boolean {
     const claimed = this.store.claim(id);
     if (!claimed) return false;
-    const rec = this.store.readClaimed(claimed);
+    const rec = known ?? this.store.readClaimed(claimed);
     if (rec) {
       // pid 1 of the sandbox: its death makes the kernel kill every process in the session's pid namespace.
-      // The launcher then finds the sandbox ended before its expiry and exits by itself (it may be this very
-      // removal's parent, at expiry, so it is not killed here).
       signalRef(rec.procs.init, 'SIGKILL');
       signalRef(rec.procs.slirp, 'SIGKILL');
+      // The launcher and bwrap, should the sandbox's pid 1 never have been known (a create cut short). At the
+      // expiry this removal runs as the launcher itself (it execs onmemos rm), which must not kill itself.
+      const launcher = rec.procs.bwrap;
+      if (launcher && launcher.pid !== process.pid && isAlive(launcher)) {
+        killTree(launcher.pid, { includeRoot: true });
+      }
     }
     rmSync(claimed, { recursive: true, force: true });
     return true;
