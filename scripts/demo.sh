@@ -9,7 +9,7 @@ id=$(onmemos create --provider auto --template python --namespace demo --user de
 trap 'onmemos rm --force "$id" >/dev/null' EXIT
 echo "created session $id"
 
-step onmemos exec "$id" -- python3 -c 'import sys; print(sys.version.split()[0])'
+step onmemos exec "$id" -- python3 -c "'import sys; print(sys.version.split()[0])'"
 onmemos exec "$id" -- python3 -c 'import sys; print(sys.version.split()[0])'
 
 step "printf 'a\\nb\\nc\\n' | onmemos exec $id -- wc -l"

@@ -80,7 +80,8 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') {
         return 0;
       }
-      const message = e.message.replace(/^error: /, '');
+      // One line, suggestions included ("unknown command 'crate' (Did you mean create?)").
+      const message = e.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ');
       report(deps, json, 'usage', message, undefined, debug ? e : undefined);
       return verb && PASS_THROUGH_EXIT.has(verb) ? 125 : 2;
     }

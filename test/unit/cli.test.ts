@@ -44,6 +44,12 @@ describe('onmemos (in-process)', () => {
     }
   });
 
+  it('usage errors are one line, with a suggestion where there is one', async () => {
+    const r = await cli(['crate']);
+    expect(r.code).toBe(2);
+    expect(r.err).toBe("onmemos: unknown command 'crate' (Did you mean create?)\n");
+  });
+
   it('errors are JSON with --json', async () => {
     const r = await cli(['get', 'ws-nope-x-1-abcd', '--json']);
     expect(r.code).toBe(1);
