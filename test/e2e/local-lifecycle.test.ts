@@ -132,6 +132,20 @@ describe('templates', () => {
   });
 });
 
+describe('a session whose processes are gone', () => {
+  it('is listed as exited, refuses exec with 125 and a hint, and can be removed', async () => {
+    const id = await state.create('--network', 'isolated');
+    const pid = JSON.parse((await state.run(['get', id, '--json'])).stdout).details.pid as number;
+    process.kill(pid, 'SIGKILL'); // the sandbox's pid 1, from the host
+    const status = async () => JSON.parse((await state.run(['get', id, '--json'])).stdout).status;
+    expect(await waitFor(async () => (await status()) === 'exited')).toBe(true);
+    const r = await state.run(['exec', id, '--', 'true']);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toBe(`onmemos: session ${id} is not running (exited) (remove it with: onmemos rm ${id})\n`);
+    expect((await state.run(['rm', id])).code).toBe(0);
+  });
+});
+
 describe('interrupted create', () => {
   it('leaves either a whole session or nothing, whenever SIGINT lands', async () => {
     const own = new StateDir();
