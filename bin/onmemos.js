@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// The only place onmemos exits. CommonJS, like dist/cli.cjs: an ES module entry point costs Node 20 several ms.
+// The only place onmemos exits. CommonJS (bin/package.json says so), like dist/cli.cjs: an ES-module entry point
+// costs Node 20 several ms of start-up.
 'use strict';
 const [major, minor] = process.versions.node.split('.').map(Number);
 if (major < 20 || (major === 20 && minor < 18)) {

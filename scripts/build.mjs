@@ -2,7 +2,7 @@
 // - dist/cli.cjs: the CLI, one CommonJS file. Start-up reads one file, and built-in modules load through
 //   require(), which is several ms cheaper per process than their ESM facades on Node 20. Code a command does
 //   not use (the local provider, node-pty) is evaluated only when first needed.
-// - dist/index.mjs: the SDK, an ES module.
+// - dist/index.js: the SDK, an ES module (the package is ESM).
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { build } from 'esbuild';
@@ -28,7 +28,7 @@ await build({
 await build({
   ...common,
   entryPoints: ['src/index.ts'],
-  outfile: 'dist/index.mjs',
+  outfile: 'dist/index.js',
   format: 'esm',
   // Bundled CommonJS dependencies (commander) need a require() inside the ES module.
   banner: { js: "import { createRequire as __onmemosCreateRequire } from 'node:module'; const require = __onmemosCreateRequire(import.meta.url);" },
