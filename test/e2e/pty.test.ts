@@ -102,8 +102,8 @@ describe('shell', () => {
     const t = shell();
     await t.expect(prompt);
     let m = t.mark();
-    t.write('shopt -q login_shell && echo "login $BASH"; stty size\r');
-    await t.expect(/login \/(usr\/)?bin\/bash\r+\n25 90\r+\n/, m);
+    t.write('shopt -q login_shell && echo "login $BASH"; stty size; tty\r');
+    await t.expect(/login \/(usr\/)?bin\/bash\r+\n25 90\r+\n\/dev\/pts\/\d+\r+\n/, m);
     m = t.mark();
     t.p.resize(120, 40);
     await new Promise((r) => setTimeout(r, 200));

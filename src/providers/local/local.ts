@@ -363,9 +363,16 @@ export class LocalProvider implements Provider {
     return true;
   }
 
+  /**
+   * The login shell runs under util-linux `script` inside the session, which gives it a pty from the session's
+   * own /dev/pts (the pty onmemos holds on the host is not visible there, so `tty` and ttyname() would fail).
+   * `script` passes bytes, window-size changes and the shell's exit code (-e) through.
+   */
   async loginShell(id: string): Promise<string[]> {
     this.running(id);
-    return existsSync('/usr/bin/bash') ? ['/bin/bash', '-l'] : ['/bin/sh', '-l'];
+    const shell = existsSync('/usr/bin/bash') ? '/bin/bash' : '/bin/sh';
+    if (!existsSync('/usr/bin/script')) return [shell, '-l'];
+    return ['/usr/bin/script', '--quiet', '--return', '--flush', '--command', `exec ${shell} -l`, '/dev/null'];
   }
 
   private running(id: string): LocalRecord {
