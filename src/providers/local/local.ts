@@ -65,6 +65,7 @@ const NEEDED: [string, string][] = [
   [BIN.unshare, 'util-linux'],
   ['/usr/bin/mount', 'mount'],
   ['/bin/sh', 'dash'],
+  [LAUNCH_MOUNT, 'base-files'],
 ];
 
 /** Host uid that session processes run as when onmemos runs as root (ONMEMOS_SANDBOX_UID overrides). */

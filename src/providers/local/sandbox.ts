@@ -42,10 +42,14 @@ function isExecutable(p: string): boolean {
  * elsewhere (say /opt/go) its prefix is bound read-only at TOOLCHAIN_MOUNT. Version-manager shims are
  * skipped: they are scripts that need the manager's home, which a session cannot see.
  */
-export function resolveToolchain(template: Template, hostPath = process.env.PATH ?? ''): Toolchain {
+export function resolveToolchain(
+  template: Template,
+  hostPath = process.env.PATH ?? '',
+  alwaysLook: string[] = ['/usr/local/bin', '/usr/bin'],
+): Toolchain {
   const { tool, label, install } = TEMPLATE_TOOLS[template];
   const candidates: { dir: string; real: string }[] = [];
-  for (const dir of [...hostPath.split(delimiter), '/usr/local/bin', '/usr/bin']) {
+  for (const dir of [...hostPath.split(delimiter), ...alwaysLook]) {
     if (!dir.startsWith('/') || dir.includes('/shims')) continue;
     const p = join(dir, tool);
     if (!isExecutable(p)) continue;
