@@ -9,6 +9,7 @@ import { execCommand } from './commands/exec.js';
 import { getCommand } from './commands/get.js';
 import { lsCommand } from './commands/ls.js';
 import { rmCommand } from './commands/rm.js';
+import { serveCommand } from './commands/serve.js';
 import { shellCommand } from './commands/shell.js';
 import { OnmemosError } from './errors.js';
 import { VERSION } from './version.js';
@@ -56,6 +57,7 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     lsCommand(ctx),
     getCommand(ctx),
     rmCommand(ctx),
+    serveCommand(ctx),
   ]) {
     // addCommand does not pass settings down: output routing, exitOverride and positional options.
     program.addCommand(cmd.copyInheritedSettings(program));

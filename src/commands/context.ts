@@ -1,7 +1,6 @@
 /** What a command needs from the outside world; tests pass their own. */
 import type { Readable, Writable } from 'node:stream';
-import { NotFoundError } from '../errors.js';
-import type { ProviderRegistry } from '../providers/index.js';
+import { findSession, type ProviderRegistry } from '../providers/index.js';
 import type { Provider } from '../providers/provider.js';
 import type { Session } from '../session/model.js';
 
@@ -32,15 +31,6 @@ export function progress(ctx: CliIO, text: string): void {
 }
 
 /** Finds the provider that holds a session id. */
-export async function locate(ctx: Ctx, id: string): Promise<{ provider: Provider; session: Session }> {
-  let notFound: unknown;
-  for (const provider of await ctx.registry.all()) {
-    try {
-      return { provider, session: await provider.get(id) };
-    } catch (e) {
-      if (e instanceof NotFoundError) notFound = e;
-      else throw e;
-    }
-  }
-  throw notFound ?? new NotFoundError(`no such session: ${id}`);
+export function locate(ctx: Ctx, id: string): Promise<{ provider: Provider; session: Session }> {
+  return findSession(ctx.registry, id);
 }

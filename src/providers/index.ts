@@ -2,8 +2,8 @@
  * Which providers this process can reach. Heavy clients are imported lazily, only when a provider is used.
  * Cloud providers arrive with later work; until then `auto` resolves to the local sandbox and says so.
  */
-import { UnavailableError } from '../errors.js';
-import type { ProviderChoice } from '../session/model.js';
+import { NotFoundError, UnavailableError } from '../errors.js';
+import type { ProviderChoice, Session } from '../session/model.js';
 import type { Provider } from './provider.js';
 
 export interface ProviderRegistry {
@@ -36,4 +36,21 @@ export function defaultRegistry(env: NodeJS.ProcessEnv = process.env): ProviderR
       return [await getLocal()];
     },
   };
+}
+
+/** Finds the provider that holds a session id (NotFoundError when none does). */
+export async function findSession(
+  registry: ProviderRegistry,
+  id: string,
+): Promise<{ provider: Provider; session: Session }> {
+  let notFound: unknown;
+  for (const provider of await registry.all()) {
+    try {
+      return { provider, session: await provider.get(id) };
+    } catch (e) {
+      if (e instanceof NotFoundError) notFound = e;
+      else throw e;
+    }
+  }
+  throw notFound ?? new NotFoundError(`no such session: ${id}`);
 }

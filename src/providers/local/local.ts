@@ -71,6 +71,7 @@ const NEEDED: [string, string][] = [
 /** Host uid that session processes run as when onmemos runs as root (ONMEMOS_SANDBOX_UID overrides). */
 const DEFAULT_SANDBOX_HOST_UID = 100000;
 const START_TIMEOUT_MS = 10_000;
+const REAP_EVERY_MS = 10_000;
 /** After the main process exits, output still buffered is delivered; background processes keep no exec open. */
 const DRAIN_IDLE_MS = 30;
 const DRAIN_MAX_MS = 2000;
@@ -91,7 +92,7 @@ export class LocalProvider implements Provider {
   };
   readonly store: LocalStore;
   private readonly env: NodeJS.ProcessEnv;
-  private reaped = false;
+  private lastReap = Number.NEGATIVE_INFINITY;
 
   constructor(opts: LocalProviderOptions = {}) {
     this.env = opts.env ?? process.env;
@@ -124,12 +125,13 @@ export class LocalProvider implements Provider {
 
   /**
    * Removes expired sessions and the leftovers of creates that died (nothing written for two minutes while
-   * still "creating": a create takes seconds). Runs once per process, before its first operation.
+   * still "creating": a create takes seconds). Runs before an operation, at most every REAP_EVERY_MS: once in a
+   * CLI process, periodically in a server.
    */
   reapExpired(): void {
-    if (this.reaped) return;
-    this.reaped = true;
     const now = Date.now();
+    if (now - this.lastReap < REAP_EVERY_MS) return;
+    this.lastReap = now;
     for (const id of this.store.ids()) {
       const rec = this.store.read(id);
       const abandoned = (!rec || rec.status === 'creating') && this.store.dirAgeMs(id) > 120_000;

@@ -1,0 +1,114 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { Command } from 'commander';
+import { UserError } from '../errors.js';
+import type { ProviderRegistry } from '../providers/index.js';
+import { type ApiKey, Auth, parseApiKeys } from '../server/auth.js';
+import type { Ctx } from './context.js';
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+/** How often the server sweeps for expired sessions (they go within a minute of their expiry). */
+const REAP_EVERY_MS = 30_000;
+
+export interface ServeOptions {
+  host: string;
+  port: number;
+  apiKeyFile?: string;
+  insecureNoAuth?: boolean;
+}
+
+/** Keys from --api-key-file, else ONMEMOS_API_KEYS (one per line, or separated by ';'). */
+export function loadKeys(ctx: Ctx, o: ServeOptions): ApiKey[] | null {
+  let text: string | undefined;
+  if (o.apiKeyFile) {
+    try {
+      text = readFileSync(o.apiKeyFile, 'utf8');
+    } catch (e) {
+      throw new UserError(`cannot read --api-key-file ${o.apiKeyFile}: ${(e as Error).message}`, { exitCode: 1 });
+    }
+  } else if (ctx.env.ONMEMOS_API_KEYS) {
+    text = ctx.env.ONMEMOS_API_KEYS.replaceAll(';', '\n');
+  }
+  const keys = text === undefined ? [] : parseApiKeys(text);
+  if (keys.length > 0) {
+    if (o.insecureNoAuth) throw new UserError('--insecure-no-auth with API keys: choose one');
+    return keys;
+  }
+  if (!o.insecureNoAuth) {
+    throw new UserError('no API keys: set ONMEMOS_API_KEYS or --api-key-file (or --insecure-no-auth on loopback)');
+  }
+  if (!LOOPBACK.test(o.host))
+    throw new UserError(`--insecure-no-auth is only allowed on a loopback address, not ${o.host}`);
+  return null;
+}
+
+/** Runs the server until SIGINT/SIGTERM; resolves when it has stopped. */
+export async function serve(ctx: Ctx, o: ServeOptions, registry: ProviderRegistry): Promise<void> {
+  const auth = new Auth(loadKeys(ctx, o));
+  const { createOnmemosServer } = await import('../server/server.js');
+  const server = await createOnmemosServer({ registry, auth });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e) =>
+      reject(new UserError(`cannot listen on ${o.host}:${o.port}: ${(e as Error).message}`, { exitCode: 1 })),
+    );
+    server.listen(o.port, o.host, resolve);
+  });
+  const address = server.address() as { address: string; port: number };
+  const shown = isIP(address.address) === 6 ? `[${address.address}]` : address.address;
+  ctx.stderr.write(
+    `onmemos: serving the /v1 API on http://${shown}:${address.port}${auth.enabled ? '' : ' (no auth)'}\n`,
+  );
+  const reaper = setInterval(async () => {
+    for (const p of await registry.all()) await p.list().catch(() => {});
+  }, REAP_EVERY_MS);
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      for (const sig of ['SIGINT', 'SIGTERM'] as const) ctx.signals.off(sig, stop);
+      clearInterval(reaper);
+      server.close(() => resolve());
+      server.closeAllConnections();
+    };
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) ctx.signals.on(sig, stop);
+  });
+}
+
+function parsePort(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n > 65535) throw new UserError(`invalid port ${v}`);
+  return n;
+}
+
+export function serveCommand(ctx: () => Ctx): Command {
+  return new Command('serve')
+    .description("serve the OnMemOS /v1 API (HTTP and WebSocket) over this machine's providers")
+    .option('--host <address>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'port to listen on (0: any free port)', parsePort, 8080)
+    .option('--providers <list>', 'providers to serve (comma-separated)', 'local')
+    .option('--api-key-file <path>', 'API keys, one per line: KEY, or KEY ns1,ns2 to scope it to namespaces')
+    .option('--insecure-no-auth', 'serve without API keys (loopback addresses only)')
+    .addHelpText(
+      'after',
+      `
+Keys come from --api-key-file or ONMEMOS_API_KEYS (one per line, or separated by ';'); the server refuses to start
+without one unless --insecure-no-auth on a loopback address. Clients send X-API-Key (WebSockets may use ?api_key=).
+
+Examples:
+  ONMEMOS_API_KEYS="$(openssl rand -hex 24)" onmemos serve --port 8080
+  onmemos serve --api-key-file /etc/onmemos/keys --host 0.0.0.0`,
+    )
+    .action(async (o) => {
+      const c = ctx();
+      const wanted = String(o.providers)
+        .split(',')
+        .map((s: string) => s.trim());
+      for (const p of wanted) {
+        if (p !== 'local')
+          throw new UserError(`provider ${p} is not available in this build of onmemos (serve --providers local)`);
+      }
+      await serve(
+        c,
+        { host: o.host, port: o.port, apiKeyFile: o.apiKeyFile, insecureNoAuth: o.insecureNoAuth },
+        c.registry,
+      );
+    });
+}

@@ -1,0 +1,316 @@
+/**
+ * `onmemos serve`: the OnMemOS /v1 API as a thin HTTP/WebSocket adapter over Providers. It keeps no session
+ * state of its own (each provider's backend is the source of truth), so a restarted server loses nothing.
+ *
+ *   GET    /health
+ *   POST   /v1/sessions                      create (the document's request fields and defaults)
+ *   GET    /v1/sessions?namespace=&user=&provider=
+ *   GET    /v1/sessions/{id}
+ *   DELETE /v1/sessions/{id}
+ *   POST   /v1/sessions/{id}/execute         {command, timeout} → {stdout, stderr, returncode, success}
+ *   GET    /v1/sessions/{id}/connect
+ *   GET    /v1/sessions/{id}/exec?command=…  WebSocket, v5.channel.k8s.io (src/tty/channel.ts)
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { constants as osConstants } from 'node:os';
+import type { Duplex } from 'node:stream';
+import type { WebSocket, WebSocketServer } from 'ws';
+import { OnmemosError, UserError } from '../errors.js';
+import { findSession, type ProviderRegistry } from '../providers/index.js';
+import { exitCodeOf, type Provider } from '../providers/provider.js';
+import {
+  type CreateSessionRequest,
+  normalizeCreateRequest,
+  type Session,
+  type SessionFilter,
+  validateName,
+  validateSessionId,
+} from '../session/model.js';
+import { CHANNEL, frame, parseFrame, parseResize, SERVER_SUBPROTOCOLS, statusFor, V5 } from '../tty/channel.js';
+import { VERSION } from '../version.js';
+import { type Auth, allows, type Principal } from './auth.js';
+import { executeBuffered } from './execute.js';
+import { errorStatus, HttpError, readJsonBody, sendError, sendJson } from './http.js';
+
+export interface ServerOptions {
+  registry: ProviderRegistry;
+  auth: Auth;
+  /** Largest request body (default 1 MiB). */
+  maxBodyBytes?: number;
+  /** Cap on each of stdout and stderr of a buffered execute (default 16 MiB). */
+  outputCap?: number;
+}
+
+const MAX_EXECUTE_TIMEOUT = 24 * 3600;
+/** Pause a process's output while this much is queued on its WebSocket. */
+const WS_HIGH_WATER = 1 << 20;
+
+export async function createOnmemosServer(opts: ServerOptions): Promise<Server> {
+  const { WebSocketServer } = await import('ws');
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    handleProtocols: (offered) => SERVER_SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
+  });
+  const server = createServer((req, res) => {
+    handle(opts, req, res).catch((e) => sendError(res, e));
+  });
+  server.on('upgrade', (req, socket, head) => {
+    upgrade(opts, wss, req, socket, head).catch((e) => refuseUpgrade(socket, e));
+  });
+  server.on('close', () => wss.close());
+  return server;
+}
+
+function principalOf(opts: ServerOptions, req: IncomingMessage, url: URL): Principal {
+  const header = req.headers['x-api-key'];
+  const key = (Array.isArray(header) ? header[0] : header) ?? url.searchParams.get('api_key') ?? undefined;
+  const p = opts.auth.check(key);
+  if (!p) throw new HttpError(401, 'auth', key ? 'invalid API key' : 'an API key is required (X-API-Key)');
+  return p;
+}
+
+/** The session, if this principal may see its namespace (403 otherwise; 404 when it does not exist). */
+async function authorizedSession(
+  opts: ServerOptions,
+  p: Principal,
+  rawId: string,
+): Promise<{ provider: Provider; session: Session }> {
+  const id = validateSessionId(decodeURIComponent(rawId));
+  const found = await findSession(opts.registry, id);
+  if (!allows(p, found.session.namespace)) {
+    throw new HttpError(403, 'forbidden', `this API key may not use namespace ${found.session.namespace}`);
+  }
+  return found;
+}
+
+async function handle(opts: ServerOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://onmemos');
+  const path = url.pathname.replace(/\/+$/, '') || '/';
+  const method = req.method ?? 'GET';
+
+  if (path === '/health' && method === 'GET') {
+    const providers = (await opts.registry.all()).map((p) => p.kind);
+    return sendJson(res, 200, { status: 'ok', version: VERSION, providers });
+  }
+
+  const principal = principalOf(opts, req, url);
+
+  if (path === '/v1/sessions') {
+    if (method === 'POST') {
+      const body = await readJsonBody(req, opts.maxBodyBytes ?? 1 << 20);
+      const request = createRequestFrom(body);
+      if (!allows(principal, request.namespace)) {
+        throw new HttpError(403, 'forbidden', `this API key may not use namespace ${request.namespace}`);
+      }
+      const { provider, reason } = await opts.registry.forCreate(request.provider);
+      const session = await provider.create(request);
+      return sendJson(res, 200, { ...session, details: { ...session.details, provider_reason: reason } });
+    }
+    if (method === 'GET') {
+      const filter = filterFrom(url);
+      const all: Session[] = [];
+      for (const p of await opts.registry.all()) {
+        if (filter.provider && p.kind !== filter.provider) continue;
+        all.push(...(await p.list(filter)));
+      }
+      return sendJson(
+        res,
+        200,
+        all.filter((s) => allows(principal, s.namespace)),
+      );
+    }
+    throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
+  }
+
+  const m = /^\/v1\/sessions\/([^/]+)(?:\/(execute|connect))?$/.exec(path);
+  if (!m) throw new HttpError(404, 'not_found', `no route for ${method} ${path}`);
+  const [, rawId, action] = m;
+  const { provider, session } = await authorizedSession(opts, principal, rawId!);
+
+  if (!action && method === 'GET') return sendJson(res, 200, session);
+  if (!action && method === 'DELETE') {
+    await provider.delete(session.id);
+    return sendJson(res, 200, { id: session.id, deleted: true });
+  }
+  if (action === 'execute' && method === 'POST') {
+    const body = await readJsonBody(req, opts.maxBodyBytes ?? 1 << 20);
+    const command = body.command;
+    if (typeof command !== 'string' || command.length === 0) {
+      throw new HttpError(400, 'bad_request', '"command" must be a non-empty string');
+    }
+    const timeout = body.timeout ?? 120;
+    if (typeof timeout !== 'number' || !(timeout > 0) || timeout > MAX_EXECUTE_TIMEOUT) {
+      throw new UserError(`"timeout" must be a number of seconds, more than 0 and at most ${MAX_EXECUTE_TIMEOUT}`);
+    }
+    return sendJson(res, 200, await executeBuffered(provider, session.id, command, timeout, opts.outputCap));
+  }
+  if (action === 'connect' && method === 'GET') {
+    return sendJson(res, 200, {
+      id: session.id,
+      provider: session.provider,
+      status: session.status,
+      url: session.url,
+      ssh: session.ssh,
+      exec: `/v1/sessions/${session.id}/exec`,
+      exec_protocol: V5,
+    });
+  }
+  throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
+}
+
+/** The document's request fields, with types checked here (400) and values by the session model (422). */
+function createRequestFrom(body: Record<string, unknown>): CreateSessionRequest {
+  const str = (k: string) => {
+    const v = body[k];
+    if (v !== undefined && typeof v !== 'string') throw new HttpError(400, 'bad_request', `"${k}" must be a string`);
+    return v as string | undefined;
+  };
+  const num = (k: string) => {
+    const v = body[k];
+    if (v !== undefined && typeof v !== 'number') throw new HttpError(400, 'bad_request', `"${k}" must be a number`);
+    return v as number | undefined;
+  };
+  const bool = (k: string) => {
+    const v = body[k];
+    if (v !== undefined && typeof v !== 'boolean') throw new HttpError(400, 'bad_request', `"${k}" must be a boolean`);
+    return v as boolean | undefined;
+  };
+  const env = body.env;
+  if (env !== undefined && (typeof env !== 'object' || env === null || Array.isArray(env))) {
+    throw new HttpError(400, 'bad_request', '"env" must be an object of strings');
+  }
+  for (const v of Object.values((env as Record<string, unknown>) ?? {})) {
+    if (typeof v !== 'string') throw new HttpError(400, 'bad_request', '"env" must be an object of strings');
+  }
+  const storage = body.storage;
+  if (storage !== undefined && (typeof storage !== 'object' || storage === null || Array.isArray(storage))) {
+    throw new HttpError(400, 'bad_request', '"storage" must be an object');
+  }
+  return normalizeCreateRequest({
+    provider: str('provider') as CreateSessionRequest['provider'] | undefined,
+    template: str('template') as CreateSessionRequest['template'] | undefined,
+    namespace: str('namespace'),
+    user: str('user'),
+    ttl_minutes: num('ttl_minutes'),
+    env: env as Record<string, string> | undefined,
+    network: str('network') as CreateSessionRequest['network'] | undefined,
+    storage: storage as CreateSessionRequest['storage'],
+    needs_ssh: bool('needs_ssh'),
+    long_lived: bool('long_lived'),
+    expected_duration_minutes: num('expected_duration_minutes'),
+  });
+}
+
+function filterFrom(url: URL): SessionFilter {
+  const f: SessionFilter = {};
+  const ns = url.searchParams.get('namespace');
+  const user = url.searchParams.get('user');
+  const provider = url.searchParams.get('provider');
+  if (ns) f.namespace = validateName('namespace', ns);
+  if (user) f.user = validateName('user', user);
+  if (provider) f.provider = provider as SessionFilter['provider'];
+  return f;
+}
+
+function refuseUpgrade(socket: Duplex, e: unknown): void {
+  const { status, code, message } = errorStatus(e);
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+const truthy = (v: string | null) => v === '1' || v === 'true';
+
+/**
+ * The streaming exec: `GET /v1/sessions/{id}/exec?command=a&command=b&stdin=1&tty=1` upgraded to a WebSocket
+ * speaking v5.channel.k8s.io. The process is killed if the client goes away before it ends.
+ */
+async function upgrade(
+  opts: ServerOptions,
+  wss: WebSocketServer,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://onmemos');
+  const m = /^\/v1\/sessions\/([^/]+)\/exec\/?$/.exec(url.pathname);
+  if (!m) throw new HttpError(404, 'not_found', `no WebSocket route for ${url.pathname}`);
+  const principal = principalOf(opts, req, url);
+  const { provider, session } = await authorizedSession(opts, principal, m[1]!);
+  const argv = url.searchParams.getAll('command');
+  if (argv.length === 0) throw new HttpError(400, 'bad_request', 'give the command as one or more command= parameters');
+  const tty = truthy(url.searchParams.get('tty'));
+  const stdin = truthy(url.searchParams.get('stdin'));
+  const protocols = String(req.headers['sec-websocket-protocol'] ?? '');
+  if (!SERVER_SUBPROTOCOLS.some((p) => protocols.split(/\s*,\s*/).includes(p))) {
+    throw new HttpError(400, 'bad_request', `offer the ${V5} subprotocol`);
+  }
+  const ws = await new Promise<WebSocket>((resolve) => wss.handleUpgrade(req, socket, head, resolve));
+  try {
+    await streamExec(ws, provider, session.id, argv, tty, stdin);
+  } catch (e) {
+    const code = e instanceof OnmemosError && e.code === 'conflict' ? 126 : 1;
+    if (ws.readyState === ws.OPEN) {
+      const status = { ...statusFor(code), message: e instanceof Error ? e.message : String(e) };
+      ws.send(frame(CHANNEL.status, JSON.stringify(status)), () => ws.close(1000));
+    }
+  }
+}
+
+async function streamExec(
+  ws: WebSocket,
+  provider: Provider,
+  id: string,
+  argv: string[],
+  tty: boolean,
+  stdin: boolean,
+): Promise<void> {
+  // Frames that arrive before the process exists are held, then replayed in order.
+  const early: Buffer[] = [];
+  const onEarly = (d: Buffer) => early.push(d);
+  ws.on('message', onEarly);
+  const proc = await provider.exec(id, { argv, tty, stdin });
+  let ended = false;
+  ws.once('close', () => {
+    if (!ended) proc.kill('SIGKILL'); // a client that goes away leaves no process behind
+  });
+  ws.off('message', onEarly);
+  const v5 = ws.protocol === V5;
+  const onMessage = (d: Buffer) => {
+    const f = parseFrame(d);
+    if (!f) return;
+    if (f.channel === CHANNEL.stdin && stdin) proc.stdin.write(f.payload);
+    else if (f.channel === CHANNEL.resize) {
+      const size = parseResize(f.payload);
+      if (size) proc.resize(size.cols, size.rows);
+    } else if (f.channel === CHANNEL.close && v5 && f.payload[0] === CHANNEL.stdin) proc.stdin.end();
+  };
+  ws.on('message', onMessage);
+  for (const d of early) onMessage(d);
+  if (!stdin) proc.stdin.end();
+
+  ws.send(frame(CHANNEL.stdout)); // the stream is up
+  const pump = (stream: NodeJS.ReadableStream & { pause(): void; resume(): void }, channel: number) =>
+    new Promise<void>((resolve) => {
+      stream.on('data', (d: Buffer) => {
+        ws.send(frame(channel, d));
+        if (ws.bufferedAmount > WS_HIGH_WATER) {
+          stream.pause();
+          const wait = setInterval(() => {
+            if (ws.bufferedAmount <= WS_HIGH_WATER || ws.readyState !== ws.OPEN) {
+              clearInterval(wait);
+              stream.resume();
+            }
+          }, 2);
+        }
+      });
+      stream.once('end', () => resolve());
+      stream.once('close', () => resolve());
+    });
+  const [status] = await Promise.all([proc.exit, pump(proc.stdout, CHANNEL.stdout), pump(proc.stderr, CHANNEL.stderr)]);
+  ended = true;
+  const code = exitCodeOf(status, osConstants.signals as unknown as Record<string, number>);
+  if (ws.readyState === ws.OPEN) ws.send(frame(CHANNEL.status, JSON.stringify(statusFor(code))), () => ws.close(1000));
+}
