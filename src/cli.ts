@@ -3,6 +3,7 @@
  * reports errors (one line, or JSON with --json; a stack only with --debug). Only bin/onmemos.js exits.
  */
 import { Command, CommanderError } from 'commander';
+import { configCommand } from './commands/config.js';
 import type { CliDeps, Ctx } from './commands/context.js';
 import { createCommand } from './commands/create.js';
 import { execCommand } from './commands/exec.js';
@@ -12,6 +13,7 @@ import { rmCommand } from './commands/rm.js';
 import { serveCommand } from './commands/serve.js';
 import { shellCommand } from './commands/shell.js';
 import { OnmemosError } from './errors.js';
+import { type ProviderRegistry, remoteRegistry } from './providers/index.js';
 import { VERSION } from './version.js';
 
 export { defaultRegistry } from './providers/index.js';
@@ -19,10 +21,32 @@ export { defaultRegistry } from './providers/index.js';
 /** Commands whose own failures exit 125, so they never collide with the remote command's exit codes. */
 const PASS_THROUGH_EXIT = new Set(['exec', 'shell']);
 
+/**
+ * Local or remote mode: --local forces local; else --server, ONMEMOS_SERVER, or the current saved context sends
+ * every command to that onmemos server (its key from --api-key, ONMEMOS_API_KEY, or the context).
+ */
+async function resolveRegistry(
+  deps: CliDeps,
+  o: { server?: string; apiKey?: string; local?: boolean },
+): Promise<ProviderRegistry> {
+  if (o.local) return deps.registry;
+  const apiKey = o.apiKey ?? (deps.env.ONMEMOS_API_KEY || undefined);
+  const server = o.server ?? (deps.env.ONMEMOS_SERVER || undefined);
+  if (server) return remoteRegistry({ server, apiKey });
+  const { currentContext } = await import('./config.js');
+  const context = await currentContext(deps.env);
+  if (context) return remoteRegistry({ server: context.server, apiKey: apiKey ?? context.apiKey });
+  return deps.registry;
+}
+
+/** Commands that always work on this machine, whatever server is configured. */
+const ALWAYS_LOCAL = new Set(['serve', 'config']);
+
 export async function main(argv: string[], deps: CliDeps): Promise<number> {
   let exitCode = 0;
   const debug = argv.includes('--debug') || deps.env.ONMEMOS_LOG === 'debug';
-  const ctx = (): Ctx => ({ ...deps, debug });
+  let registry = deps.registry;
+  const ctx = (): Ctx => ({ ...deps, registry, debug });
   const setExit = (c: number) => {
     exitCode = c;
   };
@@ -30,6 +54,9 @@ export async function main(argv: string[], deps: CliDeps): Promise<number> {
     .description('Disposable, isolated workspaces (sessions): create one, run commands in it, open a shell, remove it.')
     .version(VERSION, '-V, --version')
     .option('--debug', 'show stack traces and debug detail on errors')
+    .option('--server <url>', 'use this onmemos server (remote mode; also ONMEMOS_SERVER or a saved context)')
+    .option('--api-key <key>', 'API key for the server (also ONMEMOS_API_KEY)')
+    .option('--local', 'local mode, whatever server or context is configured')
     .enablePositionalOptions()
     .showSuggestionAfterError()
     .exitOverride()
@@ -50,6 +77,10 @@ Examples:
 
 Run 'onmemos <command> --help' for a command's options. Exit codes: see the README.`,
     );
+  program.hook('preAction', async (_program, action) => {
+    const top = action.parent === program ? action : action.parent;
+    if (!ALWAYS_LOCAL.has(top?.name() ?? '')) registry = await resolveRegistry(deps, program.opts());
+  });
   for (const cmd of [
     createCommand(ctx),
     execCommand(ctx, setExit),
@@ -58,6 +89,7 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     getCommand(ctx),
     rmCommand(ctx),
     serveCommand(ctx),
+    configCommand(ctx),
   ]) {
     // addCommand does not pass settings down: output routing, exitOverride and positional options.
     program.addCommand(cmd.copyInheritedSettings(program));

@@ -61,6 +61,20 @@ export class ProviderError extends OnmemosError {
   }
 }
 
+/** No API key, or a wrong one. */
+export class AuthError extends OnmemosError {
+  constructor(message: string, opts: { hint?: string } = {}) {
+    super(message, { code: 'auth', exitCode: 1, hint: opts.hint });
+  }
+}
+
+/** The API key may not use that namespace. */
+export class ForbiddenError extends OnmemosError {
+  constructor(message: string, opts: { hint?: string } = {}) {
+    super(message, { code: 'forbidden', exitCode: 1, hint: opts.hint });
+  }
+}
+
 export function isOnmemosError(e: unknown): e is OnmemosError {
   return e instanceof OnmemosError;
 }

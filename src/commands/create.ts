@@ -43,7 +43,7 @@ export async function createSession(ctx: Ctx, input: Partial<CreateSessionReques
       exitCode: 128 + (osConstants.signals[interrupted] ?? 1),
     });
   }
-  session.details = { ...session.details, provider_reason: reason };
+  session.details = { provider_reason: reason, ...session.details }; // a server's own reason wins
   return session;
 }
 

@@ -7,7 +7,8 @@ import { parseNamespace, parseUser } from './options.js';
 export async function listSessions(ctx: Ctx, filter: SessionFilter): Promise<Session[]> {
   const all: Session[] = [];
   for (const p of await ctx.registry.all()) {
-    if (filter.provider && p.kind !== filter.provider) continue;
+    // A remote provider holds sessions of every kind: the server applies the filter.
+    if (filter.provider && p.kind !== 'remote' && p.kind !== filter.provider) continue;
     all.push(...(await p.list(filter)));
   }
   return all;

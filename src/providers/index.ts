@@ -38,6 +38,22 @@ export function defaultRegistry(env: NodeJS.ProcessEnv = process.env): ProviderR
   };
 }
 
+/** Every command against one onmemos server (remote mode). */
+export function remoteRegistry(opts: { server: string; apiKey?: string }): ProviderRegistry {
+  let remote: Provider | undefined;
+  const get = async () => {
+    if (!remote) {
+      const { RemoteProvider } = await import('./remote.js');
+      remote = new RemoteProvider(opts);
+    }
+    return remote;
+  };
+  return {
+    forCreate: async () => ({ provider: await get(), reason: `the server at ${opts.server} chooses` }),
+    all: async () => [await get()],
+  };
+}
+
 /** Finds the provider that holds a session id (NotFoundError when none does). */
 export async function findSession(
   registry: ProviderRegistry,

@@ -9,7 +9,8 @@
  *   DELETE /v1/sessions/{id}
  *   POST   /v1/sessions/{id}/execute         {command, timeout} → {stdout, stderr, returncode, success}
  *   GET    /v1/sessions/{id}/connect
- *   GET    /v1/sessions/{id}/exec?command=…  WebSocket, v5.channel.k8s.io (src/tty/channel.ts)
+ *   GET    /v1/sessions/{id}/exec?command=…&stdin=1&tty=1&env=K=V&workdir=/dir
+ *                                            WebSocket, v5.channel.k8s.io (src/tty/channel.ts)
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { constants as osConstants } from 'node:os';
@@ -17,10 +18,11 @@ import type { Duplex } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
 import { OnmemosError, UserError } from '../errors.js';
 import { findSession, type ProviderRegistry } from '../providers/index.js';
-import { exitCodeOf, type Provider } from '../providers/provider.js';
+import { type ExecSpec, exitCodeOf, type Provider } from '../providers/provider.js';
 import {
   type CreateSessionRequest,
   normalizeCreateRequest,
+  parseEnvAssignment,
   type Session,
   type SessionFilter,
   validateName,
@@ -154,6 +156,7 @@ async function handle(opts: ServerOptions, req: IncomingMessage, res: ServerResp
       ssh: session.ssh,
       exec: `/v1/sessions/${session.id}/exec`,
       exec_protocol: V5,
+      shell: provider.loginShell ? await provider.loginShell(session.id) : null,
     });
   }
   throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
@@ -243,13 +246,17 @@ async function upgrade(
   if (argv.length === 0) throw new HttpError(400, 'bad_request', 'give the command as one or more command= parameters');
   const tty = truthy(url.searchParams.get('tty'));
   const stdin = truthy(url.searchParams.get('stdin'));
+  // onmemos' own additions to the Kubernetes exec parameters: env=K=V (repeatable) and workdir=/abs/dir.
+  const env = Object.fromEntries(url.searchParams.getAll('env').map((e) => parseEnvAssignment(e)));
+  const workdir = url.searchParams.get('workdir') ?? undefined;
+  if (workdir !== undefined && !workdir.startsWith('/')) throw new UserError('workdir must be an absolute path');
   const protocols = String(req.headers['sec-websocket-protocol'] ?? '');
   if (!SERVER_SUBPROTOCOLS.some((p) => protocols.split(/\s*,\s*/).includes(p))) {
     throw new HttpError(400, 'bad_request', `offer the ${V5} subprotocol`);
   }
   const ws = await new Promise<WebSocket>((resolve) => wss.handleUpgrade(req, socket, head, resolve));
   try {
-    await streamExec(ws, provider, session.id, argv, tty, stdin);
+    await streamExec(ws, provider, session.id, { argv, tty, stdin, env, cwd: workdir });
   } catch (e) {
     const code = e instanceof OnmemosError && e.code === 'conflict' ? 126 : 1;
     if (ws.readyState === ws.OPEN) {
@@ -259,19 +266,13 @@ async function upgrade(
   }
 }
 
-async function streamExec(
-  ws: WebSocket,
-  provider: Provider,
-  id: string,
-  argv: string[],
-  tty: boolean,
-  stdin: boolean,
-): Promise<void> {
+async function streamExec(ws: WebSocket, provider: Provider, id: string, spec: ExecSpec): Promise<void> {
+  const stdin = !!spec.stdin;
   // Frames that arrive before the process exists are held, then replayed in order.
   const early: Buffer[] = [];
   const onEarly = (d: Buffer) => early.push(d);
   ws.on('message', onEarly);
-  const proc = await provider.exec(id, { argv, tty, stdin });
+  const proc = await provider.exec(id, spec);
   let ended = false;
   ws.once('close', () => {
     if (!ended) proc.kill('SIGKILL'); // a client that goes away leaves no process behind

@@ -168,7 +168,7 @@ const LAUNCHER = [
   'mount --bind "$0" /mnt || exit 125',
   '"$@"',
   'umount /mnt',
-  '[ "$(date +%s)" -lt "$ONMEMOS_EXPIRES_AT" ] || exec "$ONMEMOS_NODE" "$ONMEMOS_BIN" rm --force -- "$ONMEMOS_SESSION"',
+  '[ "$(date +%s)" -lt "$ONMEMOS_EXPIRES_AT" ] || exec "$ONMEMOS_NODE" "$ONMEMOS_BIN" --local rm --force -- "$ONMEMOS_SESSION"',
 ].join('\n');
 
 /** argv (for `unshare`) of the launcher running `command` with `sessionDir` visible at LAUNCH_MOUNT. */
