@@ -2,12 +2,22 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     pool: 'forks',
     // Generous hang guards only: tests never assert on wall time.
     testTimeout: 60_000,
     hookTimeout: 60_000,
     teardownTimeout: 30_000,
-    reporters: ['default'],
+    projects: [
+      { extends: true, test: { name: 'local', include: ['test/**/*.test.ts'] } },
+      {
+        // The CLI end-to-end suites again, every command going through an `onmemos serve` (remote mode).
+        extends: true,
+        test: {
+          name: 'remote',
+          include: ['test/e2e/local-exec.test.ts', 'test/e2e/pty.test.ts'],
+          env: { ONMEMOS_TEST_MODE: 'remote' },
+        },
+      },
+    ],
   },
 });

@@ -125,6 +125,10 @@ export class RemoteProvider implements Provider {
     if (spec.tty) q.set('tty', '1');
     for (const [k, v] of Object.entries(spec.env ?? {})) q.append('env', `${k}=${v}`);
     if (spec.cwd) q.set('workdir', spec.cwd);
+    if (spec.tty && spec.cols && spec.rows) {
+      q.set('cols', String(spec.cols));
+      q.set('rows', String(spec.rows));
+    }
     const u = this.url(`/v1/sessions/${encodeURIComponent(id)}/exec`, q);
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(u, [V5], {
@@ -188,7 +192,6 @@ export class RemoteProvider implements Provider {
       final: (cb) => send(closeFrame(CHANNEL.stdin), () => cb()),
     });
     stdin.on('error', () => {});
-    if (spec.tty && spec.cols && spec.rows) send(resizeFrame(spec.cols, spec.rows));
     return {
       stdin,
       stdout,

@@ -9,7 +9,7 @@
  *   DELETE /v1/sessions/{id}
  *   POST   /v1/sessions/{id}/execute         {command, timeout} → {stdout, stderr, returncode, success}
  *   GET    /v1/sessions/{id}/connect
- *   GET    /v1/sessions/{id}/exec?command=…&stdin=1&tty=1&env=K=V&workdir=/dir
+ *   GET    /v1/sessions/{id}/exec?command=…&stdin=1&tty=1&env=K=V&workdir=/dir&cols=&rows=
  *                                            WebSocket, v5.channel.k8s.io (src/tty/channel.ts)
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -250,13 +250,23 @@ async function upgrade(
   const env = Object.fromEntries(url.searchParams.getAll('env').map((e) => parseEnvAssignment(e)));
   const workdir = url.searchParams.get('workdir') ?? undefined;
   if (workdir !== undefined && !workdir.startsWith('/')) throw new UserError('workdir must be an absolute path');
+  // The initial window size (cols=, rows=) comes with the request, so the process starts with it.
+  const size = (name: string) => {
+    const v = url.searchParams.get(name);
+    if (v === null) return undefined;
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n < 1 || n > 0xffff) throw new UserError(`${name} must be a whole number from 1 to 65535`);
+    return n;
+  };
+  const cols = size('cols');
+  const rows = size('rows');
   const protocols = String(req.headers['sec-websocket-protocol'] ?? '');
   if (!SERVER_SUBPROTOCOLS.some((p) => protocols.split(/\s*,\s*/).includes(p))) {
     throw new HttpError(400, 'bad_request', `offer the ${V5} subprotocol`);
   }
   const ws = await new Promise<WebSocket>((resolve) => wss.handleUpgrade(req, socket, head, resolve));
   try {
-    await streamExec(ws, provider, session.id, { argv, tty, stdin, env, cwd: workdir });
+    await streamExec(ws, provider, session.id, { argv, tty, stdin, env, cwd: workdir, cols, rows });
   } catch (e) {
     const code = e instanceof OnmemosError && e.code === 'conflict' ? 126 : 1;
     if (ws.readyState === ws.OPEN) {

@@ -78,6 +78,7 @@ export async function attach(io: CliIO, start: () => Promise<RemoteProcess>, opt
     // command gets SIGPIPE, just as it would in a local pipeline.
     cleanups.push(forward(p.stdout, io.stdout), forward(p.stderr, io.stderr));
     const onOutError = () => {
+      forcedCode ??= 128 + (signalNumbers.SIGPIPE ?? 13);
       p.kill('SIGPIPE');
       p.stdout.destroy();
     };

@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { descendants } from '../../src/providers/local/proc.js';
-import { BIN, StateDir, waitFor } from '../helpers/cli.js';
+import { BIN, REMOTE, StateDir, waitFor } from '../helpers/cli.js';
 
 const state = new StateDir();
 let id = '';
@@ -15,6 +15,13 @@ beforeAll(async () => {
 afterAll(() => state.cleanup());
 
 const exec = (args: string[], input?: string) => state.run(['exec', id, '--', ...args], { input });
+
+it(`runs in ${REMOTE ? 'remote' : 'local'} mode`, async () => {
+  // A wrong API key matters only when the commands go through a server.
+  const r = await state.run(['ls'], { env: { ONMEMOS_API_KEY: 'wrong-key-0123456789abcdef' } });
+  expect(r.code).toBe(REMOTE ? 1 : 0);
+  if (REMOTE) expect(r.stderr).toMatch(/^onmemos: invalid API key/);
+});
 
 describe('exec through pipes', () => {
   it('exits with the remote exit code and keeps stdout and stderr apart', async () => {

@@ -45,12 +45,45 @@ export function run(args: string[], opts: RunOptions = {}): Promise<RunResult> {
   });
 }
 
-/** A private state directory, so test files never see each other's sessions. */
+/**
+ * ONMEMOS_TEST_MODE=remote runs the end-to-end suites in remote mode: every StateDir starts its own
+ * `onmemos serve` (127.0.0.1, port 0) over its state directory, and every onmemos the tests run is its client.
+ */
+export const REMOTE = process.env.ONMEMOS_TEST_MODE === 'remote';
+const REMOTE_KEY = 'e2e-remote-mode-key-0123456789';
+
+/** A private state directory, so test files never see each other's sessions (in remote mode, with its server). */
 export class StateDir {
   readonly path = mkdtempSync(join(tmpdir(), 'onmemos-test-'));
-  readonly env = { ONMEMOS_STATE_DIR: this.path };
+  private server?: { url: string; child: ChildProcess };
 
-  run(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  /** Environment for an onmemos of this state directory (in remote mode: start() first). */
+  get env(): Record<string, string> {
+    if (!REMOTE) return { ONMEMOS_STATE_DIR: this.path };
+    if (!this.server) throw new Error('remote mode: StateDir.start() before using env');
+    return { ONMEMOS_STATE_DIR: this.path, ONMEMOS_SERVER: this.server.url, ONMEMOS_API_KEY: REMOTE_KEY };
+  }
+
+  /** In remote mode, starts this directory's server (once). */
+  async start(): Promise<void> {
+    if (!REMOTE || this.server) return;
+    this.server = await new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, 'serve', '--port', '0'], {
+        env: { ...process.env, ONMEMOS_STATE_DIR: this.path, ONMEMOS_API_KEYS: REMOTE_KEY, ONMEMOS_SERVER: '' },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let err = '';
+      child.stderr.on('data', (d) => {
+        err += d;
+        const m = /serving the \/v1 API on (http:\/\/\S+)/.exec(err);
+        if (m) resolve({ url: m[1]!, child });
+      });
+      child.on('exit', (code) => reject(new Error(`onmemos serve exited ${code}: ${err}`)));
+    });
+  }
+
+  async run(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    await this.start();
     return run(args, { ...opts, env: { ...this.env, ...opts.env } });
   }
 
@@ -60,9 +93,15 @@ export class StateDir {
     return r.stdout.trim();
   }
 
-  /** Removes every session (processes included) and the directory. */
+  /** Removes every session (processes included), the server, and the directory. */
   async cleanup(): Promise<void> {
     await this.run(['rm', '--all']);
+    if (this.server) {
+      const { child } = this.server;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    }
     rmSync(this.path, { recursive: true, force: true });
   }
 }
