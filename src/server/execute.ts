@@ -23,8 +23,13 @@ export async function executeBuffered(
   command: string,
   timeoutSeconds: number,
   cap = DEFAULT_OUTPUT_CAP,
+  /** Aborted when the client goes away: the command and everything it started are killed. */
+  signal?: AbortSignal,
 ): Promise<ExecuteResult> {
   const proc = await provider.exec(id, { argv: ['/bin/sh', '-c', command], stdin: false });
+  const onAbort = () => proc.kill('SIGKILL');
+  if (signal?.aborted) onAbort();
+  signal?.addEventListener('abort', onAbort);
   proc.stdin.end();
   let truncated = false;
   const collect = (stream: NodeJS.ReadableStream) => {
@@ -56,5 +61,6 @@ export async function executeBuffered(
     return result;
   } finally {
     clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
   }
 }

@@ -44,6 +44,11 @@ export interface ServerOptions {
 }
 
 const MAX_EXECUTE_TIMEOUT = 24 * 3600;
+
+/** A session as the API shows it: with the path of its JSON shell WebSocket. */
+function shown(session: Session, websocket = `/v1/sessions/${session.id}/shell`): Session {
+  return { ...session, websocket: session.websocket ?? websocket };
+}
 /** Pause a process's output while this much is queued on its WebSocket. */
 const WS_HIGH_WATER = 1 << 20;
 
@@ -107,7 +112,7 @@ async function handle(opts: ServerOptions, req: IncomingMessage, res: ServerResp
       }
       const { provider, reason } = await opts.registry.forCreate(request.provider);
       const session = await provider.create(request);
-      return sendJson(res, 200, { ...session, details: { ...session.details, provider_reason: reason } });
+      return sendJson(res, 200, shown({ ...session, details: { ...session.details, provider_reason: reason } }));
     }
     if (method === 'GET') {
       const filter = filterFrom(url);
@@ -119,18 +124,20 @@ async function handle(opts: ServerOptions, req: IncomingMessage, res: ServerResp
       return sendJson(
         res,
         200,
-        all.filter((s) => allows(principal, s.namespace)),
+        all.filter((s) => allows(principal, s.namespace)).map((s) => shown(s)),
       );
     }
     throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
   }
+
+  if (path.startsWith('/v1/cloudrun/workspaces')) return legacy(opts, principal, req, res, url, path, method);
 
   const m = /^\/v1\/sessions\/([^/]+)(?:\/(execute|connect))?$/.exec(path);
   if (!m) throw new HttpError(404, 'not_found', `no route for ${method} ${path}`);
   const [, rawId, action] = m;
   const { provider, session } = await authorizedSession(opts, principal, rawId!);
 
-  if (!action && method === 'GET') return sendJson(res, 200, session);
+  if (!action && method === 'GET') return sendJson(res, 200, shown(session));
   if (!action && method === 'DELETE') {
     await provider.delete(session.id);
     return sendJson(res, 200, { id: session.id, deleted: true });
@@ -142,10 +149,15 @@ async function handle(opts: ServerOptions, req: IncomingMessage, res: ServerResp
       throw new HttpError(400, 'bad_request', '"command" must be a non-empty string');
     }
     const timeout = body.timeout ?? 120;
-    if (typeof timeout !== 'number' || !(timeout > 0) || timeout > MAX_EXECUTE_TIMEOUT) {
-      throw new UserError(`"timeout" must be a number of seconds, more than 0 and at most ${MAX_EXECUTE_TIMEOUT}`);
-    }
-    return sendJson(res, 200, await executeBuffered(provider, session.id, command, timeout, opts.outputCap));
+    const result = await executeBuffered(
+      provider,
+      session.id,
+      command,
+      checkTimeout(timeout),
+      opts.outputCap,
+      gone(res),
+    );
+    return sendJson(res, 200, result);
   }
   if (action === 'connect' && method === 'GET') {
     return sendJson(res, 200, {
@@ -158,6 +170,78 @@ async function handle(opts: ServerOptions, req: IncomingMessage, res: ServerResp
       exec_protocol: V5,
       shell: provider.loginShell ? await provider.loginShell(session.id) : null,
     });
+  }
+  throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
+}
+
+/** Aborts when the client goes away before the response is complete. */
+function gone(res: ServerResponse): AbortSignal {
+  const ac = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) ac.abort();
+  });
+  return ac.signal;
+}
+
+function checkTimeout(timeout: unknown): number {
+  if (typeof timeout !== 'number' || !(timeout > 0) || timeout > MAX_EXECUTE_TIMEOUT) {
+    throw new UserError(`"timeout" must be a number of seconds, more than 0 and at most ${MAX_EXECUTE_TIMEOUT}`);
+  }
+  return timeout;
+}
+
+/**
+ * The document's legacy Cloud Run routes. Where Cloud Run is not configured, the provider `auto` picks stands in,
+ * and the response says so.
+ */
+async function legacy(
+  opts: ServerOptions,
+  principal: Principal,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  path: string,
+  method: string,
+): Promise<void> {
+  const legacyShell = (id: string) => `/v1/cloudrun/workspaces/${id}/shell`;
+  if (path === '/v1/cloudrun/workspaces' && method === 'POST') {
+    const body = await readJsonBody(req, opts.maxBodyBytes ?? 1 << 20);
+    const { storage_options, ...rest } = body;
+    const request = createRequestFrom({ ...rest, storage: storage_options, provider: 'cloud_run' });
+    if (!allows(principal, request.namespace)) {
+      throw new HttpError(403, 'forbidden', `this API key may not use namespace ${request.namespace}`);
+    }
+    let chosen: { provider: Provider; reason: string };
+    try {
+      chosen = await opts.registry.forCreate('cloud_run');
+    } catch {
+      chosen = await opts.registry.forCreate('auto');
+      chosen.reason = `Cloud Run is not configured: ${chosen.reason}`;
+    }
+    const session = await chosen.provider.create({
+      ...request,
+      provider: chosen.provider.kind as CreateSessionRequest['provider'],
+    });
+    return sendJson(
+      res,
+      200,
+      shown({ ...session, details: { ...session.details, provider_reason: chosen.reason } }, legacyShell(session.id)),
+    );
+  }
+  const m = /^\/v1\/cloudrun\/workspaces\/([^/]+)(?:\/(execute))?$/.exec(path);
+  if (!m) throw new HttpError(404, 'not_found', `no route for ${method} ${path}`);
+  const { provider, session } = await authorizedSession(opts, principal, m[1]!);
+  if (!m[2] && method === 'GET') return sendJson(res, 200, shown(session, legacyShell(session.id)));
+  if (!m[2] && method === 'DELETE') {
+    await provider.delete(session.id);
+    return sendJson(res, 200, { id: session.id, deleted: true });
+  }
+  if (m[2] === 'execute' && method === 'POST') {
+    const command = url.searchParams.get('command');
+    if (!command) throw new HttpError(400, 'bad_request', 'give the command as ?command=');
+    const raw = url.searchParams.get('timeout');
+    const timeout = checkTimeout(raw === null ? 120 : Number(raw));
+    return sendJson(res, 200, await executeBuffered(provider, session.id, command, timeout, opts.outputCap, gone(res)));
   }
   throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
 }
@@ -238,10 +322,15 @@ async function upgrade(
   head: Buffer,
 ): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://onmemos');
-  const m = /^\/v1\/sessions\/([^/]+)\/exec\/?$/.exec(url.pathname);
+  const shell = /^\/v1\/(?:sessions|cloudrun\/workspaces)\/([^/]+)\/shell\/?$/.exec(url.pathname);
+  const m = shell ?? /^\/v1\/sessions\/([^/]+)\/exec\/?$/.exec(url.pathname);
   if (!m) throw new HttpError(404, 'not_found', `no WebSocket route for ${url.pathname}`);
   const principal = principalOf(opts, req, url);
   const { provider, session } = await authorizedSession(opts, principal, m[1]!);
+  if (shell) {
+    const ws = await new Promise<WebSocket>((resolve) => wss.handleUpgrade(req, socket, head, resolve));
+    return jsonShell(ws, opts, provider, session.id);
+  }
   const argv = url.searchParams.getAll('command');
   if (argv.length === 0) throw new HttpError(400, 'bad_request', 'give the command as one or more command= parameters');
   const tty = truthy(url.searchParams.get('tty'));
@@ -324,4 +413,43 @@ async function streamExec(ws: WebSocket, provider: Provider, id: string, spec: E
   ended = true;
   const code = exitCodeOf(status, osConstants.signals as unknown as Record<string, number>);
   if (ws.readyState === ws.OPEN) ws.send(frame(CHANNEL.status, JSON.stringify(statusFor(code))), () => ws.close(1000));
+}
+
+/**
+ * The document's JSON shell protocol: `{"type":"command","command":"..."}` is run under `/bin/sh -c` and answered
+ * with `{"type":"command_result","stdout","stderr","returncode","success"}`, one command at a time, in order.
+ * A bad message is answered with `{"type":"error","error":{"code","message"}}`.
+ */
+function jsonShell(ws: WebSocket, opts: ServerOptions, provider: Provider, id: string): void {
+  let queue = Promise.resolve();
+  const closed = new AbortController();
+  ws.once('close', () => closed.abort());
+  const reply = (body: unknown) => {
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(body));
+  };
+  ws.on('message', (data: Buffer) => {
+    queue = queue.then(async () => {
+      let msg: { type?: unknown; command?: unknown; timeout?: unknown };
+      try {
+        msg = JSON.parse(data.toString('utf8'));
+      } catch {
+        return reply({ type: 'error', error: { code: 'bad_request', message: 'messages must be JSON' } });
+      }
+      if (msg?.type !== 'command' || typeof msg.command !== 'string' || msg.command === '') {
+        return reply({
+          type: 'error',
+          error: { code: 'bad_request', message: 'expected {"type":"command","command":"..."}' },
+        });
+      }
+      try {
+        const timeout = checkTimeout(msg.timeout ?? 120);
+        if (closed.signal.aborted) return;
+        const result = await executeBuffered(provider, id, msg.command, timeout, opts.outputCap, closed.signal);
+        reply({ type: 'command_result', ...result });
+      } catch (e) {
+        const { code, message } = errorStatus(e);
+        reply({ type: 'error', error: { code, message } });
+      }
+    });
+  });
 }

@@ -97,6 +97,84 @@ describe('the document examples', () => {
   });
 });
 
+describe('the legacy Cloud Run API and the JSON shell', () => {
+  it('creates, executes, gets and deletes a workspace through /v1/cloudrun/workspaces', async () => {
+    const created = await api('POST', '/v1/cloudrun/workspaces', {
+      template: 'python',
+      namespace: 'team-a',
+      user: 'alice',
+      ttl_minutes: 30,
+      storage_options: { bucket: 'my-bucket', filestore: { ip: '10.0.0.1', share: 'workspace' } },
+    });
+    expect(created.status).toBe(200);
+    const w = created.body;
+    expect(w.websocket).toBe(`/v1/cloudrun/workspaces/${w.id}/shell`);
+    expect(w.details.provider_reason).toMatch(/Cloud Run is not configured/);
+    const r = await api('POST', `/v1/cloudrun/workspaces/${w.id}/execute?command=pwd&timeout=30`);
+    expect(r.body).toEqual({ stdout: '/workspace\n', stderr: '', returncode: 0, success: true });
+    expect((await api('POST', `/v1/cloudrun/workspaces/${w.id}/execute`)).status).toBe(400);
+    expect((await api('GET', `/v1/cloudrun/workspaces/${w.id}`)).body.id).toBe(w.id);
+    expect((await api('DELETE', `/v1/cloudrun/workspaces/${w.id}`)).body).toEqual({ id: w.id, deleted: true });
+    expect((await api('GET', `/v1/cloudrun/workspaces/${w.id}`)).status).toBe(404);
+  });
+
+  it('answers {"type":"command"} with {"type":"command_result"} on both shell paths, key in the query', async () => {
+    const { body: s } = await api('POST', '/v1/sessions', { namespace: 'json-shell', user: 'u' });
+    expect(s.websocket).toBe(`/v1/sessions/${s.id}/shell`);
+    for (const path of [`/v1/cloudrun/workspaces/${s.id}/shell`, `/v1/sessions/${s.id}/shell`]) {
+      const ws = new WebSocket(`${base.replace('http', 'ws')}${path}?api_key=${KEY}`);
+      await new Promise((r) => ws.on('open', r));
+      const replies: Record<string, unknown>[] = [];
+      const got = (n: number) => waitFor(() => replies.length >= n, 15_000, 10);
+      ws.on('message', (d: Buffer) => replies.push(JSON.parse(d.toString())));
+      ws.send(JSON.stringify({ type: 'command', command: 'echo hi; echo warn >&2' }));
+      ws.send(JSON.stringify({ type: 'command', command: 'exit 4' }));
+      ws.send('not json');
+      ws.send(JSON.stringify({ type: 'nope' }));
+      expect(await got(4)).toBe(true);
+      expect(replies[0]).toEqual({
+        type: 'command_result',
+        stdout: 'hi\n',
+        stderr: 'warn\n',
+        returncode: 0,
+        success: true,
+      });
+      expect(replies[1]).toEqual({ type: 'command_result', stdout: '', stderr: '', returncode: 4, success: false });
+      expect(replies[2]).toMatchObject({ type: 'error', error: { code: 'bad_request' } });
+      expect(replies[3]).toMatchObject({ type: 'error', error: { code: 'bad_request' } });
+      ws.close();
+    }
+  });
+
+  it('an execute whose client goes away leaves no process behind (HTTP and JSON shell)', async () => {
+    const { body: s } = await api('POST', '/v1/sessions', { namespace: 'gone', user: 'u' });
+    const running = async (marker: string) =>
+      (
+        await api('POST', `/v1/sessions/${s.id}/execute`, {
+          command: `grep -l '${marker.slice(0, -1)}[${marker.slice(-1)}]' /proc/[0-9]*/cmdline || true`,
+        })
+      ).body.stdout !== '';
+    const ac = new AbortController();
+    const pending = fetch(`${base}/v1/sessions/${s.id}/execute`, {
+      method: 'POST',
+      headers: { 'x-api-key': KEY, 'content-type': 'application/json' },
+      body: JSON.stringify({ command: "bash -c 'exec -a http-gone-marker sleep 300'" }),
+      signal: ac.signal,
+    }).catch(() => 'aborted');
+    expect(await waitFor(() => running('http-gone-marker'))).toBe(true);
+    ac.abort();
+    expect(await pending).toBe('aborted');
+    expect(await waitFor(async () => !(await running('http-gone-marker')))).toBe(true);
+
+    const ws = new WebSocket(`${base.replace('http', 'ws')}/v1/sessions/${s.id}/shell?api_key=${KEY}`);
+    await new Promise((r) => ws.on('open', r));
+    ws.send(JSON.stringify({ type: 'command', command: "bash -c 'exec -a shell-gone-marker sleep 300'" }));
+    expect(await waitFor(() => running('shell-gone-marker'))).toBe(true);
+    ws.terminate();
+    expect(await waitFor(async () => !(await running('shell-gone-marker')))).toBe(true);
+  });
+});
+
 describe('auth and scoping', () => {
   it('needs a key on every route but /health', async () => {
     expect((await api('GET', '/health', undefined, null)).status).toBe(200);
