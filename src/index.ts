@@ -1,7 +1,17 @@
-/** The onmemos package: the SDK surface. */
+/** The onmemos package: the SDK (OnMemOSClient), the typed errors, the session model and the providers. */
 
 export { main, runCli } from './cli.js';
 export * from './errors.js';
 export { LocalProvider } from './providers/local/local.js';
 export type { Capabilities, ExecSpec, ExitStatus, Provider, RemoteProcess } from './providers/provider.js';
+export { RemoteProvider } from './providers/remote.js';
+export {
+  type ClientProcess,
+  ClientSession,
+  type ConnectInfo,
+  type ExecOptions,
+  type ExecuteResult,
+  OnMemOSClient,
+  type SessionRequest,
+} from './sdk/client.js';
 export * from './session/model.js';

@@ -63,7 +63,8 @@ export class RemoteProvider implements Provider {
     return u;
   }
 
-  private async call<T>(method: string, path: string, body?: unknown, query?: URLSearchParams): Promise<T> {
+  /** One API call: JSON in and out, errors as typed errors. */
+  async call<T>(method: string, path: string, body?: unknown, query?: URLSearchParams): Promise<T> {
     const { request } = await import('undici');
     const headers: Record<string, string> = { accept: 'application/json' };
     if (this.opts.apiKey) headers['x-api-key'] = this.opts.apiKey;
