@@ -20,7 +20,7 @@ import { choice, collectEnv, parseNamespace, parseTtlMinutes, parseUser } from '
  */
 export async function createSession(ctx: Ctx, input: Partial<CreateSessionRequest>): Promise<Session> {
   const req = normalizeCreateRequest(input);
-  const { provider, reason } = await ctx.registry.forCreate(req.provider);
+  const { provider, reason } = await ctx.registry.forCreate(req);
   if (req.provider === 'auto') progress(ctx, `provider auto: ${provider.kind} (${reason})`);
   let interrupted: NodeJS.Signals | undefined;
   const handlers = SIGNALS.map((sig) => {

@@ -3,12 +3,12 @@
  * Cloud providers arrive with later work; until then `auto` resolves to the local sandbox and says so.
  */
 import { NotFoundError, UnavailableError } from '../errors.js';
-import type { ProviderChoice, Session } from '../session/model.js';
+import { type CreateSessionRequest, chooseProvider, type Session } from '../session/model.js';
 import type { Provider } from './provider.js';
 
 export interface ProviderRegistry {
-  /** The provider that makes a session for this choice, and why it was chosen. */
-  forCreate(choice: ProviderChoice): Promise<{ provider: Provider; reason: string }>;
+  /** The provider that makes a session for this request, and why it was chosen. */
+  forCreate(req: CreateSessionRequest): Promise<{ provider: Provider; reason: string }>;
   /** Every configured provider (for ls, and to find a session by id). */
   all(): Promise<Provider[]>;
 }
@@ -23,12 +23,17 @@ export function defaultRegistry(env: NodeJS.ProcessEnv = process.env): ProviderR
     return local;
   };
   return {
-    async forCreate(choice) {
-      if (choice === 'local') return { provider: await getLocal(), reason: 'requested' };
-      if (choice === 'auto') {
-        return { provider: await getLocal(), reason: 'no cloud provider is configured: the local sandbox stands in' };
+    async forCreate(req) {
+      if (req.provider === 'local') return { provider: await getLocal(), reason: 'requested' };
+      if (req.provider === 'auto') {
+        // The document's rule, over the providers configured here; where its pick is not, the local sandbox stands in.
+        const pick = chooseProvider(req);
+        return {
+          provider: await getLocal(),
+          reason: `auto picks ${pick.provider} (${pick.reason}), which is not configured: the local sandbox stands in`,
+        };
       }
-      throw new UnavailableError(`provider ${choice} is not configured in this build of onmemos`, {
+      throw new UnavailableError(`provider ${req.provider} is not configured in this build of onmemos`, {
         hint: 'use --provider local or --provider auto',
       });
     },

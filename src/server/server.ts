@@ -110,7 +110,7 @@ async function handle(opts: ServerOptions, req: IncomingMessage, res: ServerResp
       if (!allows(principal, request.namespace)) {
         throw new HttpError(403, 'forbidden', `this API key may not use namespace ${request.namespace}`);
       }
-      const { provider, reason } = await opts.registry.forCreate(request.provider);
+      const { provider, reason } = await opts.registry.forCreate(request);
       const session = await provider.create(request);
       return sendJson(res, 200, shown({ ...session, details: { ...session.details, provider_reason: reason } }));
     }
@@ -213,10 +213,10 @@ async function legacy(
     }
     let chosen: { provider: Provider; reason: string };
     try {
-      chosen = await opts.registry.forCreate('cloud_run');
+      chosen = await opts.registry.forCreate(request);
     } catch {
-      chosen = await opts.registry.forCreate('auto');
-      chosen.reason = `Cloud Run is not configured: ${chosen.reason}`;
+      const local = await opts.registry.forCreate({ ...request, provider: 'local' });
+      chosen = { provider: local.provider, reason: 'Cloud Run is not configured: the local sandbox stands in' };
     }
     const session = await chosen.provider.create({
       ...request,

@@ -175,3 +175,22 @@ export function matchesFilter(s: Session, f: SessionFilter = {}): boolean {
     (f.provider === undefined || s.provider === f.provider)
   );
 }
+
+/**
+ * The document's provider choice for `auto`: `needs_ssh` or `expected_duration_minutes > 60` → workstations;
+ * `long_lived` → gke; otherwise cloud_run. Returns the choice and the reason.
+ */
+export function chooseProvider(
+  req: Pick<CreateSessionRequest, 'provider' | 'needs_ssh' | 'long_lived' | 'expected_duration_minutes'>,
+): {
+  provider: Exclude<ProviderChoice, 'auto'>;
+  reason: string;
+} {
+  if (req.provider !== 'auto') return { provider: req.provider, reason: 'requested' };
+  if (req.needs_ssh) return { provider: 'workstations', reason: 'needs_ssh' };
+  if (req.expected_duration_minutes !== undefined && req.expected_duration_minutes > 60) {
+    return { provider: 'workstations', reason: 'expected_duration_minutes > 60' };
+  }
+  if (req.long_lived) return { provider: 'gke', reason: 'long_lived' };
+  return { provider: 'cloud_run', reason: 'short-lived by default' };
+}

@@ -58,6 +58,13 @@ describe('the document examples', () => {
     for (const k of ['id', 'provider', 'namespace', 'user', 'status', 'url', 'websocket', 'ssh', 'details'])
       expect(s).toHaveProperty(k);
     expect(s).toMatchObject({ provider: 'local', namespace: 'my-project', user: 'developer', status: 'running' });
+    expect(s.details.provider_reason).toBe(
+      'auto picks cloud_run (short-lived by default), which is not configured: the local sandbox stands in',
+    );
+    const gke = (await api('POST', '/v1/sessions', { namespace: 'ml-training', user: 'researcher', long_lived: true }))
+      .body;
+    expect(gke.details.provider_reason).toMatch(/^auto picks gke \(long_lived\)/);
+    await api('DELETE', `/v1/sessions/${gke.id}`);
     expect(s.id).toMatch(/^ws-my-project-developer-\d+-[0-9a-z]{4}$/);
 
     const results = [];

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { UserError } from '../../src/errors.js';
 import {
   bucketNameFor,
+  chooseProvider,
   isExpired,
   newSessionId,
   normalizeCreateRequest,
@@ -62,5 +63,18 @@ describe('session model', () => {
     expect(validateTtl(0.05)).toBe(0.05);
     expect(isExpired({ expires_at: new Date(1000).toISOString() }, 2000)).toBe(true);
     expect(isExpired({ expires_at: new Date(3000).toISOString() }, 2000)).toBe(false);
+  });
+});
+
+describe('chooseProvider (the document rule for auto)', () => {
+  const auto = { provider: 'auto' as const, needs_ssh: false, long_lived: false };
+  it('picks workstations for ssh or long expected durations, gke for long-lived, else cloud_run', () => {
+    expect(chooseProvider({ ...auto, needs_ssh: true }).provider).toBe('workstations');
+    expect(chooseProvider({ ...auto, expected_duration_minutes: 61 }).provider).toBe('workstations');
+    expect(chooseProvider({ ...auto, expected_duration_minutes: 60 }).provider).toBe('cloud_run');
+    expect(chooseProvider({ ...auto, long_lived: true }).provider).toBe('gke');
+    expect(chooseProvider({ ...auto, long_lived: true, expected_duration_minutes: 480 }).provider).toBe('workstations');
+    expect(chooseProvider(auto)).toEqual({ provider: 'cloud_run', reason: 'short-lived by default' });
+    expect(chooseProvider({ ...auto, provider: 'gke' })).toEqual({ provider: 'gke', reason: 'requested' });
   });
 });
