@@ -18,6 +18,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchConcurrent, benchKeystroke, benchRoundTrip, benchServerThroughput, startServer } from './server.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = join(ROOT, 'bin', 'onmemos.js');
@@ -322,6 +323,7 @@ async function main() {
   process.on('SIGTERM', onSignal);
 
   const results = [];
+  let stopServer;
   try {
     const c = await run(NODE, [BIN, 'create', '--provider', 'local', '--ttl', '10'], { env });
     const id = c.stdout.trim();
@@ -332,16 +334,27 @@ async function main() {
       ['create + rm', '<= +60 ms', () => benchCreateRm(env, live)],
       ['throughput 1 GiB', '>= 0.5x', () => benchThroughput(env, id)],
     ];
+    // The server (issue 3): one `onmemos serve` on 127.0.0.1:0 over the same state directory.
+    const server = await startServer(NODE, BIN, env);
+    stopServer = server.stop;
+    const { LocalProvider } = await import(join(ROOT, 'dist', 'index.js'));
+    benches.push(
+      ['execute round trip', '-', () => benchRoundTrip(server.url, id, LocalProvider, stateDir, ITERATIONS)],
+      ['200 concurrent executes', 'all 200 ok', () => benchConcurrent(server.url, server.pid)],
+      ['shell keystroke echo', 'p99 < 5 ms', () => benchKeystroke(server.url, id, 200)],
+      ['exec throughput via server', '>= 200 MB/s', () => benchServerThroughput(server.url, id, THROUGHPUT_ITERATIONS)],
+    );
     for (const [name, goal, bench] of benches) {
       if (!asJson) process.stderr.write(`bench: ${name} ...\n`);
       try {
-        results.push(await bench());
+        results.push(...[await bench()].flat());
       } catch (e) {
         if (interrupted) throw e;
         results.push({ name, goal, status: 'ERROR', error: e instanceof Error ? e.message : String(e) });
       }
     }
   } finally {
+    await stopServer?.();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     // --all also catches a session whose create was cut short (its id never printed); the state dir is ours alone.
