@@ -14,7 +14,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'remote',
-          include: ['test/e2e/local-exec.test.ts', 'test/e2e/pty.test.ts'],
+          include: ['test/e2e/local-exec.test.ts', 'test/e2e/pty.test.ts', 'test/e2e/local-lifecycle.test.ts'],
           env: { ONMEMOS_TEST_MODE: 'remote' },
         },
       },

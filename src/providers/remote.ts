@@ -175,12 +175,21 @@ export class RemoteProvider implements Provider {
       }
     });
     let closing = false;
+    // Output already received is delivered before the exit is reported, to whoever is reading it.
+    const drained = (st: PassThrough) =>
+      st.readableEnded || st.destroyed || st.listenerCount('data') === 0
+        ? Promise.resolve()
+        : new Promise((r) => {
+            st.once('end', r);
+            st.once('close', r);
+          });
     const exit = new Promise<ExitStatus>((resolve) => {
-      ws.once('close', () => {
+      ws.once('close', async () => {
         if (!status && !closing)
           stderr.write('onmemos: the connection to the server closed before the command ended\n');
         stdout.end();
         stderr.end();
+        await Promise.all([drained(stdout), drained(stderr)]);
         resolve(status ?? { code: 255 });
       });
     });

@@ -16,7 +16,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { constants as osConstants } from 'node:os';
 import type { Duplex } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
-import { OnmemosError, UserError } from '../errors.js';
+import { ConflictError, UserError } from '../errors.js';
 import { findSession, type ProviderRegistry } from '../providers/index.js';
 import { type ExecSpec, exitCodeOf, type Provider } from '../providers/provider.js';
 import {
@@ -327,6 +327,9 @@ async function upgrade(
   if (!m) throw new HttpError(404, 'not_found', `no WebSocket route for ${url.pathname}`);
   const principal = principalOf(opts, req, url);
   const { provider, session } = await authorizedSession(opts, principal, m[1]!);
+  if (session.status !== 'running') {
+    throw new ConflictError(`session ${session.id} is not running (${session.status})`);
+  }
   if (shell) {
     const ws = await new Promise<WebSocket>((resolve) => wss.handleUpgrade(req, socket, head, resolve));
     return jsonShell(ws, opts, provider, session.id);
@@ -357,7 +360,7 @@ async function upgrade(
   try {
     await streamExec(ws, provider, session.id, { argv, tty, stdin, env, cwd: workdir, cols, rows });
   } catch (e) {
-    const code = e instanceof OnmemosError && e.code === 'conflict' ? 126 : 1;
+    const code = 1;
     if (ws.readyState === ws.OPEN) {
       const status = { ...statusFor(code), message: e instanceof Error ? e.message : String(e) };
       ws.send(frame(CHANNEL.status, JSON.stringify(status)), () => ws.close(1000));

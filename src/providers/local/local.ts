@@ -74,6 +74,7 @@ const START_TIMEOUT_MS = 10_000;
 const REAP_EVERY_MS = 10_000;
 /** After the main process exits, output still buffered is delivered; background processes keep no exec open. */
 const DRAIN_IDLE_MS = 30;
+const DRAIN_QUIET_CHECKS = 3;
 const DRAIN_MAX_MS = 2000;
 
 export interface LocalProviderOptions {
@@ -321,11 +322,20 @@ export class LocalProvider implements Provider {
   }
 
   async get(id: string): Promise<Session> {
+    return this.toSession(this.live(id));
+  }
+
+  /** The record of a session that exists and has not expired; an expired one is removed on the spot. */
+  private live(id: string): LocalRecord {
     validateSessionId(id);
     this.reapExpired();
     const rec = this.store.read(id);
     if (!rec) throw notFound(id);
-    return this.toSession(rec);
+    if (isExpired(rec)) {
+      this.destroy(id);
+      throw notFound(id);
+    }
+    return rec;
   }
 
   async list(filter?: SessionFilter): Promise<Session[]> {
@@ -341,8 +351,7 @@ export class LocalProvider implements Provider {
   }
 
   async delete(id: string): Promise<void> {
-    validateSessionId(id);
-    this.reapExpired();
+    this.live(id);
     if (!this.destroy(id)) throw notFound(id);
   }
 
@@ -379,10 +388,7 @@ export class LocalProvider implements Provider {
   }
 
   private running(id: string): LocalRecord {
-    validateSessionId(id);
-    this.reapExpired();
-    const rec = this.store.read(id);
-    if (!rec) throw notFound(id);
+    const rec = this.live(id);
     if (rec.status !== 'running' || !isAlive(rec.procs.init)) {
       throw new ConflictError(`session ${id} is not running (${this.statusOf(rec)})`, {
         hint: `remove it with: onmemos rm ${id}`,
@@ -552,34 +558,42 @@ function signalRemote(nsenterPid: number, signal: NodeJS.Signals): void {
 }
 
 /**
- * Resolves when `stream` has ended, or when the main process is gone and nothing more arrives for a moment
- * (a background process may hold the pipe open for ever; docker exec and kubectl exec return all the same).
+ * Resolves when `stream` has ended, or when the main process is gone and nothing more arrives (a background
+ * process may hold the pipe open for ever; docker exec and kubectl exec return all the same). "Nothing more"
+ * means DRAIN_QUIET_CHECKS checks in a row, each a separate turn of the event loop (so an I/O poll ran in
+ * between and read whatever was waiting), found no new data, and DRAIN_IDLE_MS have passed: time alone is
+ * not enough, since after the loop was busy a timer can fire before the pipe is read.
  */
 function drain(stream: Readable): Promise<void> {
   if (stream.readableEnded || stream.destroyed) return Promise.resolve();
   return new Promise((resolve) => {
     const started = Date.now();
-    let last = Date.now();
+    let quiet = 0;
+    let timer: NodeJS.Timeout | undefined;
     const onData = () => {
-      last = Date.now();
+      quiet = 0;
     };
     const done = () => {
-      clearInterval(timer);
+      clearTimeout(timer);
       stream.off('data', onData);
       stream.off('end', done);
       stream.off('close', done);
       resolve();
     };
-    const timer = setInterval(() => {
-      const paused = stream.isPaused() || stream.readableLength > 0;
-      if ((!paused && Date.now() - last >= DRAIN_IDLE_MS) || Date.now() - started > DRAIN_MAX_MS) {
+    const check = () => {
+      const waiting = stream.isPaused() || stream.readableLength > 0;
+      quiet = waiting ? 0 : quiet + 1;
+      const elapsed = Date.now() - started;
+      if ((quiet >= DRAIN_QUIET_CHECKS && elapsed >= DRAIN_IDLE_MS) || elapsed > DRAIN_MAX_MS) {
         stream.destroy();
-        done();
+        return done();
       }
-    }, DRAIN_IDLE_MS / 2);
+      timer = setTimeout(check, DRAIN_IDLE_MS / DRAIN_QUIET_CHECKS);
+    };
     stream.on('data', onData);
     stream.once('end', done);
     stream.once('close', done);
+    timer = setTimeout(check, DRAIN_IDLE_MS / DRAIN_QUIET_CHECKS);
   });
 }
 
