@@ -10,7 +10,6 @@ export {
   ClientSession,
   type ConnectInfo,
   type ExecOptions,
-  type ExecuteResult,
   OnMemOSClient,
   type SessionRequest,
 } from './sdk/client.js';

@@ -12,18 +12,11 @@ import { exitCodeOf, type RemoteProcess } from '../providers/provider.js';
 import { RemoteProvider } from '../providers/remote.js';
 import {
   type CreateSessionRequest,
+  type ExecuteResult,
   normalizeCreateRequest,
   type Session,
   type SessionFilter,
 } from '../session/model.js';
-
-export interface ExecuteResult {
-  stdout: string;
-  stderr: string;
-  returncode: number;
-  success: boolean;
-  truncated?: boolean;
-}
 
 export interface ConnectInfo {
   id: string;

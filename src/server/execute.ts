@@ -6,14 +6,7 @@
 import { constants as osConstants } from 'node:os';
 import type { Provider } from '../providers/provider.js';
 import { exitCodeOf } from '../providers/provider.js';
-
-export interface ExecuteResult {
-  stdout: string;
-  stderr: string;
-  returncode: number;
-  success: boolean;
-  truncated?: boolean;
-}
+import type { ExecuteResult } from '../session/model.js';
 
 export const DEFAULT_OUTPUT_CAP = 16 * 1024 * 1024;
 

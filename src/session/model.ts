@@ -49,6 +49,16 @@ export interface Session {
   details: Record<string, unknown>;
 }
 
+/** The document's execute response (server, SDK). */
+export interface ExecuteResult {
+  stdout: string;
+  stderr: string;
+  returncode: number;
+  success: boolean;
+  /** Present when a stream was cut at the output cap. */
+  truncated?: boolean;
+}
+
 export interface SessionFilter {
   namespace?: string;
   user?: string;
