@@ -10,8 +10,6 @@ export interface Capabilities {
   shell: boolean;
   tty: boolean;
   persistentStorage: boolean;
-  /** exec can hand the caller's own file descriptors to the remote process (no copying through onmemos). */
-  inheritStdio: boolean;
 }
 
 export interface ExecSpec {
@@ -26,11 +24,6 @@ export interface ExecSpec {
   rows?: number;
   /** TERM for a tty. */
   term?: string;
-  /**
-   * 'inherit': the remote process uses this process's fds 0/1/2 directly (only with capabilities.inheritStdio,
-   * never with tty); its stdin/stdout/stderr streams are then empty.
-   */
-  io?: 'pipe' | 'inherit';
 }
 
 export interface ExitStatus {

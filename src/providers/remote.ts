@@ -42,7 +42,6 @@ export class RemoteProvider implements Provider {
     shell: true,
     tty: true,
     persistentStorage: true,
-    inheritStdio: false,
   };
   private readonly base: URL;
 

@@ -16,7 +16,7 @@ import {
 
 export class FakeProvider implements Provider {
   readonly kind = 'local' as const;
-  readonly capabilities = { oneShot: true, shell: true, tty: false, persistentStorage: true, inheritStdio: false };
+  readonly capabilities = { oneShot: true, shell: true, tty: false, persistentStorage: true };
   sessions = new Map<string, Session>();
   execs: ExecSpec[] = [];
 

@@ -89,7 +89,6 @@ export class LocalProvider implements Provider {
     shell: true,
     tty: true,
     persistentStorage: true,
-    inheritStdio: false,
   };
   readonly store: LocalStore;
   private readonly env: NodeJS.ProcessEnv;
