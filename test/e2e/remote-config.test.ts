@@ -65,6 +65,10 @@ describe('saved contexts', () => {
   });
 
   it('takes the flag over the environment over the context', async () => {
+    expect((await cli(['config', 'set-context', 'dev', '--server', url, '--api-key-stdin'], {}, `${KEY}\n`)).code).toBe(
+      0,
+    );
+    expect((await cli(['config', 'use-context', 'dev'])).code).toBe(0);
     const bad = 'http://127.0.0.1:9';
     expect((await cli(['ls'], { ONMEMOS_SERVER: bad })).stderr).toMatch(
       /cannot reach the onmemos server at http:\/\/127\.0\.0\.1:9/,
