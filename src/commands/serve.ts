@@ -1,9 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { Command } from 'commander';
 import { UserError } from '../errors.js';
 import type { ProviderRegistry } from '../providers/index.js';
-import { type ApiKey, Auth, parseApiKeys } from '../server/auth.js';
+import type { ApiKey } from '../server/auth.js';
 import type { Ctx } from './context.js';
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
@@ -17,8 +16,12 @@ export interface ServeOptions {
   insecureNoAuth?: boolean;
 }
 
-/** Keys from --api-key-file, else ONMEMOS_API_KEYS (one per line, or separated by ';'). */
-export function loadKeys(ctx: Ctx, o: ServeOptions): ApiKey[] | null {
+/**
+ * Keys from --api-key-file, else ONMEMOS_API_KEYS (one per line, or separated by ';'). The server's modules
+ * (node:crypto, node:net, http, ws) load only here, not at every onmemos start-up.
+ */
+export async function loadKeys(ctx: Ctx, o: ServeOptions): Promise<ApiKey[] | null> {
+  const { parseApiKeys } = await import('../server/auth.js');
   let text: string | undefined;
   if (o.apiKeyFile) {
     try {
@@ -44,7 +47,9 @@ export function loadKeys(ctx: Ctx, o: ServeOptions): ApiKey[] | null {
 
 /** Runs the server until SIGINT/SIGTERM; resolves when it has stopped. */
 export async function serve(ctx: Ctx, o: ServeOptions, registry: ProviderRegistry): Promise<void> {
-  const auth = new Auth(loadKeys(ctx, o));
+  const { Auth } = await import('../server/auth.js');
+  const { isIP } = await import('node:net');
+  const auth = new Auth(await loadKeys(ctx, o));
   const { createOnmemosServer } = await import('../server/server.js');
   const server = await createOnmemosServer({ registry, auth });
   await new Promise<void>((resolve, reject) => {
