@@ -2,7 +2,6 @@
  * The remote provider: the Provider contract over an onmemos server's /v1 API (undici for HTTP, ws for the
  * v5.channel.k8s.io exec stream), so every command works the same against a server as locally.
  */
-import { PassThrough, Writable } from 'node:stream';
 import {
   AuthError,
   ConflictError,
@@ -14,8 +13,8 @@ import {
   UserError,
 } from '../errors.js';
 import type { CreateSessionRequest, Session, SessionFilter } from '../session/model.js';
-import { CHANNEL, closeFrame, exitFromStatus, frame, parseFrame, resizeFrame, V5 } from '../tty/channel.js';
-import type { Capabilities, ExecSpec, ExitStatus, Provider, RemoteProcess } from './provider.js';
+import { openExec } from '../tty/exec-client.js';
+import type { Capabilities, ExecSpec, Provider, RemoteProcess } from './provider.js';
 
 export interface RemoteOptions {
   server: string;
@@ -118,101 +117,13 @@ export class RemoteProvider implements Provider {
   }
 
   async exec(id: string, spec: ExecSpec): Promise<RemoteProcess> {
-    const { default: WebSocket } = await import('ws');
-    const q = new URLSearchParams();
-    for (const a of spec.argv) q.append('command', a);
-    if (spec.stdin) q.set('stdin', '1');
-    if (spec.tty) q.set('tty', '1');
-    for (const [k, v] of Object.entries(spec.env ?? {})) q.append('env', `${k}=${v}`);
-    if (spec.cwd) q.set('workdir', spec.cwd);
-    if (spec.tty && spec.cols && spec.rows) {
-      q.set('cols', String(spec.cols));
-      q.set('rows', String(spec.rows));
-    }
-    const u = this.url(`/v1/sessions/${encodeURIComponent(id)}/exec`, q);
+    const u = this.url(`/v1/sessions/${encodeURIComponent(id)}/exec`);
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
-    const ws = new WebSocket(u, [V5], {
+    return openExec(spec, {
+      url: u.href,
       headers: this.opts.apiKey ? { 'x-api-key': this.opts.apiKey } : {},
-      perMessageDeflate: false,
+      peer: `the onmemos server at ${this.base.origin}`,
+      refused: errorFromResponse,
     });
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('unexpected-response', (_req, res) => {
-        let text = '';
-        res.on('data', (d: Buffer) => (text += d));
-        res.on('end', () => {
-          let body: unknown;
-          try {
-            body = JSON.parse(text);
-          } catch {}
-          reject(errorFromResponse(res.statusCode ?? 500, body));
-        });
-      });
-      ws.once('error', (e) =>
-        reject(new UnavailableError(`cannot reach the onmemos server at ${this.base.origin}: ${e.message}`)),
-      );
-    });
-
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    let status: ExitStatus | undefined;
-    const deliver = (to: PassThrough, payload: Buffer) => {
-      if (payload.length > 0 && !to.write(payload)) {
-        ws.pause();
-        to.once('drain', () => ws.resume());
-      }
-    };
-    ws.on('message', (d: Buffer) => {
-      const f = parseFrame(d);
-      if (!f) return;
-      if (f.channel === CHANNEL.stdout) deliver(stdout, f.payload);
-      else if (f.channel === CHANNEL.stderr) deliver(stderr, f.payload);
-      else if (f.channel === CHANNEL.status) {
-        const s = exitFromStatus(f.payload);
-        if (s.message && s.code !== 0) stderr.write(`onmemos: ${s.message}\n`);
-        status = { code: s.code };
-      }
-    });
-    let closing = false;
-    // Output already received is delivered before the exit is reported, to whoever is reading it.
-    const drained = (st: PassThrough) =>
-      st.readableEnded || st.destroyed || st.listenerCount('data') === 0
-        ? Promise.resolve()
-        : new Promise((r) => {
-            st.once('end', r);
-            st.once('close', r);
-          });
-    const exit = new Promise<ExitStatus>((resolve) => {
-      ws.once('close', async () => {
-        if (!status && !closing)
-          stderr.write('onmemos: the connection to the server closed before the command ended\n');
-        stdout.end();
-        stderr.end();
-        await Promise.all([drained(stdout), drained(stderr)]);
-        resolve(status ?? { code: 255 });
-      });
-    });
-    const send = (data: Buffer, cb?: (e?: Error | null) => void) => {
-      if (ws.readyState === ws.OPEN) ws.send(data, cb);
-      else cb?.();
-    };
-    const stdin = new Writable({
-      write: (chunk: Buffer, _enc, cb) => send(frame(CHANNEL.stdin, chunk), () => cb()),
-      final: (cb) => send(closeFrame(CHANNEL.stdin), () => cb()),
-    });
-    stdin.on('error', () => {});
-    return {
-      stdin,
-      stdout,
-      stderr,
-      resize: (cols, rows) => send(resizeFrame(cols, rows)),
-      // The protocol has no signal channel: closing the stream makes the server kill the process and its tree.
-      kill: (signal = 'SIGKILL') => {
-        closing = true;
-        if (signal === 'SIGKILL') ws.terminate();
-        else ws.close(1000);
-      },
-      exit,
-    };
   }
 }

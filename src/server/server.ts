@@ -13,22 +13,21 @@
  *                                            WebSocket, v5.channel.k8s.io (src/tty/channel.ts)
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { constants as osConstants } from 'node:os';
 import type { Duplex } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
 import { ConflictError, UserError } from '../errors.js';
 import { findSession, type ProviderRegistry } from '../providers/index.js';
-import { type ExecSpec, exitCodeOf, type Provider } from '../providers/provider.js';
+import type { Provider } from '../providers/provider.js';
 import {
   type CreateSessionRequest,
   normalizeCreateRequest,
-  parseEnvAssignment,
   type Session,
   type SessionFilter,
   validateName,
   validateSessionId,
 } from '../session/model.js';
-import { CHANNEL, frame, parseFrame, parseResize, SERVER_SUBPROTOCOLS, statusFor, V5 } from '../tty/channel.js';
+import { SERVER_SUBPROTOCOLS, V5 } from '../tty/channel.js';
+import { execSpecFromQuery, serveExec } from '../tty/exec-server.js';
 import { VERSION } from '../version.js';
 import { type Auth, allows, type Principal } from './auth.js';
 import { executeBuffered } from './execute.js';
@@ -49,8 +48,6 @@ const MAX_EXECUTE_TIMEOUT = 24 * 3600;
 function shown(session: Session, websocket = `/v1/sessions/${session.id}/shell`): Session {
   return { ...session, websocket: session.websocket ?? websocket };
 }
-/** Pause a process's output while this much is queued on its WebSocket. */
-const WS_HIGH_WATER = 1 << 20;
 
 export async function createOnmemosServer(opts: ServerOptions): Promise<Server> {
   const { WebSocketServer } = await import('ws');
@@ -308,8 +305,6 @@ function refuseUpgrade(socket: Duplex, e: unknown): void {
   );
 }
 
-const truthy = (v: string | null) => v === '1' || v === 'true';
-
 /**
  * The streaming exec: `GET /v1/sessions/{id}/exec?command=a&command=b&stdin=1&tty=1` upgraded to a WebSocket
  * speaking v5.channel.k8s.io. The process is killed if the client goes away before it ends.
@@ -334,88 +329,13 @@ async function upgrade(
     const ws = await new Promise<WebSocket>((resolve) => wss.handleUpgrade(req, socket, head, resolve));
     return jsonShell(ws, opts, provider, session.id);
   }
-  const argv = url.searchParams.getAll('command');
-  if (argv.length === 0) throw new HttpError(400, 'bad_request', 'give the command as one or more command= parameters');
-  const tty = truthy(url.searchParams.get('tty'));
-  const stdin = truthy(url.searchParams.get('stdin'));
-  // onmemos' own additions to the Kubernetes exec parameters: env=K=V (repeatable) and workdir=/abs/dir.
-  const env = Object.fromEntries(url.searchParams.getAll('env').map((e) => parseEnvAssignment(e)));
-  const workdir = url.searchParams.get('workdir') ?? undefined;
-  if (workdir !== undefined && !workdir.startsWith('/')) throw new UserError('workdir must be an absolute path');
-  // The initial window size (cols=, rows=) comes with the request, so the process starts with it.
-  const size = (name: string) => {
-    const v = url.searchParams.get(name);
-    if (v === null) return undefined;
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || n < 1 || n > 0xffff) throw new UserError(`${name} must be a whole number from 1 to 65535`);
-    return n;
-  };
-  const cols = size('cols');
-  const rows = size('rows');
+  const spec = execSpecFromQuery(url.searchParams);
   const protocols = String(req.headers['sec-websocket-protocol'] ?? '');
   if (!SERVER_SUBPROTOCOLS.some((p) => protocols.split(/\s*,\s*/).includes(p))) {
     throw new HttpError(400, 'bad_request', `offer the ${V5} subprotocol`);
   }
   const ws = await new Promise<WebSocket>((resolve) => wss.handleUpgrade(req, socket, head, resolve));
-  try {
-    await streamExec(ws, provider, session.id, { argv, tty, stdin, env, cwd: workdir, cols, rows });
-  } catch (e) {
-    const code = 1;
-    if (ws.readyState === ws.OPEN) {
-      const status = { ...statusFor(code), message: e instanceof Error ? e.message : String(e) };
-      ws.send(frame(CHANNEL.status, JSON.stringify(status)), () => ws.close(1000));
-    }
-  }
-}
-
-async function streamExec(ws: WebSocket, provider: Provider, id: string, spec: ExecSpec): Promise<void> {
-  const stdin = !!spec.stdin;
-  // Frames that arrive before the process exists are held, then replayed in order.
-  const early: Buffer[] = [];
-  const onEarly = (d: Buffer) => early.push(d);
-  ws.on('message', onEarly);
-  const proc = await provider.exec(id, spec);
-  let ended = false;
-  ws.once('close', () => {
-    if (!ended) proc.kill('SIGKILL'); // a client that goes away leaves no process behind
-  });
-  ws.off('message', onEarly);
-  const v5 = ws.protocol === V5;
-  const onMessage = (d: Buffer) => {
-    const f = parseFrame(d);
-    if (!f) return;
-    if (f.channel === CHANNEL.stdin && stdin) proc.stdin.write(f.payload);
-    else if (f.channel === CHANNEL.resize) {
-      const size = parseResize(f.payload);
-      if (size) proc.resize(size.cols, size.rows);
-    } else if (f.channel === CHANNEL.close && v5 && f.payload[0] === CHANNEL.stdin) proc.stdin.end();
-  };
-  ws.on('message', onMessage);
-  for (const d of early) onMessage(d);
-  if (!stdin) proc.stdin.end();
-
-  ws.send(frame(CHANNEL.stdout)); // the stream is up
-  const pump = (stream: NodeJS.ReadableStream & { pause(): void; resume(): void }, channel: number) =>
-    new Promise<void>((resolve) => {
-      stream.on('data', (d: Buffer) => {
-        ws.send(frame(channel, d));
-        if (ws.bufferedAmount > WS_HIGH_WATER) {
-          stream.pause();
-          const wait = setInterval(() => {
-            if (ws.bufferedAmount <= WS_HIGH_WATER || ws.readyState !== ws.OPEN) {
-              clearInterval(wait);
-              stream.resume();
-            }
-          }, 2);
-        }
-      });
-      stream.once('end', () => resolve());
-      stream.once('close', () => resolve());
-    });
-  const [status] = await Promise.all([proc.exit, pump(proc.stdout, CHANNEL.stdout), pump(proc.stderr, CHANNEL.stderr)]);
-  ended = true;
-  const code = exitCodeOf(status, osConstants.signals as unknown as Record<string, number>);
-  if (ws.readyState === ws.OPEN) ws.send(frame(CHANNEL.status, JSON.stringify(statusFor(code))), () => ws.close(1000));
+  await serveExec(ws, spec, () => provider.exec(session.id, spec));
 }
 
 /**

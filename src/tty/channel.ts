@@ -2,11 +2,12 @@
  * The Kubernetes remotecommand framing over WebSocket (../shared/PROTOCOLS.md §1), the one streaming protocol
  * of onmemos: every binary message is one channel byte and a payload. 0 stdin, 1 stdout, 2 stderr, 3 status
  * (a metav1.Status, then the server closes), 4 resize, and (v5, client to server only) `[255, channel]` to
- * half-close a stream, `[255, 0]` being stdin EOF.
+ * half-close a stream, `[255, 0]` being stdin EOF. Channel 16 is onmemos' own (client to server only): a signal
+ * name (`SIGINT`) for the remote process; servers that do not know it ignore it, as kubectl never sends it.
  */
 import type { ExitStatus } from '../providers/provider.js';
 
-export const CHANNEL = { stdin: 0, stdout: 1, stderr: 2, status: 3, resize: 4, close: 255 } as const;
+export const CHANNEL = { stdin: 0, stdout: 1, stderr: 2, status: 3, resize: 4, signal: 16, close: 255 } as const;
 export const V5 = 'v5.channel.k8s.io';
 export const V4 = 'v4.channel.k8s.io';
 /** What a server accepts, best first. Only v5 can say "stdin EOF" without closing the socket. */
@@ -90,3 +91,20 @@ export function parseResize(payload: Buffer | string): { cols: number; rows: num
 export function resizeFrame(cols: number, rows: number): Buffer {
   return frame(CHANNEL.resize, JSON.stringify({ Width: cols, Height: rows }));
 }
+
+/** `[16, "SIGINT"]`: deliver a signal to the remote process (an onmemos extension). */
+export function signalFrame(signal: NodeJS.Signals): Buffer {
+  return frame(CHANNEL.signal, signal);
+}
+
+/** The signals a client may ask for (never SIGKILL/SIGSTOP: closing the stream kills). */
+export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = [
+  'SIGINT',
+  'SIGTERM',
+  'SIGHUP',
+  'SIGQUIT',
+  'SIGUSR1',
+  'SIGUSR2',
+  'SIGWINCH',
+  'SIGPIPE',
+];

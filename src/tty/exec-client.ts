@@ -1,0 +1,144 @@
+/**
+ * The client side of the exec WebSocket (v5.channel.k8s.io, channel.ts): one function that turns a WebSocket URL
+ * into a RemoteProcess. The remote provider uses it against `onmemos serve`, the local provider against the agent
+ * inside each sandbox (over a unix socket, `ws+unix:` URLs). The peer is not trusted: frames are parsed with
+ * bounds, and a peer that floods output is paused, not buffered without bound.
+ */
+import { PassThrough, Writable } from 'node:stream';
+import { type OnmemosError, UnavailableError } from '../errors.js';
+import type { ExecSpec, ExitStatus, RemoteProcess } from '../providers/provider.js';
+import {
+  CHANNEL,
+  closeFrame,
+  exitFromStatus,
+  FORWARDED_SIGNALS,
+  frame,
+  parseFrame,
+  resizeFrame,
+  signalFrame,
+  V5,
+} from './channel.js';
+
+/** Largest message accepted from the peer: a frame is at most what one read of a pipe or pty produces, plus slack. */
+export const MAX_FRAME_BYTES = 1 << 20;
+
+export interface ExecClientOptions {
+  /** `ws:`, `wss:` or `ws+unix:` URL of the exec endpoint, without the query. */
+  url: string;
+  headers?: Record<string, string>;
+  /** Names the peer in messages ("the onmemos server at http://…", "the session's agent"). */
+  peer: string;
+  /** The typed error for a refused upgrade (status and JSON body). */
+  refused: (status: number, body: unknown) => OnmemosError;
+}
+
+/** The exec query of the Kubernetes API (command= once per argv element, stdin, tty) plus onmemos' env=, workdir=, cols=, rows=. */
+export function execQuery(spec: ExecSpec): URLSearchParams {
+  const q = new URLSearchParams();
+  for (const a of spec.argv) q.append('command', a);
+  if (spec.stdin) q.set('stdin', '1');
+  if (spec.tty) q.set('tty', '1');
+  for (const [k, v] of Object.entries(spec.env ?? {})) q.append('env', `${k}=${v}`);
+  if (spec.cwd) q.set('workdir', spec.cwd);
+  if (spec.tty && spec.cols && spec.rows) {
+    q.set('cols', String(spec.cols));
+    q.set('rows', String(spec.rows));
+  }
+  if (spec.tty && spec.term) q.set('term', spec.term);
+  return q;
+}
+
+export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise<RemoteProcess> {
+  const { default: WebSocket } = await import('ws');
+  const url = `${opts.url}?${execQuery(spec).toString()}`;
+  const ws = new WebSocket(url, [V5], {
+    headers: opts.headers ?? {},
+    perMessageDeflate: false,
+    maxPayload: MAX_FRAME_BYTES,
+  });
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('unexpected-response', (_req, res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => {
+        if (text.length < 65536) text += d;
+      });
+      res.on('end', () => {
+        let body: unknown;
+        try {
+          body = JSON.parse(text);
+        } catch {}
+        reject(opts.refused(res.statusCode ?? 500, body));
+      });
+      res.on('error', () => reject(opts.refused(res.statusCode ?? 500, undefined)));
+    });
+    ws.once('error', (e) => reject(new UnavailableError(`cannot reach ${opts.peer}: ${e.message}`)));
+  });
+  // After the upgrade, socket errors end the stream like a close does (the exit says so); never unhandled.
+  ws.on('error', () => {});
+
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let status: ExitStatus | undefined;
+  const deliver = (to: PassThrough, payload: Buffer) => {
+    if (to.destroyed || to.writableEnded) return; // the reader went away: output is dropped, the status still comes
+    if (payload.length > 0 && !to.write(payload)) {
+      ws.pause();
+      to.once('drain', () => ws.resume());
+    }
+  };
+  ws.on('message', (d: Buffer, isBinary: boolean) => {
+    if (!isBinary) return;
+    const f = parseFrame(d);
+    if (!f) return;
+    if (f.channel === CHANNEL.stdout) deliver(stdout, f.payload);
+    else if (f.channel === CHANNEL.stderr) deliver(stderr, f.payload);
+    else if (f.channel === CHANNEL.status) {
+      const s = exitFromStatus(f.payload);
+      if (s.message && s.code !== 0) stderr.write(`onmemos: ${s.message}\n`);
+      status = { code: s.code };
+    }
+  });
+  let closing = false;
+  // Output already received is delivered before the exit is reported, to whoever is reading it.
+  const drained = (st: PassThrough) =>
+    st.readableEnded || st.destroyed || st.listenerCount('data') === 0
+      ? Promise.resolve()
+      : new Promise((r) => {
+          st.once('end', r);
+          st.once('close', r);
+        });
+  const exit = new Promise<ExitStatus>((resolve) => {
+    ws.once('close', async () => {
+      if (!status && !closing)
+        stderr.write(`onmemos: the connection to ${opts.peer} closed before the command ended\n`);
+      stdout.end();
+      stderr.end();
+      await Promise.all([drained(stdout), drained(stderr)]);
+      resolve(status ?? { code: 255 });
+    });
+  });
+  const send = (data: Buffer, cb?: (e?: Error | null) => void) => {
+    if (ws.readyState === ws.OPEN) ws.send(data, cb);
+    else cb?.();
+  };
+  const stdin = new Writable({
+    write: (chunk: Buffer, _enc, cb) => send(frame(CHANNEL.stdin, chunk), () => cb()),
+    final: (cb) => send(closeFrame(CHANNEL.stdin), () => cb()),
+  });
+  stdin.on('error', () => {});
+  return {
+    stdin,
+    stdout,
+    stderr,
+    resize: (cols, rows) => send(resizeFrame(cols, rows)),
+    // SIGKILL closes the stream, which makes the server kill the process and everything it started. Other
+    // signals travel on onmemos' signal channel; a server that ignores it still kills on the close that follows.
+    kill: (signal = 'SIGKILL') => {
+      if (signal !== 'SIGKILL' && FORWARDED_SIGNALS.includes(signal)) return send(signalFrame(signal));
+      closing = true;
+      ws.terminate();
+    },
+    exit,
+  };
+}

@@ -1,0 +1,128 @@
+/**
+ * The serving side of the exec WebSocket (v5.channel.k8s.io, channel.ts), shared by `onmemos serve` and the agent
+ * inside each sandbox: the exec query as the Kubernetes API gives it (plus onmemos' env=, workdir=, cols=, rows=,
+ * term=), and the pump between one WebSocket and one RemoteProcess. The client is not trusted: every frame is
+ * checked, stdin is written with backpressure (reading from the socket pauses while the process's stdin is full),
+ * output pauses while the socket is backed up, and the process dies with the connection.
+ */
+import { constants as osConstants } from 'node:os';
+import type { Readable } from 'node:stream';
+import type { WebSocket } from 'ws';
+import { UserError } from '../errors.js';
+import { type ExecSpec, exitCodeOf, type RemoteProcess } from '../providers/provider.js';
+import { parseEnvAssignment } from '../session/model.js';
+import { CHANNEL, FORWARDED_SIGNALS, frame, parseFrame, parseResize, statusFor, V5 } from './channel.js';
+
+/** Pause a process's output while this much is queued on its WebSocket. */
+const WS_HIGH_WATER = 1 << 20;
+const truthy = (v: string | null) => v === '1' || v === 'true';
+
+/** The ExecSpec of an exec request's query; UserError (400) for anything malformed. */
+export function execSpecFromQuery(q: URLSearchParams): ExecSpec {
+  const argv = q.getAll('command');
+  if (argv.length === 0) throw new UserError('give the command as one or more command= parameters', { code: 'usage' });
+  for (const a of argv) if (a.includes('\0')) throw new UserError('a command argument contains a NUL byte');
+  const env = Object.fromEntries(q.getAll('env').map((e) => parseEnvAssignment(e)));
+  const workdir = q.get('workdir') ?? undefined;
+  if (workdir !== undefined && (!workdir.startsWith('/') || workdir.includes('\0'))) {
+    throw new UserError('workdir must be an absolute path');
+  }
+  const size = (name: string) => {
+    const v = q.get(name);
+    if (v === null) return undefined;
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n < 1 || n > 0xffff) throw new UserError(`${name} must be a whole number from 1 to 65535`);
+    return n;
+  };
+  const term = q.get('term') ?? undefined;
+  if (term !== undefined && !/^[A-Za-z0-9._+-]{1,64}$/.test(term)) throw new UserError('term must be a terminal name');
+  return {
+    argv,
+    tty: truthy(q.get('tty')),
+    stdin: truthy(q.get('stdin')),
+    env,
+    cwd: workdir,
+    cols: size('cols'),
+    rows: size('rows'),
+    term,
+  };
+}
+
+/**
+ * Runs one exec over an open WebSocket: starts the process with `start`, pumps frames both ways, sends the exit
+ * status on channel 3 and closes. Frames that arrive while the process starts are held (bounded by the socket
+ * being paused). A client that goes away kills the process and everything it started.
+ */
+export async function serveExec(ws: WebSocket, spec: ExecSpec, start: () => Promise<RemoteProcess>): Promise<void> {
+  ws.on('error', () => {}); // a broken client ends with 'close', which kills the process
+  const stdin = !!spec.stdin;
+  ws.pause(); // nothing is read from the client until the process can take it
+  let proc: RemoteProcess;
+  try {
+    proc = await start();
+  } catch (e) {
+    if (ws.readyState === ws.OPEN) {
+      const status = { ...statusFor(1), message: e instanceof Error ? e.message : String(e) };
+      ws.send(frame(CHANNEL.status, JSON.stringify(status)), () => ws.close(1000));
+    }
+    return;
+  }
+  let ended = false;
+  /** A client that forwards a signal is being interrupted: once the command ends, what it started goes too. */
+  let interrupted = false;
+  const onClose = () => {
+    if (!ended) proc.kill('SIGKILL'); // a client that goes away leaves no process behind
+  };
+  ws.once('close', onClose);
+  if (ws.readyState !== ws.OPEN) onClose();
+  const v5 = ws.protocol === V5;
+  proc.stdin.on('error', () => {});
+  ws.on('message', (d: Buffer, isBinary: boolean) => {
+    if (!isBinary) return; // kubectl and client-node send binary frames only
+    const f = parseFrame(d);
+    if (!f) return;
+    if (f.channel === CHANNEL.stdin) {
+      if (stdin && f.payload.length > 0 && !proc.stdin.writableEnded && !proc.stdin.write(f.payload)) {
+        ws.pause();
+        proc.stdin.once('drain', () => ws.resume());
+      }
+    } else if (f.channel === CHANNEL.resize) {
+      const size = parseResize(f.payload);
+      if (size) proc.resize(size.cols, size.rows);
+    } else if (f.channel === CHANNEL.signal) {
+      const name = f.payload.toString('latin1') as NodeJS.Signals;
+      if (FORWARDED_SIGNALS.includes(name)) {
+        interrupted = true;
+        proc.kill(name);
+      }
+    } else if (f.channel === CHANNEL.close && v5 && f.payload[0] === CHANNEL.stdin) proc.stdin.end();
+  });
+  if (!stdin) proc.stdin.end();
+  ws.resume();
+
+  ws.send(frame(CHANNEL.stdout)); // the stream is up
+  const pump = (stream: Readable, channel: number) =>
+    new Promise<void>((resolve) => {
+      stream.on('data', (d: Buffer) => {
+        if (ws.readyState !== ws.OPEN) return;
+        ws.send(frame(channel, d));
+        if (ws.bufferedAmount > WS_HIGH_WATER) {
+          stream.pause();
+          const wait = setInterval(() => {
+            if (ws.bufferedAmount <= WS_HIGH_WATER || ws.readyState !== ws.OPEN) {
+              clearInterval(wait);
+              stream.resume();
+            }
+          }, 2);
+        }
+      });
+      stream.on('error', () => resolve());
+      stream.once('end', () => resolve());
+      stream.once('close', () => resolve());
+    });
+  const [status] = await Promise.all([proc.exit, pump(proc.stdout, CHANNEL.stdout), pump(proc.stderr, CHANNEL.stderr)]);
+  ended = true;
+  if (interrupted) proc.kill('SIGKILL');
+  const code = exitCodeOf(status, osConstants.signals as unknown as Record<string, number>);
+  if (ws.readyState === ws.OPEN) ws.send(frame(CHANNEL.status, JSON.stringify(statusFor(code))), () => ws.close(1000));
+}
