@@ -8,6 +8,10 @@ if (major < 20 || (major === 20 && minor < 18)) {
   process.exit(125);
 }
 
+// Descriptors the caller left open without close-on-exec would pass to every process onmemos starts: close them.
+// Node's own are all close-on-exec (flag 02000000 in /proc/self/fdinfo).
+closeInheritedFds();
+
 // A reader that goes away (`onmemos ls | head -1`) is not an error of ours.
 for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
 
@@ -26,3 +30,21 @@ const { runCli, defaultRegistry } = require('../dist/cli.cjs');
   await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => s.write('', resolve))));
   process.exit(code);
 })();
+
+function closeInheritedFds() {
+  const fs = require('node:fs');
+  let names = [];
+  try {
+    names = fs.readdirSync('/proc/self/fd');
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const fd = Number(name);
+    if (!(fd > 2)) continue;
+    try {
+      const flags = /flags:\s*([0-7]+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+      if (flags && (Number.parseInt(flags[1], 8) & 0o2000000) === 0) fs.closeSync(fd);
+    } catch {}
+  }
+}

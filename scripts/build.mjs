@@ -25,6 +25,18 @@ await build({
   define: { 'import.meta.url': '__onmemos_import_meta_url' },
   banner: { js: "const __onmemos_import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
 });
+// dist/agent.cjs: the agent inside each local session, self-contained (the session sees no node_modules): ws and
+// node-pty's JavaScript are bundled; node-pty's native module is copied in next to it (build/Release/pty.node).
+await build({
+  ...common,
+  external: ['bufferutil', 'utf-8-validate'],
+  entryPoints: ['src/agent/entry.ts'],
+  outfile: 'dist/agent.cjs',
+  format: 'cjs',
+  define: { 'import.meta.url': '__onmemos_import_meta_url' },
+  banner: { js: "const __onmemos_import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
+  logOverride: { 'unsupported-require-call': 'silent' },
+});
 await build({
   ...common,
   entryPoints: ['src/index.ts'],

@@ -75,6 +75,19 @@ export class ForbiddenError extends OnmemosError {
   }
 }
 
+/** The typed error for an error response of the API (`{"error":{"code","message"}}` with its status). */
+export function errorFromResponse(status: number, body: unknown): OnmemosError {
+  const e = (body as { error?: { code?: string; message?: string } } | undefined)?.error;
+  const message = e?.message ?? `the server answered HTTP ${status}`;
+  if (status === 401) return new AuthError(message, { hint: 'set ONMEMOS_API_KEY or --api-key' });
+  if (status === 403) return new ForbiddenError(message);
+  if (status === 404) return new NotFoundError(message);
+  if (status === 409) return new ConflictError(message);
+  if (status === 400 || status === 413 || status === 422) return new UserError(message);
+  if (status === 503) return new UnavailableError(message);
+  return new ProviderError(message);
+}
+
 export function isOnmemosError(e: unknown): e is OnmemosError {
   return e instanceof OnmemosError;
 }

@@ -2,36 +2,16 @@
  * The remote provider: the Provider contract over an onmemos server's /v1 API (undici for HTTP, ws for the
  * v5.channel.k8s.io exec stream), so every command works the same against a server as locally.
  */
-import {
-  AuthError,
-  ConflictError,
-  ForbiddenError,
-  NotFoundError,
-  type OnmemosError,
-  ProviderError,
-  UnavailableError,
-  UserError,
-} from '../errors.js';
-import type { CreateSessionRequest, Session, SessionFilter } from '../session/model.js';
+import { errorFromResponse, ProviderError, UnavailableError, UserError } from '../errors.js';
+import { type CreateSessionRequest, limitsInput, type Session, type SessionFilter } from '../session/model.js';
 import { openExec } from '../tty/exec-client.js';
 import type { Capabilities, ExecSpec, Provider, RemoteProcess } from './provider.js';
+
+export { errorFromResponse };
 
 export interface RemoteOptions {
   server: string;
   apiKey?: string;
-}
-
-/** The typed error for an error response of the API. */
-export function errorFromResponse(status: number, body: unknown): OnmemosError {
-  const e = (body as { error?: { code?: string; message?: string } } | undefined)?.error;
-  const message = e?.message ?? `the server answered HTTP ${status}`;
-  if (status === 401) return new AuthError(message, { hint: 'set ONMEMOS_API_KEY or --api-key' });
-  if (status === 403) return new ForbiddenError(message);
-  if (status === 404) return new NotFoundError(message);
-  if (status === 409) return new ConflictError(message);
-  if (status === 400 || status === 413 || status === 422) return new UserError(message);
-  if (status === 503) return new UnavailableError(message);
-  return new ProviderError(message);
 }
 
 export class RemoteProvider implements Provider {
@@ -92,8 +72,10 @@ export class RemoteProvider implements Provider {
     return json as T;
   }
 
+  /** The API's create request: the document's fields, plus limits as `cpu`, `memory`, `pids`, `disk`. */
   create(req: CreateSessionRequest): Promise<Session> {
-    return this.call('POST', '/v1/sessions', req);
+    const { limits, ...rest } = req;
+    return this.call('POST', '/v1/sessions', { ...rest, ...limitsInput(limits) });
   }
 
   get(id: string): Promise<Session> {

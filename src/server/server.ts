@@ -271,6 +271,13 @@ function createRequestFrom(body: Record<string, unknown>): CreateSessionRequest 
   if (storage !== undefined && (typeof storage !== 'object' || storage === null || Array.isArray(storage))) {
     throw new HttpError(400, 'bad_request', '"storage" must be an object');
   }
+  const size = (k: string) => {
+    const v = body[k];
+    if (v !== undefined && typeof v !== 'number' && typeof v !== 'string') {
+      throw new HttpError(400, 'bad_request', `"${k}" must be a number or a string such as "2g"`);
+    }
+    return v as number | string | undefined;
+  };
   return normalizeCreateRequest({
     provider: str('provider') as CreateSessionRequest['provider'] | undefined,
     template: str('template') as CreateSessionRequest['template'] | undefined,
@@ -283,6 +290,9 @@ function createRequestFrom(body: Record<string, unknown>): CreateSessionRequest 
     needs_ssh: bool('needs_ssh'),
     long_lived: bool('long_lived'),
     expected_duration_minutes: num('expected_duration_minutes'),
+    limits: { cpu: size('cpu'), memory: size('memory'), pids: size('pids'), disk: size('disk') },
+    require_limits: bool('require_limits'),
+    nested_userns: bool('nested_userns'),
   });
 }
 

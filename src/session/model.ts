@@ -15,6 +15,28 @@ export const NETWORK_MODES = ['outbound', 'isolated', 'host'] as const;
 export type NetworkMode = (typeof NETWORK_MODES)[number];
 
 export const DEFAULT_TTL_MINUTES = 60;
+
+/** What a session may use; every session has all four, enforced by the kernel (README: Limits). */
+export interface Limits {
+  /** CPU time, in cores (fractions allowed). */
+  cpus: number;
+  /** Memory, tmpfs included; over it, the kernel kills the largest process (exit 137). */
+  memoryBytes: number;
+  /** Processes and threads together. */
+  pids: number;
+  /** Writable storage: /workspace, the home directory and /tmp together. */
+  diskBytes: number;
+}
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+export const DEFAULT_LIMITS: Limits = { cpus: 2, memoryBytes: 2 * GiB, pids: 1024, diskBytes: 10 * GiB };
+const LIMIT_BOUNDS = {
+  cpus: [0.01, 1024],
+  memoryBytes: [64 * MiB, 1024 * GiB],
+  pids: [16, 4_194_304],
+  diskBytes: [16 * MiB, 16 * 1024 * GiB],
+} as const;
 export const MAX_TTL_MINUTES = 7 * 24 * 60;
 
 export interface CreateSessionRequest {
@@ -29,6 +51,19 @@ export interface CreateSessionRequest {
   needs_ssh: boolean;
   long_lived: boolean;
   expected_duration_minutes?: number;
+  limits: Limits;
+  /** Refuse to create rather than run with a limit the machine cannot enforce. */
+  require_limits: boolean;
+  /** Allow user namespaces inside the session (rootless containers, bwrap); off by default. */
+  nested_userns: boolean;
+}
+
+/** A request's limits as given (CLI flags or API fields): sizes as bytes or with a unit, "512m", "2g", "1.5GiB". */
+export interface LimitsInput {
+  cpu?: number | string;
+  memory?: number | string;
+  pids?: number | string;
+  disk?: number | string;
 }
 
 export type SessionStatus = 'creating' | 'running' | 'exited' | 'expired';
@@ -111,8 +146,62 @@ export const parseProvider = (v: string) => oneOf('provider', PROVIDER_KINDS, v)
 export const parseTemplate = (v: string) => oneOf('template', TEMPLATES, v);
 export const parseNetwork = (v: string) => oneOf('network mode', NETWORK_MODES, v);
 
+/** Bytes from `1073741824`, `512m`, `2g`, `1.5GiB`, `64MB` (binary units, as docker's --memory). */
+export function parseSize(what: string, v: number | string): number {
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v) || v <= 0) throw new UserError(`invalid ${what} ${v}: must be a positive size`);
+    return Math.floor(v);
+  }
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(v);
+  if (!m) throw new UserError(`invalid ${what} ${JSON.stringify(v)}: expected a size such as 512m, 2g or 1073741824`);
+  const unit = { '': 1, k: 1024, m: MiB, g: GiB, t: 1024 * GiB }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.floor(Number(m[1]) * unit);
+}
+
+function inBounds(name: keyof Limits, label: string, value: number, shown: (n: number) => string): number {
+  const [lo, hi] = LIMIT_BOUNDS[name];
+  if (!(value >= lo && value <= hi)) {
+    throw new UserError(`invalid ${label} ${shown(value)}: must be from ${shown(lo)} to ${shown(hi)}`);
+  }
+  return value;
+}
+
+const bytesShown = (n: number) => (n % GiB === 0 ? `${n / GiB}g` : n % MiB === 0 ? `${n / MiB}m` : `${n} bytes`);
+
+/** Validates limits, filling in the documented defaults (DEFAULT_LIMITS). */
+export function normalizeLimits(input: LimitsInput = {}): Limits {
+  const num = (what: string, v: number | string) => {
+    const n = typeof v === 'number' ? v : Number(v);
+    if (!Number.isFinite(n) || (typeof v === 'string' && !/^\s*\d+(\.\d+)?\s*$/.test(v))) {
+      throw new UserError(`invalid ${what} ${JSON.stringify(v)}: expected a number`);
+    }
+    return n;
+  };
+  const cpus = input.cpu === undefined ? DEFAULT_LIMITS.cpus : num('--cpu', input.cpu);
+  const pids = input.pids === undefined ? DEFAULT_LIMITS.pids : num('--pids', input.pids);
+  if (!Number.isInteger(pids)) throw new UserError(`invalid --pids ${pids}: expected a whole number`);
+  return {
+    cpus: inBounds('cpus', '--cpu', cpus, String),
+    memoryBytes: inBounds(
+      'memoryBytes',
+      '--memory',
+      input.memory === undefined ? DEFAULT_LIMITS.memoryBytes : parseSize('--memory', input.memory),
+      bytesShown,
+    ),
+    pids: inBounds('pids', '--pids', pids, String),
+    diskBytes: inBounds(
+      'diskBytes',
+      '--disk',
+      input.disk === undefined ? DEFAULT_LIMITS.diskBytes : parseSize('--disk', input.disk),
+      bytesShown,
+    ),
+  };
+}
+
 /** Applies the document's defaults and validates every field; throws UserError before anything is made. */
-export function normalizeCreateRequest(input: Partial<CreateSessionRequest>): CreateSessionRequest {
+export function normalizeCreateRequest(
+  input: Partial<Omit<CreateSessionRequest, 'limits'>> & { limits?: LimitsInput },
+): CreateSessionRequest {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(input.env ?? {})) {
     const [key, value] = parseEnvAssignment(`${k}=${v}`);
@@ -128,10 +217,18 @@ export function normalizeCreateRequest(input: Partial<CreateSessionRequest>): Cr
     network: parseNetwork(input.network ?? 'outbound'),
     needs_ssh: input.needs_ssh ?? false,
     long_lived: input.long_lived ?? false,
+    limits: normalizeLimits(input.limits),
+    require_limits: input.require_limits ?? false,
+    nested_userns: input.nested_userns ?? false,
   };
   if (input.storage) req.storage = input.storage;
   if (input.expected_duration_minutes !== undefined) req.expected_duration_minutes = input.expected_duration_minutes;
   return req;
+}
+
+/** Limits as the API's create request carries them (`cpu`, `memory`, `pids`, `disk`). */
+export function limitsInput(l: Limits): LimitsInput {
+  return { cpu: l.cpus, memory: l.memoryBytes, pids: l.pids, disk: l.diskBytes };
 }
 
 /**

@@ -56,27 +56,6 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
     perMessageDeflate: false,
     maxPayload: MAX_FRAME_BYTES,
   });
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('unexpected-response', (_req, res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => {
-        if (text.length < 65536) text += d;
-      });
-      res.on('end', () => {
-        let body: unknown;
-        try {
-          body = JSON.parse(text);
-        } catch {}
-        reject(opts.refused(res.statusCode ?? 500, body));
-      });
-      res.on('error', () => reject(opts.refused(res.statusCode ?? 500, undefined)));
-    });
-    ws.once('error', (e) => reject(new UnavailableError(`cannot reach ${opts.peer}: ${e.message}`)));
-  });
-  // After the upgrade, socket errors end the stream like a close does (the exit says so); never unhandled.
-  ws.on('error', () => {});
-
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   let status: ExitStatus | undefined;
@@ -84,7 +63,14 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
     if (to.destroyed || to.writableEnded) return; // the reader went away: output is dropped, the status still comes
     if (payload.length > 0 && !to.write(payload)) {
       ws.pause();
-      to.once('drain', () => ws.resume());
+      // Resume when the reader catches up, or goes away (its stream destroyed: the status must still arrive).
+      const resume = () => {
+        to.off('drain', resume);
+        to.off('close', resume);
+        ws.resume();
+      };
+      to.once('drain', resume);
+      to.once('close', resume);
     }
   };
   ws.on('message', (d: Buffer, isBinary: boolean) => {
@@ -127,6 +113,29 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
     final: (cb) => send(closeFrame(CHANNEL.stdin), () => cb()),
   });
   stdin.on('error', () => {});
+  // Every handler is in place before the upgrade completes: frames that arrive with the upgrade response (a
+  // fast command's output, status and close) are emitted at once, before an await after 'open' would resume.
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('unexpected-response', (_req, res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => {
+        if (text.length < 65536) text += d;
+      });
+      res.on('end', () => {
+        let body: unknown;
+        try {
+          body = JSON.parse(text);
+        } catch {}
+        reject(opts.refused(res.statusCode ?? 500, body));
+      });
+      res.on('error', () => reject(opts.refused(res.statusCode ?? 500, undefined)));
+    });
+    ws.once('error', (e) => reject(new UnavailableError(`cannot reach ${opts.peer}: ${e.message}`)));
+  });
+
+  // After the upgrade, socket errors end the stream like a close does (the exit says so); never unhandled.
+  ws.on('error', () => {});
   return {
     stdin,
     stdout,

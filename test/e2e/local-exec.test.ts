@@ -236,12 +236,14 @@ describe('isolation', () => {
   it("cannot read another session's workspace", async () => {
     const other = await state.create('--user', 'bob');
     await state.run(['exec', other, '--', 'sh', '-c', 'echo secret > /workspace/secret']);
-    const hostPath = join(state.path, 'local', 'sessions', other, 'data', 'workspace', 'secret');
+    // The other session's data lives in its own filesystem (a disk image, or a tmpfs when rootless), reachable
+    // from the host only through its session directory, which no session can see.
+    const hostPath = join(state.path, 'local', 'sessions', other);
     expect(existsSync(hostPath)).toBe(true);
     const r = await exec([
       'sh',
       '-c',
-      `cat ${hostPath} 2>&1; find / -path /proc -prune -o -name secret -print 2>/dev/null; echo end`,
+      `ls ${hostPath} 2>&1; find / -path /proc -prune -o -name secret -print 2>/dev/null; grep -rl secret /proc/[0-9]*/root/workspace 2>/dev/null; echo end`,
     ]);
     expect(r.stdout).not.toContain('secret\n');
     expect(r.stdout).toMatch(/No such file or directory\nend\n$/);

@@ -137,8 +137,10 @@ describe('templates', () => {
 describe('a session whose processes are gone', () => {
   it('is listed as exited, refuses exec with 125 and a hint, and can be removed', async () => {
     const id = await state.create('--network', 'isolated');
-    const pid = JSON.parse((await state.run(['get', id, '--json'])).stdout).details.pid as number;
-    process.kill(pid, 'SIGKILL'); // the sandbox's pid 1, from the host
+    const got = JSON.parse((await state.run(['get', id, '--json'])).stdout);
+    expect(JSON.stringify(got)).not.toMatch(/"pid"/); // no host pid is published
+    // The session's agent (the command's parent) dies; the sandbox ends with it.
+    await state.run(['exec', id, '--', 'sh', '-c', 'kill -KILL $PPID']);
     const status = async () => JSON.parse((await state.run(['get', id, '--json'])).stdout).status;
     expect(await waitFor(async () => (await status()) === 'exited')).toBe(true);
     const r = await state.run(['exec', id, '--', 'true']);

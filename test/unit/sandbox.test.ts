@@ -4,8 +4,11 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UnavailableError } from '../../src/errors.js';
 import {
+  A_SCRIPT,
   bwrapArgs,
-  nsenterArgs,
+  FD,
+  LAUNCHER,
+  LAUNCHER_FDS,
   passwdFile,
   resolveToolchain,
   SANDBOX_UID,
@@ -16,11 +19,12 @@ const layout = (over: Partial<SandboxLayout> = {}): SandboxLayout => ({
   hostname: 'ws-a-b-1-abcd',
   user: 'alice',
   network: 'outbound',
-  sessionDir: '/mnt',
   ownResolvConf: true,
   toolchain: { template: 'python', path: [] },
-  infoFd: 3,
-  lifetimeSeconds: 3600.2,
+  cgroupDirs: [],
+  allowNestedUserns: false,
+  shmBytes: 64 << 20,
+  runBytes: 16 << 20,
   ...over,
 });
 
@@ -28,7 +32,7 @@ const layout = (over: Partial<SandboxLayout> = {}): SandboxLayout => ({
 function binds(a: string[]): string[][] {
   const out: string[][] = [];
   a.forEach((x, i) => {
-    if (/^--(ro-)?bind(-fd)?$/.test(x)) out.push([x, a[i + 1] ?? '', a[i + 2] ?? '']);
+    if (/^--(ro-)?bind(-data)?$/.test(x)) out.push([x, a[i + 1] ?? '', a[i + 2] ?? '']);
   });
   return out;
 }
@@ -39,18 +43,30 @@ describe('bwrapArgs', () => {
     const sources = binds(a).map((b) => b[1] ?? '');
     expect(sources).not.toContain('/');
     expect(sources.some((s) => /^\/(root|home)(\/|$)/.test(s))).toBe(false);
-    expect(a).toEqual(expect.arrayContaining(['--unshare-all', '--unshare-user']));
+    expect(a).toEqual(expect.arrayContaining(['--unshare-user', '--unshare-pid', '--unshare-ipc', '--disable-userns']));
     expect(a.slice(a.indexOf('--uid'), a.indexOf('--uid') + 2)).toEqual(['--uid', String(SANDBOX_UID)]);
-    expect(a).not.toContain('--share-net');
-    expect(binds(a)).toContainEqual(['--bind', '/mnt/data/workspace', '/workspace']);
-    expect(binds(a)).toContainEqual(['--ro-bind', '/mnt/resolv.conf', '/etc/resolv.conf']);
+    expect(binds(a)).toContainEqual(['--bind', '/mnt/workspace', '/workspace']);
+    expect(binds(a)).toContainEqual(['--ro-bind-data', String(FD.resolvConf), '/etc/resolv.conf']);
     expect(binds(a)).toContainEqual(['--ro-bind', '/usr', '/usr']);
-    expect(a.slice(-2)).toEqual(['/usr/bin/sleep', '3601']);
+    expect(a.slice(-3)).toEqual(['/usr/bin/node', '/run/onmemos/agent.cjs', '/run/onmemos/config.json']);
+    expect(a.slice(a.indexOf('--seccomp'), a.indexOf('--seccomp') + 2)).toEqual(['--seccomp', String(FD.seccomp)]);
   });
 
-  it('shares the host network only in host mode', () => {
-    expect(bwrapArgs(layout({ network: 'host' }))).toContain('--share-net');
-    expect(bwrapArgs(layout({ network: 'isolated' }))).not.toContain('--share-net');
+  it('session files come from descriptors, so no host path shows in mountinfo', () => {
+    const a = bwrapArgs(layout());
+    for (const dest of ['/etc/passwd', '/etc/group', '/run/onmemos/agent.cjs', '/run/onmemos/config.json']) {
+      expect(binds(a).find((b) => b[2] === dest)?.[0]).toBe('--ro-bind-data');
+    }
+  });
+
+  it('has its own network namespace only in isolated mode (outbound and host share the outer one)', () => {
+    expect(bwrapArgs(layout({ network: 'isolated' }))).toContain('--unshare-net');
+    expect(bwrapArgs(layout({ network: 'host' }))).not.toContain('--unshare-net');
+    expect(bwrapArgs(layout())).not.toContain('--unshare-net');
+  });
+
+  it('allows nested user namespaces only when asked', () => {
+    expect(bwrapArgs(layout({ allowNestedUserns: true }))).not.toContain('--disable-userns');
   });
 
   it('binds a toolchain outside /usr read-only at a neutral path', () => {
@@ -59,23 +75,31 @@ describe('bwrapArgs', () => {
     );
     expect(binds(a)).toContainEqual(['--ro-bind', '/opt/go', '/opt/onmemos/toolchain']);
   });
+
+  it('bounds /dev/shm and /run', () => {
+    const a = bwrapArgs(layout());
+    expect(a.slice(a.indexOf('/dev/shm') - 5, a.indexOf('/dev/shm') + 1)).toEqual([
+      '--size',
+      String(64 << 20),
+      '--perms',
+      '1777',
+      '--tmpfs',
+      '/dev/shm',
+    ]);
+  });
 });
 
-describe('nsenterArgs', () => {
-  it('passes argv exactly, after --, with no shell in between', () => {
-    const argv = ['printf', '%s|', 'a b', "it's", '$(rm -rf /)', '-x'];
-    const a = nsenterArgs(42, undefined, argv);
-    expect(a.slice(0, 2)).toEqual(['-t', '42']);
-    expect(a.slice(a.indexOf('--') + 1)).toEqual(argv);
-    expect(a).toEqual(expect.arrayContaining(['-U', '-m', '-p', '-i', '-u', '-n', '-S', String(SANDBOX_UID)]));
+describe('the launcher scripts', () => {
+  it('take every value as an environment variable or parameter, never spliced into the script', () => {
+    for (const script of [LAUNCHER, A_SCRIPT]) {
+      expect(script).not.toMatch(/ws-[a-z]/);
+      expect(script).toContain('"$@"');
+    }
   });
 
-  it('changes directory through a fixed script with the directory and argv as parameters', () => {
-    const a = nsenterArgs(42, '/tmp/x y', ['echo', '$HOME']);
-    const rest = a.slice(a.indexOf('--') + 1);
-    expect(rest[0]).toBe('/bin/sh');
-    expect(rest[2]).not.toContain('/tmp/x y');
-    expect(rest.slice(3)).toEqual(['/tmp/x y', 'echo', '$HOME']);
+  it('keep only the descriptors they are given', () => {
+    expect(LAUNCHER).toContain('$ONMEMOS_KEEP_FDS');
+    expect(LAUNCHER_FDS.sort((x, y) => x - y)).toEqual(Object.values(FD).sort((x, y) => x - y));
   });
 });
 

@@ -23,7 +23,7 @@ afterAll(() => {
 });
 
 describe('LocalStore', () => {
-  const rec = (id: string) => ({ v: 1, id, status: 'running' }) as unknown as LocalRecord;
+  const rec = (id: string) => ({ v: 2, id, status: 'running' }) as unknown as LocalRecord;
 
   it('keeps its directories private and records 0600', () => {
     const s = new LocalStore(join(tempDir(), 'state'));

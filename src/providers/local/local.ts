@@ -1,32 +1,37 @@
 /**
  * The local provider: sessions are bubblewrap sandboxes on this machine that live across onmemos invocations.
+ * It runs for an ordinary user (rootless) and, as root, drops to a host uid of the session's own first, so no
+ * process that touches a session runs with privileges (see README: Security).
  *
- * create: bwrap (as an unprivileged host uid, detached) starts the sandbox with a `sleep TTL` main process;
- *   slirp4netns gives it outbound networking; the launcher that waits for bwrap removes it at expiry.
- * exec:   nsenter joins the sandbox's namespaces and runs the command as the sandbox user (see sandbox.ts).
- * delete: the record is claimed atomically, the sandbox's pid 1 is SIGKILLed (the kernel then kills every
- *   process in its pid namespace), helpers are killed, the directories removed.
+ * create: a launcher (sandbox.ts LAUNCHER) holds the session: it joins the session's cgroup, drops privileges,
+ *   makes the user and network namespaces, runs bwrap, whose main process is the agent (src/agent), and in
+ *   outbound mode attaches slirp4netns. onmemos made the agent's listening socket and passes it in.
+ * exec:   a WebSocket to that socket (src/tty/exec-client.ts); the agent spawns the command inside, applies its
+ *   environment there, and kills the command's whole exec group when the connection goes.
+ * delete: the record is claimed atomically, the session's cgroup and the launcher are killed (bwrap and
+ *   slirp4netns die with the launcher), the directories removed.
  */
 import type { ChildProcess } from 'node:child_process';
 import {
-  chmodSync,
-  chownSync,
   closeSync,
   existsSync,
-  mkdirSync,
   openSync,
   readFileSync,
+  realpathSync,
+  renameSync,
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { constants as osConstants } from 'node:os';
-import { join } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
-import { ConflictError, NotFoundError, ProviderError, UnavailableError } from '../../errors.js';
-import { binPath } from '../../paths.js';
+import { createRequire } from 'node:module';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { ConflictError, errorFromResponse, NotFoundError, ProviderError, UnavailableError } from '../../errors.js';
+import { binPath, packageRoot } from '../../paths.js';
 import {
   type CreateSessionRequest,
   isExpired,
+  type Limits,
   matchesFilter,
   newSessionId,
   type Session,
@@ -34,48 +39,51 @@ import {
   sessionEnvironment,
   validateSessionId,
 } from '../../session/model.js';
-import type { Capabilities, ExecSpec, ExitStatus, Progress, Provider, RemoteProcess } from '../provider.js';
-import { descendants, hasChild, isAlive, killTree, type ProcRef, procRef, signalRef, trySignal } from './proc.js';
+import { openExec } from '../../tty/exec-client.js';
+import type { Capabilities, ExecSpec, Progress, Provider, RemoteProcess } from '../provider.js';
+import { type CgroupSystem, detectCgroups, SessionGroup, sessionParent } from './cgroups.js';
+import { tunOpenToAll, UidSlots, uidBase } from './host.js';
+import { isAlive, killTree, procRef, signalRef } from './proc.js';
 import {
+  A_SCRIPT,
   bwrapArgs,
+  FD,
   groupFile,
-  LAUNCH_MOUNT,
-  launcherArgs,
-  nsenterArgs,
+  INSIDE,
+  LAUNCHER,
+  LAUNCHER_FDS,
   passwdFile,
   resolveToolchain,
   SANDBOX_HOME_ROOT,
   sessionPath,
 } from './sandbox.js';
+import { seccompFilter } from './seccomp.js';
 import { type LocalRecord, LocalStore, stateDir } from './store.js';
 
 const BIN = {
+  bash: '/bin/bash',
   bwrap: '/usr/bin/bwrap',
   setpriv: '/usr/bin/setpriv',
-  nsenter: '/usr/bin/nsenter',
   slirp4netns: '/usr/bin/slirp4netns',
   unshare: '/usr/bin/unshare',
+  mkfs: '/usr/sbin/mkfs.ext4',
 };
 /** Every program the local provider runs, with the Debian package that has it (for a clear error). */
 const NEEDED: [string, string][] = [
   [BIN.bwrap, 'bubblewrap'],
   [BIN.slirp4netns, 'slirp4netns'],
   [BIN.setpriv, 'util-linux'],
-  [BIN.nsenter, 'util-linux'],
   [BIN.unshare, 'util-linux'],
+  [BIN.bash, 'bash'],
   ['/usr/bin/mount', 'mount'],
-  ['/bin/sh', 'dash'],
-  [LAUNCH_MOUNT, 'base-files'],
+  ['/usr/bin/nsenter', 'util-linux'],
 ];
+const NEEDED_AS_ROOT: [string, string][] = [[BIN.mkfs, 'e2fsprogs']];
 
-/** Host uid that session processes run as when onmemos runs as root (ONMEMOS_SANDBOX_UID overrides). */
-const DEFAULT_SANDBOX_HOST_UID = 100000;
-const START_TIMEOUT_MS = 10_000;
+const START_TIMEOUT_MS = 15_000;
 const REAP_EVERY_MS = 10_000;
-/** After the main process exits, output still buffered is delivered; background processes keep no exec open. */
-const DRAIN_IDLE_MS = 30;
-const DRAIN_QUIET_CHECKS = 3;
-const DRAIN_MAX_MS = 2000;
+const SHM_BYTES = 64 * 1024 * 1024;
+const RUN_BYTES = 16 * 1024 * 1024;
 
 export interface LocalProviderOptions {
   stateDir?: string;
@@ -92,6 +100,7 @@ export class LocalProvider implements Provider {
   };
   readonly store: LocalStore;
   private readonly env: NodeJS.ProcessEnv;
+  private readonly root = process.getuid?.() === 0;
   private lastReap = Number.NEGATIVE_INFINITY;
 
   constructor(opts: LocalProviderOptions = {}) {
@@ -99,34 +108,32 @@ export class LocalProvider implements Provider {
     this.store = new LocalStore(opts.stateDir ?? stateDir(this.env));
   }
 
+  private get slots(): UidSlots {
+    return new UidSlots(join(this.store.root, 'local', 'uids'), uidBase(this.env));
+  }
+
   private checkHost(): void {
-    if (process.getuid?.() !== 0) {
-      throw new UnavailableError('the local provider must run as root (it enters session namespaces with nsenter)', {
-        hint: 'run onmemos as root, or use --server to reach an onmemos server',
-      });
-    }
-    for (const [path, pkg] of NEEDED) {
+    for (const [path, pkg] of this.root ? [...NEEDED, ...NEEDED_AS_ROOT] : NEEDED) {
       if (!existsSync(path)) {
         throw new UnavailableError(`the local provider needs ${path}, which is missing`, {
           hint: `apt-get install -y ${pkg}`,
         });
       }
     }
-  }
-
-  private hostUid(): number {
-    const raw = this.env.ONMEMOS_SANDBOX_UID;
-    const uid = raw === undefined ? DEFAULT_SANDBOX_HOST_UID : Number(raw);
-    if (!Number.isInteger(uid) || uid <= 0 || uid > 0xfffffffe) {
-      throw new UnavailableError(`ONMEMOS_SANDBOX_UID=${raw} is not a valid non-root uid`);
+    if (this.store.root.includes(':')) {
+      throw new UnavailableError(
+        `the state directory ${this.store.root} contains ':', which socket URLs cannot carry`,
+        {
+          hint: 'set ONMEMOS_STATE_DIR to another directory',
+        },
+      );
     }
-    return uid;
   }
 
   /**
-   * Removes expired sessions and the leftovers of creates that died (nothing written for two minutes while
-   * still "creating": a create takes seconds). Runs before an operation, at most every REAP_EVERY_MS: once in a
-   * CLI process, periodically in a server.
+   * Removes expired sessions, the leftovers of creates that died (nothing written for two minutes while still
+   * "creating": a create takes seconds), and anything of a session whose record is gone (its cgroup, its host
+   * uid). Runs before an operation, at most every REAP_EVERY_MS: once in a CLI process, periodically in a server.
    */
   reapExpired(): void {
     const now = Date.now();
@@ -138,12 +145,50 @@ export class LocalProvider implements Provider {
       if (abandoned || (rec && isExpired(rec, now))) this.destroy(id);
     }
     this.store.emptyTrash();
+    this.reapOrphans();
+  }
+
+  /**
+   * cgroups and uid slots that belong to no session (a remover or creator that died half-way). A create makes
+   * its session directory before either, so one whose directory exists now is someone's, perhaps still in the
+   * making; only those without one, and not new, are taken.
+   */
+  private reapOrphans(): void {
+    const orphan = (id: string) => !existsSync(this.store.dir(id));
+    const sys = detectCgroups();
+    let parent: ReturnType<typeof sessionParent> | undefined;
+    try {
+      parent = sys && sessionParent(sys, this.env, process.getuid?.() ?? 0);
+    } catch {}
+    if (sys && parent && 'path' in parent) {
+      for (const name of SessionGroup.list(sys, parent.path)) {
+        if (!orphan(name)) continue;
+        try {
+          SessionGroup.open(sys, parent.path, name).remove();
+        } catch {}
+      }
+    }
+    if (this.root) {
+      const slots = this.slots;
+      for (const [slot, id] of slots.list()) {
+        if ((id === '' || orphan(id)) && slots.ageMs(slot) > 60_000) slots.release(slot);
+      }
+    }
   }
 
   async create(req: CreateSessionRequest, progress?: Progress): Promise<Session> {
     this.checkHost();
     const toolchain = resolveToolchain(req.template, this.env.PATH);
-    const hostUid = this.hostUid();
+    const limitsPlan = this.planLimits(req);
+    if (req.network === 'outbound' && !this.root && !tunOpenToAll()) {
+      throw new UnavailableError(
+        'outbound networking needs /dev/net/tun open to every user (crw-rw-rw-), as udev sets it',
+        {
+          hint: 'chmod 0666 /dev/net/tun as root, or use --network isolated or host',
+        },
+      );
+    }
+    const seccomp = seccompFilter({ allowUserNamespaces: req.nested_userns });
     this.reapExpired();
 
     const created = Date.now();
@@ -159,164 +204,243 @@ export class LocalProvider implements Provider {
       }
     }
     const rec: LocalRecord = {
-      v: 1,
+      v: 2,
       id,
       namespace: req.namespace,
       user: req.user,
       template: req.template,
       network: req.network,
-      env: req.env,
       created_at: new Date(created).toISOString(),
       expires_at: new Date(created + req.ttl_minutes * 60_000).toISOString(),
       status: 'creating',
-      host_uid: hostUid,
-      toolchain,
+      rootless: !this.root,
+      host_uid: process.getuid?.() ?? 0,
+      limits: req.limits,
+      unapplied: [...limitsPlan.unapplied],
+      nested_userns: req.nested_userns,
       procs: {},
     };
     progress?.(`creating local session ${id} (template ${req.template}, network ${req.network})`);
+    const opened: number[] = [];
+    let launcher: ChildProcess | undefined;
     try {
       this.store.write(rec);
-      this.prepareDirs(dir, rec);
-      const initPid = await this.startSandbox(dir, rec);
+      if (this.root) {
+        const { slot, uid } = this.slots.claim(id);
+        rec.uid_slot = slot;
+        rec.host_uid = uid;
+        this.store.write(rec);
+      }
+      let cgroupDirs: { controller: string | null; dir: string }[] = [];
+      let joinFiles: string[] = [];
+      if (limitsPlan.parent && limitsPlan.sys) {
+        const group = SessionGroup.create(limitsPlan.sys, limitsPlan.parent, id, cgroupLimits(req.limits), {
+          delegateTo: rec.host_uid,
+        });
+        rec.cgroup_parent = limitsPlan.parent;
+        rec.unapplied.push(...group.unapplied);
+        this.store.write(rec);
+        // The agent makes exec groups in freezer and pids (v1) or the one v2 hierarchy; it sees nothing else.
+        cgroupDirs = group
+          .sandboxDirs()
+          .filter((d) => d.controller === null || ['freezer', 'pids'].includes(d.controller));
+        joinFiles = group.joinFiles();
+      }
+      if (req.require_limits && rec.unapplied.length > 0) {
+        throw new UnavailableError(`--require-limits: cannot enforce ${rec.unapplied.join('; ')}`);
+      }
+      const image = this.root ? await makeImage(join(dir, 'disk.img'), req.limits.diskBytes, rec.host_uid) : undefined;
+
+      const node = nodeLayout();
+      const files = this.sessionFiles(dir, rec, toolchain, seccomp, req.env);
+      const fd = (path: string) => {
+        const n = openSync(path, 'r');
+        opened.push(n);
+        return n;
+      };
+      const listen = await listenSocket(join(dir, 'agent.sock'));
+      const stdio: (number | 'pipe' | 'ignore')[] = Array(13).fill('ignore');
+      const logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
+      opened.push(logFd);
+      stdio[0] = 'pipe';
+      stdio[1] = logFd;
+      stdio[2] = logFd;
+      stdio[FD.listen] = listen.fd;
+      stdio[FD.info] = 'pipe';
+      stdio[FD.netReady] = 'pipe';
+      stdio[FD.agent] = fd(agentBundle());
+      stdio[FD.ptyNode] = fd(ptyNative());
+      stdio[FD.config] = fd(files.config);
+      stdio[FD.passwd] = fd(files.passwd);
+      stdio[FD.group] = fd(files.group);
+      stdio[FD.resolvConf] = fd(files.resolvConf);
+      stdio[FD.seccomp] = fd(files.seccomp);
+      const bwrap = bwrapArgs({
+        hostname: rec.id.slice(0, 63),
+        user: rec.user,
+        network: rec.network,
+        toolchain,
+        nodePrefix: node.hostPrefix,
+        ownResolvConf: rec.network === 'outbound',
+        cgroupDirs,
+        allowNestedUserns: req.nested_userns,
+        shmBytes: SHM_BYTES,
+        runBytes: RUN_BYTES,
+      });
+      const expiresAt = Date.parse(rec.expires_at);
+      const env: Record<string, string> = {
+        PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+        ONMEMOS_KEEP_FDS: LAUNCHER_FDS.join(' '),
+        ONMEMOS_A_SCRIPT: A_SCRIPT,
+        ONMEMOS_NETWORK: rec.network,
+        ONMEMOS_UNSHARE_NET: rec.network === 'host' ? '' : '--net',
+        ONMEMOS_CGROUP_JOIN: joinFiles.join(' '),
+        ONMEMOS_TTL_SECONDS: String(Math.max(1, Math.ceil((expiresAt - Date.now()) / 1000))),
+        ONMEMOS_EXPIRES_AT: String(Math.floor(expiresAt / 1000)),
+        ONMEMOS_NODE: process.execPath,
+        ONMEMOS_BIN: binPath(),
+        ONMEMOS_SESSION: rec.id,
+        ONMEMOS_STATE_DIR: this.store.root,
+      };
+      if (joinFiles.some((f) => /\s/.test(f))) throw new UnavailableError('cgroup paths with spaces are not supported');
+      if (this.root) {
+        env.ONMEMOS_UID = String(rec.host_uid);
+        env.ONMEMOS_IMAGE = image!;
+        if (rec.network === 'outbound' && !tunOpenToAll()) env.ONMEMOS_TUN_NODE = '1';
+      } else {
+        env.ONMEMOS_DATA_TMPFS = String(req.limits.diskBytes);
+      }
+      // --norc: bash reads ~/.bashrc when its stdin is a socket (it guesses rshd), and ours is one.
+      const bash = [BIN.bash, '--norc', '--noprofile', '-c', LAUNCHER, 'onmemos-launcher'];
+      const argv = this.root
+        ? [BIN.unshare, '--mount', '--propagation', 'private', '--', ...bash, ...bwrap]
+        : [...bash, ...bwrap];
+      const { spawn } = await import('node:child_process');
+      launcher = spawn(argv[0]!, argv.slice(1), { detached: true, stdio, env });
+      launcher.on('error', () => {});
+      for (const n of opened.splice(0)) closeSync(n);
+      listen.close();
+      rec.procs.launcher = procRef(launcher.pid ?? -1);
+      if (!rec.procs.launcher) throw new ProviderError(`the launcher did not start: ${this.log(dir)}`);
+      this.store.write(rec); // a claim by `rm` from now on finds the launcher and kills it
+      const pipes = launcher.stdio as unknown as (Readable | null)[];
+      const info = pipes[FD.info]!;
+      const netReady = pipes[FD.netReady]!;
+      launcher.stdin!.end('go\n');
+      const [started, net] = await Promise.all([
+        readJson(launcher, info, START_TIMEOUT_MS),
+        readUntil(launcher, netReady, (s) => s.includes('1'), START_TIMEOUT_MS, true),
+      ]).catch((e: Error) => {
+        throw new ProviderError(`${e.message}: ${this.log(dir)}`, { cause: e });
+      });
+      rec.procs.init = procRef(Number(started['child-pid']));
       this.store.write(rec);
-      // The network namespace exists once bwrap reports its pid: slirp4netns comes up while bwrap mounts.
-      const [up, net] = await Promise.allSettled([
-        this.waitUntilUp(dir, rec, initPid),
-        req.network === 'outbound' ? this.startSlirp(dir, initPid) : Promise.resolve(undefined),
-      ]);
-      if (net.status === 'fulfilled' && net.value) rec.procs.slirp = net.value;
-      this.store.write(rec);
-      if (up.status === 'rejected') throw up.reason;
-      if (net.status === 'rejected') throw net.reason;
+      if (rec.network === 'outbound' && !net.includes('1')) {
+        throw new ProviderError(`could not start the session network: ${this.log(dir)}`);
+      }
+      await this.waitForAgent(dir, rec);
+      launcher.unref();
       rec.status = 'running';
       this.store.write(rec);
     } catch (e) {
+      for (const n of opened) closeSync(n);
+      if (launcher && !rec.procs.launcher) killTree(launcher.pid ?? -1, { includeRoot: true });
       this.destroy(id, rec); // what this process knows of it, which may be more than the record on disk
+      if (e instanceof Error && (e as NodeJS.ErrnoException).code === 'ENOENT' && !this.store.read(id)) {
+        throw new ConflictError(`session ${id} was removed while it was being created`);
+      }
       throw e;
     }
     return this.toSession(rec);
   }
 
-  /**
-   * <session>/data is 0700 and owned by the sandbox's host uid, so bwrap (running as that uid) can bind its
-   * directories, which keep the usual modes inside the session (/tmp 1777, home 0700). The session directory
-   * itself is 0711 for bwrap to pass through; the state directories above it are root's alone.
-   */
-  private prepareDirs(dir: string, rec: LocalRecord): void {
-    chmodSync(dir, 0o711);
-    const data = join(dir, 'data');
-    mkdirSync(data);
-    chownSync(data, rec.host_uid, rec.host_uid);
-    chmodSync(data, 0o700);
-    for (const [name, mode] of [
-      ['workspace', 0o755],
-      ['home', 0o700],
-      ['tmp', 0o1777],
-    ] as const) {
-      const p = join(data, name);
-      mkdirSync(p);
-      chownSync(p, rec.host_uid, rec.host_uid);
-      chmodSync(p, mode);
+  /** Where the session's cgroup goes, or why it cannot have one (then every limit but disk is unapplied). */
+  private planLimits(req: CreateSessionRequest): {
+    sys?: ReturnType<typeof detectCgroups>;
+    parent?: string;
+    unapplied: string[];
+  } {
+    const sys = detectCgroups();
+    const why = (reason: string) => ['cpu', 'memory', 'pids'].map((l) => `${l} (${reason})`);
+    if (!sys) return { unapplied: why('no cgroup filesystem is mounted') };
+    const parent = sessionParent(sys, this.env, process.getuid?.() ?? 0);
+    if ('unavailable' in parent) {
+      if (req.require_limits) {
+        throw new UnavailableError(`--require-limits: cannot enforce cpu, memory and pids: ${parent.unavailable}`);
+      }
+      return { unapplied: why(parent.unavailable) };
     }
-    writeFileSync(join(dir, 'passwd'), passwdFile(rec.user), { mode: 0o644 });
-    writeFileSync(join(dir, 'group'), groupFile(rec.user), { mode: 0o644 });
-    writeFileSync(join(dir, 'resolv.conf'), 'nameserver 10.0.2.3\n', { mode: 0o644 });
+    return { sys, parent: parent.path, unapplied: [] };
   }
 
-  /**
-   * Starts bwrap detached, as the sandbox's host uid, from a launcher mount namespace (see LAUNCH_MOUNT).
-   * Resolves with the host pid of the sandbox's pid 1 as soon as bwrap reports it.
-   */
-  private async startSandbox(dir: string, rec: LocalRecord): Promise<number> {
-    const logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
-    try {
-      const args = bwrapArgs({
-        hostname: rec.id.slice(0, 63),
-        user: rec.user,
-        network: rec.network,
-        sessionDir: LAUNCH_MOUNT,
-        ownResolvConf: rec.network === 'outbound',
-        toolchain: rec.toolchain,
-        infoFd: 3,
-        lifetimeSeconds: (Date.parse(rec.expires_at) - Date.now()) / 1000,
-      });
-      const setpriv = [BIN.setpriv, `--reuid=${rec.host_uid}`, `--regid=${rec.host_uid}`, '--clear-groups'];
-      const { spawn } = await import('node:child_process');
-      const child = spawn(BIN.unshare, launcherArgs(dir, [...setpriv, BIN.bwrap, ...args]), {
-        detached: true,
-        stdio: ['ignore', logFd, logFd, 'pipe'],
-        env: {
-          PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
-          // For the launcher's removal of the session at its expiry.
-          ONMEMOS_EXPIRES_AT: String(Math.floor(Date.parse(rec.expires_at) / 1000)),
-          ONMEMOS_NODE: process.execPath,
-          ONMEMOS_BIN: binPath(),
-          ONMEMOS_SESSION: rec.id,
-          ONMEMOS_STATE_DIR: this.store.root,
+  /** The files bwrap copies into the session from descriptors (so no host path shows inside). */
+  private sessionFiles(
+    dir: string,
+    rec: LocalRecord,
+    toolchain: ReturnType<typeof resolveToolchain>,
+    seccomp: Buffer,
+    userEnv: Record<string, string>,
+  ): Record<'config' | 'passwd' | 'group' | 'resolvConf' | 'seccomp', string> {
+    const shell = existsSync('/usr/bin/bash') ? '/bin/bash' : '/bin/sh';
+    const env: Record<string, string> = {
+      PATH: sessionPath(toolchain),
+      HOME: `${SANDBOX_HOME_ROOT}/${rec.user}`,
+      LOGNAME: rec.user,
+      SHELL: shell,
+      LANG: 'C.UTF-8',
+      HOSTNAME: rec.id.slice(0, 63),
+      ...userEnv,
+      ...sessionEnvironment(rec),
+    };
+    const config = { env, workdir: '/workspace', cgroups: rec.cgroup_parent ? this.insideCgroups() : undefined };
+    const files = {
+      config: join(dir, 'config.json'),
+      passwd: join(dir, 'passwd'),
+      group: join(dir, 'group'),
+      resolvConf: join(dir, 'resolv.conf'),
+      seccomp: join(dir, 'seccomp.bpf'),
+    };
+    writeFileSync(files.config, JSON.stringify(config), { mode: 0o600 });
+    writeFileSync(files.passwd, passwdFile(rec.user), { mode: 0o600 });
+    writeFileSync(files.group, groupFile(rec.user), { mode: 0o600 });
+    writeFileSync(files.resolvConf, 'nameserver 10.0.2.3\n', { mode: 0o600 });
+    writeFileSync(files.seccomp, seccomp, { mode: 0o600 });
+    return files;
+  }
+
+  /** The session's cgroups as the agent sees them: the delegated group bound at /sys/fs/cgroup[/controller]. */
+  private insideCgroups(): CgroupSystem | undefined {
+    const sys = detectCgroups();
+    if (!sys) return undefined;
+    return sys.version === 2
+      ? { version: 2, mount: INSIDE.cgroupRoot }
+      : { version: 1, mounts: { freezer: `${INSIDE.cgroupRoot}/freezer`, pids: `${INSIDE.cgroupRoot}/pids` } };
+  }
+
+  /** The agent answers /health once it serves; until then the connection waits in the socket's backlog. */
+  private async waitForAgent(dir: string, rec: LocalRecord): Promise<void> {
+    const { request } = await import('node:http');
+    const ok = await new Promise<boolean>((resolve) => {
+      const req = request(
+        { socketPath: join(dir, 'agent.sock'), path: '/health', timeout: START_TIMEOUT_MS },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode === 200);
         },
-      });
-      rec.procs.bwrap = procRef(child.pid ?? -1);
-      this.store.write(rec);
-      const info = await readJson(child, child.stdio[3] as Readable, START_TIMEOUT_MS);
-      child.unref();
-      const pid = Number(info['child-pid']);
-      rec.procs.init = procRef(pid);
-      if (!rec.procs.init) throw new ProviderError(`the sandbox for ${rec.id} did not start: ${this.log(dir)}`);
-      return pid;
-    } catch (e) {
-      if (e instanceof ProviderError) throw e;
-      throw new ProviderError(`could not start the sandbox: ${(e as Error).message}; ${this.log(dir)}`, { cause: e });
-    } finally {
-      closeSync(logFd);
-    }
-  }
-
-  /** bwrap reports its child before it sets up the mounts: the sandbox is up once its main process runs. */
-  private async waitUntilUp(dir: string, rec: LocalRecord, initPid: number): Promise<void> {
-    const init = rec.procs.init;
-    const up = await pollUntil(() => !isAlive(init) || hasChild(initPid), START_TIMEOUT_MS);
-    if (!up || !isAlive(init)) throw new ProviderError(`the sandbox for ${rec.id} did not start: ${this.log(dir)}`);
+      );
+      req.on('timeout', () => req.destroy());
+      req.on('error', () => resolve(false));
+      req.end();
+    });
+    if (!ok) throw new ProviderError(`the sandbox for ${rec.id} did not start: ${this.log(dir)}`);
   }
 
   private log(dir: string): string {
     try {
-      return readFileSync(join(dir, 'sandbox.log'), 'utf8').trim().split('\n').slice(-3).join(' / ') || 'no output';
+      const text = readFileSync(join(dir, 'sandbox.log'), 'utf8').trim();
+      return text.split('\n').slice(-3).join(' / ') || 'no output';
     } catch {
       return 'no output';
-    }
-  }
-
-  /** slirp4netns gives the sandbox's network namespace a tap0 with outbound access; host loopback stays out. */
-  private async startSlirp(dir: string, initPid: number): Promise<ProcRef> {
-    const logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
-    try {
-      const { spawn } = await import('node:child_process');
-      const child = spawn(
-        BIN.slirp4netns,
-        [
-          '--configure',
-          '--mtu=65520',
-          '--disable-host-loopback',
-          '--enable-sandbox',
-          '--enable-seccomp',
-          '--ready-fd=3',
-          '--netns-type=path',
-          `/proc/${initPid}/ns/net`,
-          'tap0',
-        ],
-        { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'], env: { PATH: '/usr/bin:/bin' } },
-      );
-      await readUntil(child, child.stdio[3] as Readable, (s) => s.includes('1'), START_TIMEOUT_MS);
-      child.unref();
-      const ref = procRef(child.pid ?? -1);
-      if (!ref) throw new Error('slirp4netns exited');
-      return ref;
-    } catch (e) {
-      throw new ProviderError(`could not start the session network: ${(e as Error).message}; ${this.log(dir)}`, {
-        cause: e,
-      });
-    } finally {
-      closeSync(logFd);
     }
   }
 
@@ -360,30 +484,27 @@ export class LocalProvider implements Provider {
     if (!claimed) return false;
     const rec = known ?? this.store.readClaimed(claimed);
     if (rec) {
-      // pid 1 of the sandbox: its death makes the kernel kill every process in the session's pid namespace.
-      signalRef(rec.procs.init, 'SIGKILL');
-      signalRef(rec.procs.slirp, 'SIGKILL');
-      // The launcher and bwrap, should the sandbox's pid 1 never have been known (a create cut short). At the
-      // expiry this removal runs as the launcher itself (it execs onmemos rm), which must not kill itself.
-      const launcher = rec.procs.bwrap;
+      // Everything of the session is in its cgroup (with the launcher outside it); without cgroups, the launcher's
+      // death takes bwrap (--die-with-parent), whose sandbox's pid 1 takes every process of the session.
+      const sys = rec.cgroup_parent ? detectCgroups() : undefined;
+      if (sys && rec.cgroup_parent) SessionGroup.open(sys, rec.cgroup_parent, rec.id).kill();
+      // At the expiry this removal runs as the launcher itself (it execs onmemos rm), which must not kill itself.
+      const launcher = rec.procs.launcher;
       if (launcher && launcher.pid !== process.pid && isAlive(launcher)) {
         killTree(launcher.pid, { includeRoot: true });
       }
+      signalRef(rec.procs.init, 'SIGKILL');
+      if (sys && rec.cgroup_parent) SessionGroup.open(sys, rec.cgroup_parent, rec.id).remove();
+      if (rec.uid_slot !== undefined) this.slots.release(rec.uid_slot);
     }
     rmSync(claimed, { recursive: true, force: true });
     return true;
   }
 
-  /**
-   * The login shell runs under util-linux `script` inside the session, which gives it a pty from the session's
-   * own /dev/pts (the pty onmemos holds on the host is not visible there, so `tty` and ttyname() would fail).
-   * `script` passes bytes, window-size changes and the shell's exit code (-e) through.
-   */
+  /** bash if present, else sh; a login shell, whose pty the agent takes from the session's own devpts. */
   async loginShell(id: string): Promise<string[]> {
     this.running(id);
-    const shell = existsSync('/usr/bin/bash') ? '/bin/bash' : '/bin/sh';
-    if (!existsSync('/usr/bin/script')) return [shell, '-l'];
-    return ['/usr/bin/script', '--quiet', '--return', '--flush', '--command', `exec ${shell} -l`, '/dev/null'];
+    return existsSync('/usr/bin/bash') ? ['/bin/bash', '-l'] : ['/bin/sh', '-l'];
   }
 
   private running(id: string): LocalRecord {
@@ -397,28 +518,17 @@ export class LocalProvider implements Provider {
   }
 
   async exec(id: string, spec: ExecSpec): Promise<RemoteProcess> {
-    const rec = this.running(id);
-    const env: Record<string, string> = {
-      PATH: sessionPath(rec.toolchain),
-      HOME: `${SANDBOX_HOME_ROOT}/${rec.user}`,
-      LOGNAME: rec.user,
-      SHELL: existsSync('/usr/bin/bash') ? '/bin/bash' : '/bin/sh',
-      LANG: 'C.UTF-8',
-      HOSTNAME: rec.id.slice(0, 63),
-      ...rec.env,
-      ...sessionEnvironment(rec),
-      ...spec.env,
-    };
-    if (spec.tty) env.TERM = spec.term || 'xterm-256color';
-    const args = nsenterArgs(rec.procs.init!.pid, spec.cwd, spec.argv);
-    return spec.tty
-      ? await spawnTty(args, env, spec)
-      : spawnPiped((await import('node:child_process')).spawn, args, env, spec);
+    this.running(id);
+    return openExec(spec, {
+      url: `ws+unix://${join(this.store.dir(id), 'agent.sock')}:/exec`,
+      peer: `the agent of session ${id}`,
+      refused: errorFromResponse,
+    });
   }
 
   private statusOf(rec: LocalRecord): Session['status'] {
     if (isExpired(rec)) return 'expired';
-    if (rec.status === 'creating') return isAlive(rec.procs.bwrap) ? 'creating' : 'exited';
+    if (rec.status === 'creating') return isAlive(rec.procs.launcher) ? 'creating' : 'exited';
     return isAlive(rec.procs.init) ? 'running' : 'exited';
   }
 
@@ -440,31 +550,111 @@ export class LocalProvider implements Provider {
         network: rec.network,
         workspace: '/workspace',
         bucket_name: sessionEnvironment(rec).BUCKET_NAME,
-        pid: rec.procs.init?.pid ?? null,
+        limits: shownLimits(rec.limits),
+        ...(rec.unapplied.length > 0 ? { limits_not_enforced: rec.unapplied } : {}),
+        ...(rec.nested_userns ? { nested_userns: true } : {}),
       },
     };
   }
 }
 
-/** Polls `cond` every 2 ms; false if it did not hold within `timeoutMs`. */
-async function pollUntil(cond: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 2));
+function cgroupLimits(l: Limits) {
+  return { cpus: Math.min(l.cpus, cpus().length), memoryBytes: l.memoryBytes, pids: l.pids };
+}
+
+/** `cpu: 2`, `memory: 2g` …: what get and ls show. */
+function shownLimits(l: Limits): Record<string, string | number> {
+  const size = (n: number) => (n % 2 ** 30 === 0 ? `${n / 2 ** 30}g` : `${Math.round(n / 2 ** 20)}m`);
+  return { cpu: l.cpus, memory: size(l.memoryBytes), pids: l.pids, disk: size(l.diskBytes) };
+}
+
+/** node inside the session: the host's, at the same path when it is under /usr, else its prefix bound read-only. */
+function nodeLayout(): { hostPrefix?: string } {
+  const real = realpathSync(process.execPath);
+  if (real.startsWith('/usr/')) {
+    if (real !== '/usr/bin/node')
+      throw new UnavailableError(`node at ${real}: the local provider expects /usr/bin/node or a prefix outside /usr`);
+    return {};
   }
-  return true;
+  return { hostPrefix: dirname(dirname(real)) };
+}
+
+function agentBundle(): string {
+  const p = join(packageRoot(), 'dist', 'agent.cjs');
+  if (!existsSync(p)) throw new UnavailableError(`${p} is missing`, { hint: 'run npm run build' });
+  return p;
+}
+
+function ptyNative(): string {
+  const req = createRequire(join(packageRoot(), 'package.json'));
+  return join(dirname(req.resolve('node-pty/package.json')), 'build', 'Release', 'pty.node');
+}
+
+/**
+ * The agent's listening socket, made here so its path stays in the host's session directory. libuv unlinks a
+ * socket's path when its server closes, so it is bound under a temporary name and renamed before that.
+ */
+async function listenSocket(path: string): Promise<{ fd: number; close(): void }> {
+  const { createServer } = await import('node:net');
+  const tmp = `${path}.${process.pid}`;
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ path: tmp, backlog: 128 }, resolve);
+  });
+  const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+  return {
+    fd,
+    close() {
+      renameSync(tmp, path);
+      server.close();
+    },
+  };
+}
+
+/**
+ * A sparse ext4 image of the session's disk limit, its root owned by the session's host uid: the launcher
+ * mounts it (loop, nosuid, nodev) as the session's /workspace, home and /tmp. No journal: the data does not
+ * outlive the session.
+ */
+async function makeImage(path: string, bytes: number, uid: number): Promise<string> {
+  const { execFile } = await import('node:child_process');
+  const { truncateSync } = await import('node:fs');
+  writeFileSync(path, '', { mode: 0o600 });
+  truncateSync(path, bytes);
+  await new Promise<void>((resolve, reject) => {
+    execFile(
+      BIN.mkfs,
+      [
+        '-q',
+        '-F',
+        '-m',
+        '0',
+        '-O',
+        '^has_journal',
+        '-E',
+        `root_owner=${uid}:${uid},lazy_itable_init=1,nodiscard`,
+        path,
+      ],
+      { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } },
+      (e, _out, err) =>
+        e ? reject(new ProviderError(`mkfs.ext4 failed: ${String(err).trim() || e.message}`)) : resolve(),
+    );
+  });
+  return path;
 }
 
 function notFound(id: string): NotFoundError {
   return new NotFoundError(`no such session: ${id}`, { hint: 'list sessions with: onmemos ls' });
 }
 
+/** Reads `stream` until `done` holds; with `eofOk`, the end of the stream resolves with what came. */
 function readUntil(
   child: ChildProcess,
   stream: Readable,
   done: (s: string) => boolean,
   timeoutMs: number,
+  eofOk = false,
 ): Promise<string> {
   return new Promise((resolve, reject) => {
     let buf = '';
@@ -478,17 +668,20 @@ function readUntil(
       else resolve(buf);
     };
     const onData = (d: Buffer) => {
-      buf += d.toString('utf8');
+      if (buf.length < 65536) buf += d.toString('utf8');
       if (done(buf)) finish();
     };
-    const onEnd = () => finish(done(buf) ? undefined : new Error('it closed its status pipe early'));
+    const onEnd = () =>
+      finish(
+        done(buf) || eofOk ? undefined : new ProviderError('the sandbox closed its status pipe before it started'),
+      );
     const onExit = (code: number | null) => {
-      if (!done(buf)) finish(new Error(`it exited with ${code}`));
+      if (!done(buf) && !eofOk) finish(new ProviderError(`the sandbox's launcher exited with ${code}`));
     };
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      finish(new Error(`it did not start within ${timeoutMs / 1000}s`));
-    }, timeoutMs);
+    const timer = setTimeout(
+      () => finish(new ProviderError(`the sandbox did not start within ${timeoutMs / 1000}s`)),
+      timeoutMs,
+    );
     stream.on('data', onData);
     stream.on('end', onEnd);
     child.on('exit', onExit);
@@ -505,139 +698,4 @@ async function readJson(child: ChildProcess, stream: Readable, timeoutMs: number
     }
   };
   return JSON.parse(await readUntil(child, stream, isJson, timeoutMs)) as Record<string, unknown>;
-}
-
-/** Non-tty exec: nsenter in its own process group (terminal signals reach onmemos, which forwards them). */
-function spawnPiped(
-  spawn: typeof import('node:child_process').spawn,
-  args: string[],
-  env: Record<string, string>,
-  spec: ExecSpec,
-): RemoteProcess {
-  const child = spawn(BIN.nsenter, args, {
-    detached: true,
-    env,
-    stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-  });
-  const stdin = child.stdin ?? new PassThrough();
-  // A closed remote stdin (the command did not read it all) is not an error of ours.
-  stdin.on('error', () => {});
-  const stdout = child.stdout!;
-  const stderr = child.stderr!;
-  const exit = new Promise<ExitStatus>((resolve) => {
-    child.on('error', (e) => {
-      resolve({ code: 125 });
-      stderr.emit('data', Buffer.from(`onmemos: ${e.message}\n`));
-    });
-    child.on('exit', async (code, signal) => {
-      await Promise.all([drain(stdout), drain(stderr)]);
-      resolve(signal ? { code: null, signal } : { code: code ?? 125 });
-    });
-  });
-  return {
-    stdin,
-    stdout,
-    stderr,
-    resize() {},
-    kill(signal = 'SIGKILL') {
-      if (child.pid) signalRemote(child.pid, signal);
-    },
-    exit,
-  };
-}
-
-/**
- * Signals the remote side of an exec whose host-side nsenter has pid `nsenterPid`. SIGKILL takes the whole tree
- * (and the process group, which catches what was reparented inside the sandbox). Other signals go to the
- * remote processes only: nsenter does not pass signals on, it just reports how its child ended.
- */
-function signalRemote(nsenterPid: number, signal: NodeJS.Signals): void {
-  if (signal === 'SIGKILL') killTree(nsenterPid, { group: true, includeRoot: true });
-  else for (const pid of descendants(nsenterPid)) trySignal(pid, signal);
-}
-
-/**
- * Resolves when `stream` has ended, or when the main process is gone and nothing more arrives (a background
- * process may hold the pipe open for ever; docker exec and kubectl exec return all the same). "Nothing more"
- * means DRAIN_QUIET_CHECKS checks in a row, each a separate turn of the event loop (so an I/O poll ran in
- * between and read whatever was waiting), found no new data, and DRAIN_IDLE_MS have passed: time alone is
- * not enough, since after the loop was busy a timer can fire before the pipe is read.
- */
-function drain(stream: Readable): Promise<void> {
-  if (stream.readableEnded || stream.destroyed) return Promise.resolve();
-  return new Promise((resolve) => {
-    const started = Date.now();
-    let quiet = 0;
-    let timer: NodeJS.Timeout | undefined;
-    const onData = () => {
-      quiet = 0;
-    };
-    const done = () => {
-      clearTimeout(timer);
-      stream.off('data', onData);
-      stream.off('end', done);
-      stream.off('close', done);
-      resolve();
-    };
-    const check = () => {
-      const waiting = stream.isPaused() || stream.readableLength > 0;
-      quiet = waiting ? 0 : quiet + 1;
-      const elapsed = Date.now() - started;
-      if ((quiet >= DRAIN_QUIET_CHECKS && elapsed >= DRAIN_IDLE_MS) || elapsed > DRAIN_MAX_MS) {
-        stream.destroy();
-        return done();
-      }
-      timer = setTimeout(check, DRAIN_IDLE_MS / DRAIN_QUIET_CHECKS);
-    };
-    stream.on('data', onData);
-    stream.once('end', done);
-    stream.once('close', done);
-    timer = setTimeout(check, DRAIN_IDLE_MS / DRAIN_QUIET_CHECKS);
-  });
-}
-
-/** TTY exec through node-pty (loaded only here). stderr is merged into the tty, so the stream is empty. */
-async function spawnTty(args: string[], env: Record<string, string>, spec: ExecSpec): Promise<RemoteProcess> {
-  const pty = await import('node-pty');
-  const term = pty.spawn(BIN.nsenter, args, {
-    name: env.TERM ?? 'xterm-256color',
-    cols: spec.cols ?? 80,
-    rows: spec.rows ?? 24,
-    cwd: '/',
-    env,
-    encoding: null,
-  });
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  stderr.end();
-  const dataSub = term.onData((d: string | Buffer) => stdout.write(d));
-  const stdin = new PassThrough();
-  stdin.on('data', (d: Buffer) => term.write(d as unknown as string));
-  const exit = new Promise<ExitStatus>((resolve) => {
-    term.onExit(({ exitCode, signal }) => {
-      dataSub.dispose();
-      stdout.end();
-      stdin.removeAllListeners('data');
-      resolve(signal ? { code: null, signal: signalName(signal) } : { code: exitCode });
-    });
-  });
-  return {
-    stdin,
-    stdout,
-    stderr,
-    resize(cols, rows) {
-      try {
-        term.resize(Math.max(1, cols), Math.max(1, rows));
-      } catch {}
-    },
-    kill(signal = 'SIGKILL') {
-      signalRemote(term.pid, signal);
-    },
-    exit,
-  };
-}
-
-function signalName(n: number): NodeJS.Signals | undefined {
-  for (const [name, num] of Object.entries(osConstants.signals)) if (num === n) return name as NodeJS.Signals;
-  return undefined;
 }

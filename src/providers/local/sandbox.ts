@@ -1,7 +1,8 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: the launcher scripts are bash, where ${x} is bash's own
 /**
- * Pure builders for the local sandbox: the bubblewrap command that starts a session, the nsenter command
- * that runs a process inside it, the session's /etc/passwd, and the host toolchain a template maps to.
- * Kept free of I/O except toolchain lookup, so the argv shapes have unit tests.
+ * Pure builders for the local sandbox: the launcher that holds a session on the host, the namespace step that
+ * drops every privilege, the bubblewrap argv of the sandbox itself, the session's /etc/passwd, and the host
+ * toolchain a template maps to. Kept free of I/O except toolchain lookup, so their shapes have unit tests.
  */
 import { accessSync, constants, realpathSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
@@ -83,22 +84,54 @@ export function groupFile(user: string): string {
   return `root:x:0:\n${user}:x:${SANDBOX_UID}:\nnogroup:x:65534:\n`;
 }
 
+/** Where things are inside a session. */
+export const INSIDE = {
+  runDir: '/run/onmemos',
+  agent: '/run/onmemos/agent.cjs',
+  /** node-pty looks for its native module at ./build/Release/ next to the bundle that loads it. */
+  ptyNode: '/run/onmemos/build/Release/pty.node',
+  config: '/run/onmemos/config.json',
+  nodePrefix: '/opt/onmemos/node',
+  cgroupRoot: '/sys/fs/cgroup',
+} as const;
+
+/**
+ * The descriptors the launcher passes down. 3 becomes the agent's listening socket; bwrap reads the data
+ * descriptors (copies them into the sandbox) and reports on INFO.
+ */
+export const FD = {
+  listen: 3,
+  info: 4,
+  netReady: 5,
+  agent: 6,
+  ptyNode: 7,
+  config: 8,
+  passwd: 9,
+  group: 10,
+  resolvConf: 11,
+  seccomp: 12,
+} as const;
+
+/** How much of the sandbox's own output reaches the session log on the host. */
+export const LOG_BYTES = 256 * 1024;
+
+/** The session's data filesystem (workspace, home, tmp) inside the launcher's and the sandbox's mount namespaces. */
+export const DATA_MOUNT = '/mnt';
+
 export interface SandboxLayout {
   hostname: string;
   user: string;
   network: NetworkMode;
-  /**
-   * Where bwrap finds the session's own directory (see LAUNCH_MOUNT): `data/{workspace,home,tmp}`, `passwd`,
-   * `group`, `resolv.conf`.
-   */
-  sessionDir: string;
-  /** Bind a resolv.conf naming slirp4netns' DNS (outbound mode); otherwise the host's is used. */
-  ownResolvConf: boolean;
   toolchain: Toolchain;
-  /** fd (in bwrap) to which it writes its info JSON (child-pid and namespace ids). */
-  infoFd: number;
-  /** How long the session's main process lives: the session ends with it (at its TTL). */
-  lifetimeSeconds: number;
+  /** Host prefix of node when it is not under /usr (bound read-only at INSIDE.nodePrefix). */
+  nodePrefix?: string;
+  /** Give /etc/resolv.conf naming slirp4netns' DNS (outbound mode); otherwise the host's is seen. */
+  ownResolvConf: boolean;
+  /** Host directories of the session's delegated cgroup, bound where the agent makes exec groups. */
+  cgroupDirs: { controller: string | null; dir: string }[];
+  allowNestedUserns: boolean;
+  shmBytes: number;
+  runBytes: number;
 }
 
 /** Host directories a session sees, read-only. Nothing else of the host is mounted. */
@@ -111,110 +144,112 @@ const USR_MERGED_LINKS: [string, string][] = [
 ];
 
 /**
- * The bubblewrap argv (after `bwrap`) for a session. The root is bwrap's own tmpfs built from read-only binds
- * (the host root itself is never bound, so /root, /home, /opt, /var and the onmemos state stay invisible);
- * all namespaces are new, including the user namespace, in which the session runs as SANDBOX_UID with no
- * capabilities.
+ * The bubblewrap argv (after `bwrap`). It runs as root of the session's outer user namespace (see A_SCRIPT)
+ * and makes the inner one in which everything runs as SANDBOX_UID with no capabilities and (unless asked) no
+ * further user namespaces. The root is bwrap's own tmpfs built from read-only binds: the host root is never
+ * bound, so /root, /home, /opt, /var and the onmemos state stay invisible; the session's own files come from
+ * descriptors (no host path appears in /proc/self/mountinfo) and from its data filesystem at DATA_MOUNT.
  */
 export function bwrapArgs(l: SandboxLayout): string[] {
-  const a: string[] = ['--unshare-all', '--unshare-user', '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_UID)];
-  a.push('--clearenv'); // the launcher's environment is onmemos' business, not the session's
-  if (l.network === 'host') a.push('--share-net');
-  a.push('--hostname', l.hostname);
+  const a: string[] = ['--unshare-user', '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_UID)];
+  if (!l.allowNestedUserns) a.push('--disable-userns');
+  a.push('--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup');
+  // Outbound and host share the outer namespace's network (slirp4netns' tap0, or the host's); isolated gets
+  // one of its own with only loopback.
+  if (l.network === 'isolated') a.push('--unshare-net');
+  a.push('--die-with-parent', '--new-session', '--clearenv', '--hostname', l.hostname);
   for (const p of HOST_RO) a.push('--ro-bind', p, p);
   for (const [target, link] of USR_MERGED_LINKS) a.push('--symlink', target, link);
-  const d = l.sessionDir;
-  a.push('--ro-bind', `${d}/passwd`, '/etc/passwd', '--ro-bind', `${d}/group`, '/etc/group');
-  if (l.ownResolvConf) a.push('--ro-bind', `${d}/resolv.conf`, '/etc/resolv.conf');
-  a.push(
-    '--proc',
-    '/proc',
-    '--dev',
-    '/dev',
-    '--tmpfs',
-    '/dev/shm',
-    '--tmpfs',
-    '/run',
-    '--dir',
-    '/var',
-    '--dir',
-    '/var/tmp',
-  );
-  a.push('--bind', `${d}/data/tmp`, '/tmp');
-  a.push('--dir', '/workspace', '--bind', `${d}/data/workspace`, '/workspace');
-  a.push('--tmpfs', SANDBOX_HOME_ROOT, '--dir', `${SANDBOX_HOME_ROOT}/${l.user}`);
-  a.push('--bind', `${d}/data/home`, `${SANDBOX_HOME_ROOT}/${l.user}`);
-  if (l.toolchain.hostPrefix) a.push('--dir', '/opt', '--ro-bind', l.toolchain.hostPrefix, TOOLCHAIN_MOUNT);
-  a.push('--chdir', '/workspace', '--info-fd', String(l.infoFd));
-  a.push('--', '/usr/bin/sleep', String(Math.max(1, Math.ceil(l.lifetimeSeconds))));
+  a.push('--ro-bind-data', String(FD.passwd), '/etc/passwd', '--ro-bind-data', String(FD.group), '/etc/group');
+  if (l.ownResolvConf) a.push('--ro-bind-data', String(FD.resolvConf), '/etc/resolv.conf');
+  a.push('--proc', '/proc', '--dev', '/dev');
+  a.push('--size', String(l.shmBytes), '--perms', '1777', '--tmpfs', '/dev/shm');
+  a.push('--size', String(l.runBytes), '--tmpfs', '/run', '--dir', INSIDE.runDir);
+  a.push('--ro-bind-data', String(FD.agent), INSIDE.agent, '--ro-bind-data', String(FD.config), INSIDE.config);
+  a.push('--ro-bind-data', String(FD.ptyNode), INSIDE.ptyNode);
+  a.push('--dir', '/var', '--dir', '/var/tmp');
+  a.push('--bind', `${DATA_MOUNT}/tmp`, '/tmp');
+  a.push('--bind', `${DATA_MOUNT}/workspace`, '/workspace');
+  a.push('--size', '65536', '--tmpfs', SANDBOX_HOME_ROOT);
+  a.push('--bind', `${DATA_MOUNT}/home`, `${SANDBOX_HOME_ROOT}/${l.user}`);
+  if (l.toolchain.hostPrefix) a.push('--ro-bind', l.toolchain.hostPrefix, TOOLCHAIN_MOUNT);
+  if (l.nodePrefix) a.push('--ro-bind', l.nodePrefix, INSIDE.nodePrefix);
+  for (const c of l.cgroupDirs)
+    a.push('--bind', c.dir, c.controller ? `${INSIDE.cgroupRoot}/${c.controller}` : INSIDE.cgroupRoot);
+  a.push('--chdir', '/workspace', '--info-fd', String(FD.info), '--seccomp', String(FD.seccomp));
+  const node = l.nodePrefix ? `${INSIDE.nodePrefix}/bin/node` : '/usr/bin/node';
+  a.push('--', node, INSIDE.agent, INSIDE.config);
   return a;
 }
 
 /**
- * bwrap switches to the sandbox's unprivileged host uid before it resolves its bind sources, so it cannot
- * reach a session directory under root's private state directory (say /root/.local/state). It is therefore
- * started from a private mount namespace of its own in which the session directory is bind-mounted here;
- * the host never sees that mount.
+ * Runs in the session's outer user namespace (made by `unshare --user --map-root-user`, as the session's host
+ * uid), as its root: prepares the data filesystem (rootless: a size-bounded tmpfs; as root the launcher has
+ * already mounted the session's disk image there), tells the launcher the namespaces exist (it attaches the
+ * network to them), and becomes bwrap. Values arrive as environment variables and "$@"; nothing is spliced.
  */
-export const LAUNCH_MOUNT = '/mnt';
+export const A_SCRIPT = [
+  'if [ -n "$ONMEMOS_DATA_TMPFS" ]; then',
+  `  mount -t tmpfs -o "size=$ONMEMOS_DATA_TMPFS,mode=0755,nosuid,nodev" onmemos-data ${DATA_MOUNT} || exit 125`,
+  'fi',
+  `mkdir -p ${DATA_MOUNT}/workspace ${DATA_MOUNT}/home ${DATA_MOUNT}/tmp || exit 125`,
+  `chmod 1777 ${DATA_MOUNT}/tmp && chmod 0700 ${DATA_MOUNT}/home || exit 125`,
+  "printf 'A\n'",
+  // The sandbox's output (bwrap's errors, the agent's) goes to the session log through a bounded pipe: a session
+  // process can write to its agent's descriptors, and must not fill the host's disk through them.
+  `exec 2> >(exec head -c ${LOG_BYTES} >&2)`,
+  'exec 1>&2',
+  'exec /usr/bin/bwrap "$@"',
+].join('\n');
 
 /**
- * The launcher (run by `unshare --mount`): binds the session directory at LAUNCH_MOUNT, runs bwrap and waits
- * for it. bwrap's main process sleeps until the TTL, so the launcher is also the session's expiry timer: when
- * the sandbox has ended at or after its expiry it runs `onmemos rm --force` for it. Values arrive as positional
- * parameters and environment variables; nothing is spliced into the script.
+ * The launcher (bash), one per session, the session's lifeline and expiry timer. It waits for the creator's
+ * go-ahead (EOF means the creator died first: nothing is started), closes every descriptor it was not meant to
+ * have, mounts the data image and a private /dev/net/tun (as root, in its own mount namespace), then starts the
+ * sandbox chain — joining the session's cgroup, dropping to the session's host uid, making the user and
+ * network namespaces, bwrap — and, in outbound mode, slirp4netns on that network namespace, as the same
+ * unprivileged uid, inside the session's outer user namespace (so its own sandbox can drop what it does not need:
+ * from the host's namespace, as an unprivileged uid, it could not). bwrap and slirp4netns die with the launcher (--die-with-parent, --pdeathsig); it ends
+ * them at the session's expiry, and then removes the session with `onmemos rm`.
  */
-const LAUNCHER = [
-  'mount --bind "$0" /mnt || exit 125',
-  '"$@"',
-  'umount /mnt',
+export const LAUNCHER = [
+  'read -r go || exit 125',
+  'exec 0</dev/null',
+  'for f in /proc/$$/fd/*; do n=${f##*/}; case " 0 1 2 $ONMEMOS_KEEP_FDS " in *" $n "*) ;; *) eval "exec $n>&-" 2>/dev/null;; esac; done',
+  `if [ -n "$ONMEMOS_IMAGE" ]; then mount -t ext4 -o loop,nosuid,nodev "$ONMEMOS_IMAGE" ${DATA_MOUNT} || exit 125; fi`,
+  'if [ "$ONMEMOS_TUN_NODE" = 1 ]; then',
+  '  mount -t tmpfs -o size=4k,mode=0755 onmemos-tun /dev/net && mknod -m 0666 /dev/net/tun c 10 200 || exit 125',
+  'fi',
+  'drop=(); [ -n "$ONMEMOS_UID" ] && drop=(/usr/bin/setpriv --reuid="$ONMEMOS_UID" --regid="$ONMEMOS_UID" --clear-groups --)',
+  'joincg() { for f in $ONMEMOS_CGROUP_JOIN; do echo "$BASHPID" > "$f" || exit 125; done; }',
+  `coproc SANDBOX { exec ${FD.netReady}>&- </dev/null; joincg; exec "\${drop[@]}" /usr/bin/unshare --user --map-root-user $ONMEMOS_UNSHARE_NET --mount --propagation private -- /bin/bash --norc --noprofile -c "$ONMEMOS_A_SCRIPT" onmemos-sandbox "$@"; }`,
+  'sandbox=$SANDBOX_PID',
+  'read -r ready <&"${SANDBOX[0]}" || { wait $sandbox; exit 125; }',
+  'eval "exec ${SANDBOX[0]}<&- ${SANDBOX[1]}>&-"',
+  'net=',
+  'if [ "$ONMEMOS_NETWORK" = outbound ]; then',
+  `  ( exec ${dataFds()} </dev/null; joincg; exec "\${drop[@]}" /usr/bin/nsenter --preserve-credentials --user=/proc/$sandbox/ns/user -- /usr/bin/setpriv --pdeathsig KILL -- /usr/bin/slirp4netns --configure --mtu=65520 --disable-host-loopback --enable-sandbox --enable-seccomp --ready-fd=${FD.netReady} --netns-type=path /proc/$sandbox/ns/net tap0 ) &`,
+  '  net=$!',
+  'fi',
+  `exec ${FD.netReady}>&- ${dataFds()}`,
+  '/usr/bin/setpriv --pdeathsig KILL -- /usr/bin/sleep "$ONMEMOS_TTL_SECONDS" &',
+  'timer=$!',
+  'wait -n $sandbox $timer',
+  'kill -KILL $sandbox $timer $net 2>/dev/null',
+  'wait',
   '[ "$(date +%s)" -lt "$ONMEMOS_EXPIRES_AT" ] || exec "$ONMEMOS_NODE" "$ONMEMOS_BIN" --local rm --force -- "$ONMEMOS_SESSION"',
 ].join('\n');
 
-/** argv (for `unshare`) of the launcher running `command` with `sessionDir` visible at LAUNCH_MOUNT. */
-export function launcherArgs(sessionDir: string, command: string[]): string[] {
-  return ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c', LAUNCHER, sessionDir, ...command];
+/** `3>&- 4>&- 6>&- …`: closes the descriptors only the sandbox needs. */
+function dataFds(): string {
+  return Object.values(FD)
+    .filter((fd) => fd !== FD.netReady)
+    .map((fd) => `${fd}>&-`)
+    .join(' ');
 }
 
-/**
- * The argv that runs `argv` inside a running session whose pid 1 has host pid `initPid`: nsenter (as host
- * root) joins every namespace of the session (its user namespace last) and becomes SANDBOX_UID with no
- * supplementary groups, so exec'ing the command leaves it no capabilities. It starts in the session's
- * /workspace; another directory goes through a fixed sh script that takes the directory and the argv as
- * positional parameters (nothing is ever spliced into the script). A missing command exits 127, one that
- * cannot run 126, a missing directory 125 — as docker exec reports them.
- */
-export function nsenterArgs(initPid: number, cwd: string | undefined, argv: string[]): string[] {
-  const run =
-    cwd === undefined
-      ? argv
-      : [
-          '/bin/sh',
-          '-c',
-          'cd -- "$0" 2>/dev/null || { echo "onmemos: no such directory: $0" >&2; exit 125; }; exec "$@"',
-          cwd,
-          ...argv,
-        ];
-  return [
-    '-t',
-    String(initPid),
-    '-U',
-    '-m',
-    '-p',
-    '-i',
-    '-u',
-    '-n',
-    '-C',
-    '-r',
-    '-w',
-    '-S',
-    String(SANDBOX_UID),
-    '-G',
-    String(SANDBOX_UID),
-    '--',
-    ...run,
-  ];
-}
+/** The descriptors the launcher keeps (the rest are closed before anything starts). */
+export const LAUNCHER_FDS: number[] = Object.values(FD);
 
 export function sessionPath(tc: Toolchain): string {
   return [...tc.path, SESSION_PATH].join(':');

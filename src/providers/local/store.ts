@@ -16,26 +16,33 @@ import {
 } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { type NetworkMode, randomSuffix, type Template } from '../../session/model.js';
+import { type Limits, type NetworkMode, randomSuffix, type Template } from '../../session/model.js';
 import type { ProcRef } from './proc.js';
-import type { Toolchain } from './sandbox.js';
 
 export interface LocalRecord {
-  v: 1;
+  v: 2;
   id: string;
   namespace: string;
   user: string;
   template: Template;
   network: NetworkMode;
-  env: Record<string, string>;
   created_at: string;
   expires_at: string;
   status: 'creating' | 'running';
+  /** Made by an ordinary user (no per-session uid, no disk image). */
+  rootless: boolean;
   /** Host uid the session's processes run as. */
   host_uid: number;
-  toolchain: Toolchain;
-  /** bwrap: the launcher (unshare → sh, the parent of bwrap); init: the sandbox's pid 1. */
-  procs: { bwrap?: ProcRef; init?: ProcRef; slirp?: ProcRef };
+  /** As root: the slot of host_uid in the uid range (released at removal). */
+  uid_slot?: number;
+  limits: Limits;
+  /** Limits this machine could not enforce, each with the reason. */
+  unapplied: string[];
+  nested_userns: boolean;
+  /** Where the session's cgroup is, in each hierarchy (absent: none). */
+  cgroup_parent?: string;
+  /** launcher: the session's lifeline on the host (bash); init: the sandbox's pid 1. */
+  procs: { launcher?: ProcRef; init?: ProcRef };
 }
 
 /** `ONMEMOS_STATE_DIR`, else `$XDG_STATE_HOME/onmemos`, else `~/.local/state/onmemos`. */
@@ -84,9 +91,11 @@ export class LocalStore {
     renameSync(tmp, final);
   }
 
+  /** The record, if it is one this version of onmemos wrote (an older one is treated as abandoned). */
   read(id: string): LocalRecord | undefined {
     try {
-      return JSON.parse(readFileSync(join(this.dir(id), 'session.json'), 'utf8')) as LocalRecord;
+      const rec = JSON.parse(readFileSync(join(this.dir(id), 'session.json'), 'utf8')) as LocalRecord;
+      return rec.v === 2 ? rec : undefined;
     } catch {
       return undefined;
     }

@@ -1,0 +1,120 @@
+/**
+ * `onmemos agent`: the exec endpoint inside a session. In the local sandbox it is the session's main process
+ * (bwrap's child): it runs as the session user, listens on a socket onmemos made on the host and passed in as
+ * fd 3 (the socket's path lives in the host's session directory, which the session cannot see), and serves the
+ * same exec WebSocket as `onmemos serve` (v5.channel.k8s.io, src/tty/exec-server.ts). Each command is spawned
+ * here, inside, with the session's environment applied here — the host never runs a session command itself.
+ *
+ * Bundled on its own (dist/agent.cjs) so it starts fast; node-pty's native module is found next to it.
+ */
+import { closeSync, readdirSync, readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { RemoteProcess } from '../providers/provider.js';
+import { SERVER_SUBPROTOCOLS } from '../tty/channel.js';
+import { MAX_FRAME_BYTES } from '../tty/exec-client.js';
+import { execSpecFromQuery, serveExec } from '../tty/exec-server.js';
+import { AGENT_LISTEN_FD, type ExecGroup, spawnPiped, spawnTty, treeGroup } from './spawn.js';
+
+export interface AgentConfig {
+  /** The environment of every command: the session's base variables, the create-time env, the document's. */
+  env: Record<string, string>;
+  /** Where a command starts unless it asks for another directory. */
+  workdir: string;
+  /** Exec groups: how to make one for each command (absent: the process tree stands in). */
+  execGroups?: (id: string) => ExecGroup;
+}
+
+const O_CLOEXEC = 0o2000000;
+
+/**
+ * Closes every descriptor above the listening socket that the agent did not open itself (those are all
+ * close-on-exec): whatever the caller of onmemos left open must not reach a session, nor stay readable through
+ * /proc/<agent>/fd by a session process.
+ */
+export function closeInheritedFds(keep: number): number[] {
+  const closed: number[] = [];
+  for (const name of readdirSync('/proc/self/fd')) {
+    const fd = Number(name);
+    if (!Number.isInteger(fd) || fd <= 2 || fd === keep) continue;
+    let flags: number;
+    try {
+      flags = Number.parseInt(/flags:\s*([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] ?? '0', 8);
+    } catch {
+      continue; // the directory's own descriptor, gone already
+    }
+    if (flags & O_CLOEXEC) continue;
+    try {
+      closeSync(fd);
+      closed.push(fd);
+    } catch {}
+  }
+  return closed;
+}
+
+export async function runAgent(config: AgentConfig, listen: { fd: number } | { port: number; host: string }) {
+  const { WebSocketServer } = await import('ws');
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    maxPayload: MAX_FRAME_BYTES,
+    handleProtocols: (offered) => SERVER_SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
+  });
+  let execs = 0;
+  const start = async (spec: ReturnType<typeof execSpecFromQuery>): Promise<RemoteProcess> => {
+    const group = config.execGroups ? config.execGroups(`e${++execs}`) : treeGroup();
+    const env: Record<string, string> = { ...config.env, ...spec.env };
+    if (spec.tty) env.TERM = spec.term || 'xterm-256color';
+    const cwd = spec.cwd ?? config.workdir;
+    return spec.tty ? spawnTty(spec, env, cwd, group) : spawnPiped(spec, env, cwd, group);
+  };
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const body = req.url === '/health' ? '{"status":"ok"}' : '{"error":{"code":"not_found","message":"no route"}}';
+    res.writeHead(req.url === '/health' ? 200 : 404, { 'content-type': 'application/json' }).end(body);
+  });
+  server.on('clientError', (_e, socket) => socket.destroy());
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => {});
+    const url = new URL(req.url ?? '/', 'http://agent');
+    let spec: ReturnType<typeof execSpecFromQuery>;
+    try {
+      if (url.pathname !== '/exec') throw new Error('no WebSocket route');
+      spec = execSpecFromQuery(url.searchParams);
+    } catch (e) {
+      const body = JSON.stringify({ error: { code: 'bad_request', message: (e as Error).message } });
+      socket.end(
+        `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      serveExec(ws, spec, () => start(spec)).catch(() => ws.terminate());
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    if ('fd' in listen) server.listen({ fd: listen.fd }, resolve);
+    else server.listen(listen.port, listen.host, resolve);
+  });
+  return server;
+}
+
+/** The local sandbox's entry point: `node agent.cjs <config.json>`, listening on fd 3. */
+export async function main(argv: string[]): Promise<void> {
+  closeInheritedFds(AGENT_LISTEN_FD);
+  const file = argv[0];
+  if (!file) throw new Error('usage: agent <config.json>');
+  const raw = JSON.parse(readFileSync(file, 'utf8')) as {
+    env: Record<string, string>;
+    workdir: string;
+    cgroups?: import('./groups.js').InsideCgroups;
+  };
+  let execGroups: AgentConfig['execGroups'];
+  if (raw.cgroups) {
+    const { cgroupExecGroups } = await import('./groups.js');
+    execGroups = cgroupExecGroups(raw.cgroups);
+  }
+  // Signals aimed at the agent (a session process may try) do not stop it; the session ends with bwrap.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGPIPE'] as const) process.on(sig, () => {});
+  await runAgent({ env: raw.env, workdir: raw.workdir, execGroups }, { fd: AGENT_LISTEN_FD });
+}
