@@ -18,6 +18,16 @@ export default defineConfig({
           env: { ONMEMOS_TEST_MODE: 'remote' },
         },
       },
+      {
+        // The same suites with onmemos run by an ordinary user (the rootless local provider).
+        extends: true,
+        test: {
+          name: 'rootless',
+          include: ['test/e2e/local-exec.test.ts', 'test/e2e/pty.test.ts', 'test/e2e/local-lifecycle.test.ts'],
+          env: { ONMEMOS_TEST_MODE: 'rootless' },
+          globalSetup: ['test/setup/rootless.ts'],
+        },
+      },
     ],
   },
 });

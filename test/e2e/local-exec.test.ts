@@ -1,10 +1,10 @@
 /** End to end through pipes: the built binary, real bubblewrap sessions. */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { descendants } from '../../src/providers/local/proc.js';
-import { BIN, REMOTE, StateDir, waitFor } from '../helpers/cli.js';
+import { CLI, cliShell, REMOTE, ROOTLESS, StateDir, TEST_USER, waitFor } from '../helpers/cli.js';
 
 const state = new StateDir();
 let id = '';
@@ -16,11 +16,14 @@ afterAll(() => state.cleanup());
 
 const exec = (args: string[], input?: string) => state.run(['exec', id, '--', ...args], { input });
 
-it(`runs in ${REMOTE ? 'remote' : 'local'} mode`, async () => {
+it(`runs in ${REMOTE ? 'remote' : ROOTLESS ? 'rootless' : 'local'} mode`, async () => {
   // A wrong API key matters only when the commands go through a server.
   const r = await state.run(['ls'], { env: { ONMEMOS_API_KEY: 'wrong-key-0123456789abcdef' } });
   expect(r.code).toBe(REMOTE ? 1 : 0);
   if (REMOTE) expect(r.stderr).toMatch(/^onmemos: invalid API key/);
+  // The session's directory belongs to whoever ran onmemos: the ordinary user, rootless.
+  const owner = statSync(join(state.path, 'local', 'sessions', id)).uid;
+  expect(owner).toBe(ROOTLESS ? (TEST_USER?.uid ?? process.getuid?.()) : 0);
 });
 
 describe('exec through pipes', () => {
@@ -47,7 +50,7 @@ describe('exec through pipes', () => {
   it('is binary-safe both ways', async () => {
     const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
     const r = await new Promise<Buffer>((resolve) => {
-      const child = spawn(process.execPath, [BIN, 'exec', id, '--', 'sh', '-c', 'cat; printf "\\000\\377"'], {
+      const child = spawn(CLI[0]!, [...CLI.slice(1), 'exec', id, '--', 'sh', '-c', 'cat; printf "\\000\\377"'], {
         env: { ...process.env, ...state.env },
       });
       const out: Buffer[] = [];
@@ -60,7 +63,7 @@ describe('exec through pipes', () => {
 
   it('delivers every byte to a slow reader and exits only when it is all written', async () => {
     const size = 64 * 1024 * 1024;
-    const child = spawn(process.execPath, [BIN, 'exec', id, '--', 'head', '-c', String(size), '/dev/zero'], {
+    const child = spawn(CLI[0]!, [...CLI.slice(1), 'exec', id, '--', 'head', '-c', String(size), '/dev/zero'], {
       env: { ...process.env, ...state.env },
     });
     let got = 0;
@@ -79,13 +82,9 @@ describe('exec through pipes', () => {
 
   it('a closed reader ends the remote command with SIGPIPE, as in a local pipeline', async () => {
     const r = await new Promise<string>((resolve) => {
-      const c = spawn(
-        'bash',
-        ['-c', `"$0" "$1" exec "$2" -- yes | head -2; echo "status \${PIPESTATUS[0]}"`, process.execPath, BIN, id],
-        {
-          env: { ...process.env, ...state.env },
-        },
-      );
+      const c = spawn('bash', ['-c', `${cliShell()} exec "$0" -- yes | head -2; echo "status \${PIPESTATUS[0]}"`, id], {
+        env: { ...process.env, ...state.env },
+      });
       let out = '';
       c.stdout.on('data', (d) => (out += d));
       c.stderr.on('data', (d) => (out += d));
@@ -100,7 +99,7 @@ describe('exec through pipes', () => {
   });
 
   it('streams output as it is produced', async () => {
-    const child = spawn(process.execPath, [BIN, 'exec', id, '--', 'sh', '-c', 'echo first; sleep 30'], {
+    const child = spawn(CLI[0]!, [...CLI.slice(1), 'exec', id, '--', 'sh', '-c', 'echo first; sleep 30'], {
       env: { ...process.env, ...state.env },
     });
     const first = await new Promise<string>((resolve) => child.stdout.once('data', (d) => resolve(String(d))));
@@ -148,8 +147,8 @@ describe('exec through pipes', () => {
     ] as const) {
       const marker = `orphan-${sig}`;
       const child = spawn(
-        process.execPath,
-        [BIN, 'exec', id, '--', 'bash', '-c', `sleep 400 & exec -a ${marker} sleep 401`],
+        CLI[0]!,
+        [...CLI.slice(1), 'exec', id, '--', 'bash', '-c', `sleep 400 & exec -a ${marker} sleep 401`],
         {
           env: { ...process.env, ...state.env },
           stdio: ['ignore', 'pipe', 'pipe'],

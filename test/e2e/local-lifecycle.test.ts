@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, StateDir, waitFor } from '../helpers/cli.js';
+import { CLI, StateDir, waitFor } from '../helpers/cli.js';
 
 const state = new StateDir();
 afterAll(() => state.cleanup());
@@ -157,7 +157,7 @@ describe('interrupted create', () => {
     await own.start();
     try {
       for (const delay of [0, 60, 120, 180, 240]) {
-        const c = spawn(process.execPath, [BIN, 'create', '--ttl', '5'], { env: { ...process.env, ...own.env } });
+        const c = spawn(CLI[0]!, [...CLI.slice(1), 'create', '--ttl', '5'], { env: { ...process.env, ...own.env } });
         let out = '';
         c.stdout.on('data', (d) => (out += d));
         setTimeout(() => c.kill('SIGINT'), delay);
@@ -189,7 +189,7 @@ describe('concurrency', () => {
           { length: 10 },
           () =>
             new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-              const c = spawn(process.execPath, [BIN, 'create', '--ttl', '5', '--network', 'isolated'], {
+              const c = spawn(CLI[0]!, [...CLI.slice(1), 'create', '--ttl', '5', '--network', 'isolated'], {
                 env: { ...process.env, ...own.env },
               });
               let out = '';

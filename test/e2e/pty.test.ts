@@ -2,7 +2,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, StateDir, waitFor } from '../helpers/cli.js';
+import { CLI, cliShell, StateDir, waitFor } from '../helpers/cli.js';
 
 const state = new StateDir();
 let id = '';
@@ -56,13 +56,13 @@ class Term {
   }
 }
 
-const shell = (...extra: string[]) => new Term(process.execPath, [BIN, 'shell', id, ...extra]);
+const shell = (...extra: string[]) => new Term(CLI[0]!, [...CLI.slice(1), 'shell', id, ...extra]);
 const prompt = /pty@ws-[^:]+:\/workspace\$ $/;
 
 describe('exec in a terminal', () => {
   it('chooses a tty only when stdin and stdout are terminals', async () => {
-    const t = new Term(process.execPath, [
-      BIN,
+    const t = new Term(CLI[0]!, [
+      ...CLI.slice(1),
       'exec',
       id,
       '--',
@@ -77,8 +77,8 @@ describe('exec in a terminal', () => {
     expect(piped.stdout).toBe('no-tty\n');
     const forced = await state.run(['exec', '-t', id, '--', 'sh', '-c', '[ -t 1 ] && echo tty || echo no-tty']);
     expect(forced.stdout).toBe('tty\r\n');
-    const never = new Term(process.execPath, [
-      BIN,
+    const never = new Term(CLI[0]!, [
+      ...CLI.slice(1),
       'exec',
       '-T',
       id,
@@ -92,7 +92,7 @@ describe('exec in a terminal', () => {
   });
 
   it('exits with the remote code under a tty too', async () => {
-    const t = new Term(process.execPath, [BIN, 'exec', id, '--', 'sh', '-c', 'exit 5']);
+    const t = new Term(CLI[0]!, [...CLI.slice(1), 'exec', id, '--', 'sh', '-c', 'exit 5']);
     expect((await t.exited()).exitCode).toBe(5);
   });
 });
@@ -158,9 +158,7 @@ describe('shell', () => {
     const check = () =>
       new Term('/bin/sh', [
         '-c',
-        `"$0" "$1" shell "$2"; echo "code=$?"; stty -a | grep -o -- '-*icanon' | head -1`,
-        process.execPath,
-        BIN,
+        `${cliShell()} shell "$0"; echo "code=$?"; stty -a | grep -o -- '-*icanon' | head -1`,
         own,
       ]);
 

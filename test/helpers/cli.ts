@@ -1,11 +1,43 @@
 /** Runs the built bin/onmemos.js through pipes, bounded, with its own state directory. */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const BIN = fileURLToPath(new URL('../../bin/onmemos.js', import.meta.url));
+
+/**
+ * ONMEMOS_TEST_MODE=rootless runs the end-to-end suites with onmemos as an ordinary user: as root, the user that
+ * test/setup/rootless.ts made (setpriv drops to it, in place, so pids and signals are onmemos' own); otherwise as
+ * whoever runs the tests.
+ */
+export const ROOTLESS = process.env.ONMEMOS_TEST_MODE === 'rootless';
+export const TEST_USER_NAME = 'onmemos-test';
+export const TEST_USER =
+  ROOTLESS && process.getuid?.() === 0
+    ? {
+        uid: Number(execFileSync('id', ['-u', TEST_USER_NAME], { encoding: 'utf8' })),
+        gid: Number(execFileSync('id', ['-g', TEST_USER_NAME], { encoding: 'utf8' })),
+        home: `/home/${TEST_USER_NAME}`,
+      }
+    : undefined;
+
+/** The command that runs onmemos (file and leading arguments). */
+export const CLI: string[] = TEST_USER
+  ? [
+      '/usr/bin/setpriv',
+      `--reuid=${TEST_USER.uid}`,
+      `--regid=${TEST_USER.gid}`,
+      '--init-groups',
+      '--',
+      process.execPath,
+      BIN,
+    ]
+  : [process.execPath, BIN];
+
+/** CLI for a shell command line, each word quoted. */
+export const cliShell = () => CLI.map((w) => `'${w.replaceAll("'", "'\\''")}'`).join(' ');
 
 export interface RunResult {
   code: number | null;
@@ -24,8 +56,8 @@ export interface RunOptions {
 
 export function run(args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      env: { ...process.env, ...opts.env },
+    const child = spawn(CLI[0]!, [...CLI.slice(1), ...args], {
+      env: { ...process.env, ...(TEST_USER ? { HOME: TEST_USER.home } : {}), ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const out: Buffer[] = [];
@@ -55,10 +87,14 @@ const REMOTE_KEY = 'e2e-remote-mode-key-0123456789';
 /** A private state directory, so test files never see each other's sessions (in remote mode, with its server). */
 export class StateDir {
   readonly path = mkdtempSync(join(tmpdir(), 'onmemos-test-'));
+  constructor() {
+    if (TEST_USER) chownSync(this.path, TEST_USER.uid, TEST_USER.gid);
+  }
   private server?: { url: string; child: ChildProcess };
 
   /** Environment for an onmemos of this state directory (in remote mode: start() first). */
   get env(): Record<string, string> {
+    if (TEST_USER) return { ONMEMOS_STATE_DIR: this.path, HOME: TEST_USER.home };
     if (!REMOTE) return { ONMEMOS_STATE_DIR: this.path };
     if (!this.server) throw new Error('remote mode: StateDir.start() before using env');
     return { ONMEMOS_STATE_DIR: this.path, ONMEMOS_SERVER: this.server.url, ONMEMOS_API_KEY: REMOTE_KEY };

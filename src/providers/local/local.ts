@@ -361,7 +361,7 @@ export class LocalProvider implements Provider {
     unapplied: string[];
   } {
     const sys = detectCgroups();
-    const why = (reason: string) => ['cpu', 'memory', 'pids'].map((l) => `${l} (${reason})`);
+    const why = (reason: string) => [`cpu, memory and pids: ${reason}`];
     if (!sys) return { unapplied: why('no cgroup filesystem is mounted') };
     const parent = sessionParent(sys, this.env, process.getuid?.() ?? 0);
     if ('unavailable' in parent) {
