@@ -47,9 +47,20 @@ export function sessionDetails(s: Session, now = Date.now()): string {
   if (s.url) rows.push(['url', s.url]);
   if (s.websocket) rows.push(['websocket', s.websocket]);
   rows.push(['ssh', String(s.ssh)]);
-  for (const [k, v] of Object.entries(s.details)) if (v !== null && v !== undefined) rows.push([k, String(v)]);
+  for (const [k, v] of Object.entries(s.details)) if (v !== null && v !== undefined) rows.push([k, detailValue(v)]);
   const w = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${`${k}:`.padEnd(w + 2)}${v}`).join('\n');
+}
+
+/** `cpu=2 memory=2g pids=1024 disk=10g` for an object, `a; b` for a list, the value itself otherwise. */
+function detailValue(v: unknown): string {
+  if (Array.isArray(v)) return v.map(String).join('; ');
+  if (typeof v === 'object' && v !== null) {
+    return Object.entries(v)
+      .map(([k, x]) => `${k}=${String(x)}`)
+      .join(' ');
+  }
+  return String(v);
 }
 
 export function json(value: unknown): string {

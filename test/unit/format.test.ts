@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { duration, sessionsTable } from '../../src/commands/format.js';
+import { duration, sessionDetails, sessionsTable } from '../../src/commands/format.js';
 import type { Session } from '../../src/session/model.js';
 
 describe('format', () => {
@@ -29,5 +29,25 @@ describe('format', () => {
     expect(lines[1]).toMatch(/^ws-a-b-1-abcd\s+local\s+a\s+b\s+running\s+1h\s+in 1h$/);
     expect(lines[2]).toMatch(/expired$/);
     expect(lines[1]!.indexOf('local')).toBe(lines[0]!.indexOf('PROVIDER'));
+  });
+});
+
+describe('sessionDetails', () => {
+  it('shows limits as key=value pairs and lists joined', () => {
+    const s = {
+      id: 'ws-a-b-1-abcd',
+      provider: 'local',
+      namespace: 'a',
+      user: 'b',
+      status: 'running',
+      template: 'python',
+      created_at: '2026-01-01T00:00:00Z',
+      expires_at: '2026-01-01T02:00:00Z',
+      ssh: false,
+      details: { limits: { cpu: 2, memory: '2g', pids: 1024, disk: '10g' }, limits_not_enforced: ['x: y', 'z'] },
+    } as unknown as Session;
+    const text = sessionDetails(s, Date.parse('2026-01-01T01:00:00Z'));
+    expect(text).toMatch(/^limits:\s+cpu=2 memory=2g pids=1024 disk=10g$/m);
+    expect(text).toMatch(/^limits_not_enforced:\s+x: y; z$/m);
   });
 });
