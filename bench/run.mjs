@@ -8,6 +8,8 @@
  *   exec -- true   `onmemos exec $id -- true` vs `node -e 0` + the same under bwrap     goal: adds <= 25 ms
  *   create + rm    create --ttl 5 then rm, beyond two `node -e 0` start-ups            goal: <= 60 ms
  *   throughput     `onmemos exec $id -- head -c 1G /dev/zero | wc -c` vs the bare pipe  goal: ratio >= 0.5x
+ *   limits         what limits add to create + rm: the session's cgroup (cpu, memory, pids, delegated) and its disk
+ *                  image, made and removed as create and rm do, next to the whole create + rm    goal: <= 10 ms
  *
  * Both onmemos and the baseline run on this Node (process.execPath), so the comparison is of onmemos's own work.
  * Times are wall clock from spawn to the child's close; MB is 10^6 bytes. All state lives in a fresh temporary
@@ -215,6 +217,50 @@ async function benchCreateRm(env, live) {
   };
 }
 
+async function benchLimits(createRm) {
+  const { internals } = await import(join(ROOT, 'dist', 'index.js'));
+  const sys = internals.detectCgroups();
+  if (!sys) throw new Error('no cgroup filesystem is mounted');
+  const parent = internals.sessionParent(sys, process.env, process.getuid());
+  if (!parent.path) throw new Error(`no cgroup parent: ${parent.unavailable}`);
+  const dir = mkdtempSync(join(tmpdir(), 'onmemos-bench-disk-'));
+  const samples = [];
+  try {
+    for (let i = 0; i < ITERATIONS; i++) {
+      const name = `ws-bench-limits-${Date.now()}-${i}`;
+      const image = join(dir, `${i}.img`);
+      const start = process.hrtime.bigint();
+      const group = internals.SessionGroup.create(
+        sys,
+        parent.path,
+        name,
+        { cpus: 2, memoryBytes: 2 * 1024 ** 3, pids: 1024 },
+        { delegateTo: 0x6fff0000 },
+      );
+      await internals.makeDiskImage(image, 10 * 1024 ** 3, 0x6fff0000);
+      group.remove();
+      rmSync(image, { force: true });
+      samples.push(Number(process.hrtime.bigint() - start) / 1e6);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const added = median(samples);
+  return {
+    name: 'limits',
+    unit: 'ms',
+    subject: {
+      what: 'cgroup create + limits + delegate + remove, mkfs of a 10 GiB image + unlink',
+      median: added,
+      samples,
+    },
+    baseline: { what: 'create + rm', median: createRm?.subject.median },
+    result: { kind: 'added_ms', value: added, text: `+${added.toFixed(1)} ms` },
+    goal: '<= +10 ms',
+    status: added <= 10 ? 'PASS' : 'MISS',
+  };
+}
+
 async function benchThroughput(env, id) {
   const n = THROUGHPUT_BYTES;
   const lost = { bare: [], onmemos: [] };
@@ -277,6 +323,8 @@ function table(meta, results) {
       base = `${round(node.median)} node + ${round(bwrap.median)} bwrap`;
     } else if (r.name === 'create + rm') {
       base = `2 x ${round(r.baseline.parts.node.median)} node`;
+    } else if (r.name === 'limits') {
+      base = r.baseline.median === undefined ? '-' : `of ${round(r.baseline.median)} ms create + rm`;
     }
     rows.push([r.name, fmt(r, r.subject.median), base, r.result.text, r.goal, r.status]);
   }
@@ -332,6 +380,7 @@ async function main() {
       ['--version', '<= 1.3x', () => benchVersion(env)],
       ['exec -- true', '<= +25 ms', () => benchExec(env, id)],
       ['create + rm', '<= +60 ms', () => benchCreateRm(env, live)],
+      ['limits', '<= +10 ms', () => benchLimits(results.find((r) => r.name === 'create + rm'))],
       ['throughput 1 GiB', '>= 0.5x', () => benchThroughput(env, id)],
     ];
     // The server (issue 3): one `onmemos serve` on 127.0.0.1:0 over the same state directory.

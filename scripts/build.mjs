@@ -12,8 +12,9 @@ const common = {
   bundle: true,
   platform: 'node',
   target: 'node20.18',
-  // Native or optional modules stay in node_modules and load only when used.
-  external: ['node-pty', 'ws', 'undici', 'chalk', 'conf', 'ink'],
+  // Native or optional modules stay in node_modules and load only when used. ws is bundled: every exec loads it,
+  // and an external one would go through the ES-module loader (import() of a CommonJS package), ~20 ms.
+  external: ['node-pty', 'undici', 'chalk', 'conf', 'ink', 'bufferutil', 'utf-8-validate'],
   logLevel: 'warning',
   plugins: [lazyCommanderChildProcess()],
 };
@@ -29,7 +30,6 @@ await build({
 // node-pty's JavaScript are bundled; node-pty's native module is copied in next to it (build/Release/pty.node).
 await build({
   ...common,
-  external: ['bufferutil', 'utf-8-validate'],
   entryPoints: ['src/agent/entry.ts'],
   outfile: 'dist/agent.cjs',
   format: 'cjs',

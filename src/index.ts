@@ -2,6 +2,8 @@
 
 export { main, runCli } from './cli.js';
 export * from './errors.js';
+/** For bench/ only; no stability promised. */
+export * as internals from './internals.js';
 export { LocalProvider } from './providers/local/local.js';
 export type { Capabilities, ExecSpec, ExitStatus, Provider, RemoteProcess } from './providers/provider.js';
 export { RemoteProvider } from './providers/remote.js';

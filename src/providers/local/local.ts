@@ -42,6 +42,7 @@ import {
 import { openExec } from '../../tty/exec-client.js';
 import type { Capabilities, ExecSpec, Progress, Provider, RemoteProcess } from '../provider.js';
 import { type CgroupSystem, detectCgroups, SessionGroup, sessionParent } from './cgroups.js';
+import { MKFS, makeDiskImage } from './disk.js';
 import { tunOpenToAll, UidSlots, uidBase } from './host.js';
 import { isAlive, killTree, procRef, signalRef } from './proc.js';
 import {
@@ -66,7 +67,6 @@ const BIN = {
   setpriv: '/usr/bin/setpriv',
   slirp4netns: '/usr/bin/slirp4netns',
   unshare: '/usr/bin/unshare',
-  mkfs: '/usr/sbin/mkfs.ext4',
 };
 /** Every program the local provider runs, with the Debian package that has it (for a clear error). */
 const NEEDED: [string, string][] = [
@@ -78,7 +78,7 @@ const NEEDED: [string, string][] = [
   ['/usr/bin/mount', 'mount'],
   ['/usr/bin/nsenter', 'util-linux'],
 ];
-const NEEDED_AS_ROOT: [string, string][] = [[BIN.mkfs, 'e2fsprogs']];
+const NEEDED_AS_ROOT: [string, string][] = [[MKFS, 'e2fsprogs']];
 
 const START_TIMEOUT_MS = 15_000;
 const REAP_EVERY_MS = 10_000;
@@ -249,7 +249,9 @@ export class LocalProvider implements Provider {
       if (req.require_limits && rec.unapplied.length > 0) {
         throw new UnavailableError(`--require-limits: cannot enforce ${rec.unapplied.join('; ')}`);
       }
-      const image = this.root ? await makeImage(join(dir, 'disk.img'), req.limits.diskBytes, rec.host_uid) : undefined;
+      const image = this.root
+        ? await makeDiskImage(join(dir, 'disk.img'), req.limits.diskBytes, rec.host_uid)
+        : undefined;
 
       const node = nodeLayout();
       const files = this.sessionFiles(dir, rec, toolchain, seccomp, req.env);
@@ -610,38 +612,6 @@ async function listenSocket(path: string): Promise<{ fd: number; close(): void }
       server.close();
     },
   };
-}
-
-/**
- * A sparse ext4 image of the session's disk limit, its root owned by the session's host uid: the launcher
- * mounts it (loop, nosuid, nodev) as the session's /workspace, home and /tmp. No journal: the data does not
- * outlive the session.
- */
-async function makeImage(path: string, bytes: number, uid: number): Promise<string> {
-  const { execFile } = await import('node:child_process');
-  const { truncateSync } = await import('node:fs');
-  writeFileSync(path, '', { mode: 0o600 });
-  truncateSync(path, bytes);
-  await new Promise<void>((resolve, reject) => {
-    execFile(
-      BIN.mkfs,
-      [
-        '-q',
-        '-F',
-        '-m',
-        '0',
-        '-O',
-        '^has_journal',
-        '-E',
-        `root_owner=${uid}:${uid},lazy_itable_init=1,nodiscard`,
-        path,
-      ],
-      { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } },
-      (e, _out, err) =>
-        e ? reject(new ProviderError(`mkfs.ext4 failed: ${String(err).trim() || e.message}`)) : resolve(),
-    );
-  });
-  return path;
 }
 
 function notFound(id: string): NotFoundError {
