@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 onmemos() { node bin/onmemos.js "$@"; }
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
-id=$(onmemos create --provider auto --template python --namespace demo --user dev --ttl 10)
+id=$(onmemos create --provider auto --template python --namespace demo --user dev --ttl 10 --memory 512m --pids 256 --disk 1g)
 trap 'onmemos rm --force "$id" >/dev/null' EXIT
 echo "created session $id"
 
@@ -27,6 +27,11 @@ done
 
 step "isolation: no capabilities, no /root, read-only host"
 onmemos exec "$id" -- sh -c 'grep CapEff /proc/self/status; ls /root 2>&1; touch /usr/x 2>&1; true'
+
+step "limits: 1 GiB of disk, 512 MiB of memory, 256 processes"
+onmemos get "$id" | grep -E '^limits'
+onmemos exec "$id" -- sh -c 'head -c 2G /dev/zero > /workspace/big; df -h /workspace | tail -1; rm /workspace/big' || true
+onmemos exec "$id" -- python3 -c 'bytearray(1 << 30)' || echo "exit code $? (the allocation was killed inside the session)"
 
 step onmemos exec "$id" -- sh -c "'exit 3'"
 set +e; onmemos exec "$id" -- sh -c 'exit 3'; echo "exit code $?"; set -e
