@@ -200,6 +200,23 @@ function makeParent(mounts: string[], rel: string, uid: number): { path: string 
   return { path: rel };
 }
 
+/**
+ * `<parent>/<segment>` in every hierarchy (made 0755 where absent): a level of its own below a parent, e.g. one
+ * per state directory. undefined when it could be made in none.
+ */
+export function makeChildParent(sys: CgroupSystem, parent: string, segment: string): string | undefined {
+  const rel = checkParent(`${checkParent(parent)}/${segment}`);
+  const mounts = sys.version === 2 ? [sys.mount] : Object.values(sys.mounts);
+  let made = 0;
+  for (const m of mounts) {
+    try {
+      mkdirIfAbsent(join(m, rel));
+      made++;
+    } catch {}
+  }
+  return made > 0 ? rel : undefined;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Session groups
 
@@ -234,6 +251,12 @@ export class SessionGroup {
     checkLimits(limits);
     const unapplied: string[] = [];
     const wanted = requestedControllers(limits);
+    // A parent made here (say one per state directory) may be removed when it empties; make it again if so.
+    for (const g of hierarchies(sys)) {
+      try {
+        mkdirSync(join(g.dir, parent), { recursive: true, mode: 0o755 });
+      } catch {}
+    }
     let enabled = new Set<string>(V2_CONTROLLERS);
     if (sys.version === 1) {
       for (const c of wanted) if (!sys.mounts[c]) unapplied.push(`${c}: the ${c} controller is not mounted`);
@@ -253,7 +276,7 @@ export class SessionGroup {
       for (const g of hierarchies(sys)) {
         const dir = join(g.dir, parent, name);
         try {
-          mkdirIfAbsent(dir);
+          mkdirRetrying(dir);
           mkdirIfAbsent(join(dir, SANDBOX));
         } catch (e) {
           unapplied.push(`${g.controller ?? 'cgroup2'}: could not create ${dir}: ${errCode(e)}`);
@@ -675,6 +698,24 @@ function mkdirIfAbsent(dir: string): void {
   } catch (e) {
     if (errCode(e) !== 'EEXIST') throw e;
   }
+}
+
+/** mkdir with its parents, again if a parent is removed meanwhile by a remover that found it empty (bounded). */
+function mkdirRetrying(dir: string): void {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o755 });
+      return;
+    } catch (e) {
+      if (errCode(e) !== 'ENOENT' || attempt >= 3) throw e;
+    }
+  }
+}
+
+/** Removes `<parent>` in every hierarchy if it is empty (the last session of a state directory went). */
+export function removeEmptyParent(sys: CgroupSystem, parent: string): void {
+  const mounts = sys.version === 2 ? [sys.mount] : Object.values(sys.mounts);
+  for (const m of mounts) rmdirQuiet(join(m, checkParent(parent)));
 }
 
 function rmdirQuiet(dir: string): void {

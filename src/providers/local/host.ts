@@ -2,7 +2,7 @@
  * What this machine and this user let the local provider do, and the per-session host uids it hands out when
  * run as root. Nothing here runs a session; it decides how one is run.
  */
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UnavailableError } from '../../errors.js';
 
@@ -26,15 +26,25 @@ export function uidBase(env: NodeJS.ProcessEnv): number {
   return uid;
 }
 
-/** Slots are directories under `dir` made with mkdir (atomic): several onmemos processes never share one. */
+/**
+ * Where root's onmemos processes claim uids: one place per machine (every state directory shares the range), in
+ * /run so it starts empty with the machine, as the sessions do.
+ */
+export const UID_SLOTS_DIR = '/run/onmemos/uids';
+
+/**
+ * Slots are directories under `dir` made with mkdir (atomic): several onmemos processes never share one. Each
+ * names its session's directory, so any onmemos can tell a slot whose session is gone.
+ */
 export class UidSlots {
   constructor(
     private readonly dir: string,
     private readonly base: number,
   ) {}
 
-  claim(sessionId: string): { slot: number; uid: number } {
+  claim(sessionDir: string): { slot: number; uid: number } {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    chmodSync(this.dir, 0o700);
     const start = Math.floor(Math.random() * UID_SLOTS);
     for (let i = 0; i < 4096; i++) {
       const slot = (start + i) % UID_SLOTS;
@@ -44,7 +54,7 @@ export class UidSlots {
         if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
         throw e;
       }
-      writeFileSync(join(this.dir, String(slot), 'session'), sessionId, { mode: 0o600 });
+      writeFileSync(join(this.dir, String(slot), 'session'), sessionDir, { mode: 0o600 });
       return { slot, uid: this.base + slot };
     }
     throw new UnavailableError('no free host uid for another session (too many sessions on this machine)');
@@ -54,7 +64,7 @@ export class UidSlots {
     rmSync(join(this.dir, String(slot)), { recursive: true, force: true });
   }
 
-  /** slot → session id, for the reaper. */
+  /** slot → session directory, for the reaper. */
   list(): Map<number, string> {
     const out = new Map<number, string>();
     let names: string[] = [];

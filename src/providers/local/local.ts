@@ -12,6 +12,7 @@
  *   slirp4netns die with the launcher), the directories removed.
  */
 import type { ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -24,7 +25,7 @@ import {
 } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ConflictError, errorFromResponse, NotFoundError, ProviderError, UnavailableError } from '../../errors.js';
 import { binPath, packageRoot } from '../../paths.js';
@@ -41,9 +42,16 @@ import {
 } from '../../session/model.js';
 import { openExec } from '../../tty/exec-client.js';
 import type { Capabilities, ExecSpec, Progress, Provider, RemoteProcess } from '../provider.js';
-import { type CgroupSystem, detectCgroups, SessionGroup, sessionParent } from './cgroups.js';
+import {
+  type CgroupSystem,
+  detectCgroups,
+  makeChildParent,
+  removeEmptyParent,
+  SessionGroup,
+  sessionParent,
+} from './cgroups.js';
 import { MKFS, makeDiskImage } from './disk.js';
-import { tunOpenToAll, UidSlots, uidBase } from './host.js';
+import { tunOpenToAll, UID_SLOTS_DIR, UidSlots, uidBase } from './host.js';
 import { isAlive, killTree, procRef, signalRef } from './proc.js';
 import {
   A_SCRIPT,
@@ -109,7 +117,7 @@ export class LocalProvider implements Provider {
   }
 
   private get slots(): UidSlots {
-    return new UidSlots(join(this.store.root, 'local', 'uids'), uidBase(this.env));
+    return new UidSlots(UID_SLOTS_DIR, uidBase(this.env));
   }
 
   private checkHost(): void {
@@ -154,26 +162,39 @@ export class LocalProvider implements Provider {
    * making; only those without one, and not new, are taken.
    */
   private reapOrphans(): void {
-    const orphan = (id: string) => !existsSync(this.store.dir(id));
     const sys = detectCgroups();
-    let parent: ReturnType<typeof sessionParent> | undefined;
-    try {
-      parent = sys && sessionParent(sys, this.env, process.getuid?.() ?? 0);
-    } catch {}
-    if (sys && parent && 'path' in parent) {
-      for (const name of SessionGroup.list(sys, parent.path)) {
-        if (!orphan(name)) continue;
+    const parent = sys && this.cgroupParent(sys);
+    if (sys && parent) {
+      for (const name of SessionGroup.list(sys, parent)) {
+        if (existsSync(this.store.dir(name))) continue;
         try {
-          SessionGroup.open(sys, parent.path, name).remove();
+          SessionGroup.open(sys, parent, name).remove();
         } catch {}
       }
     }
     if (this.root) {
       const slots = this.slots;
-      for (const [slot, id] of slots.list()) {
-        if ((id === '' || orphan(id)) && slots.ageMs(slot) > 60_000) slots.release(slot);
+      for (const [slot, sessionDir] of slots.list()) {
+        if ((sessionDir === '' || !existsSync(sessionDir)) && slots.ageMs(slot) > 60_000) slots.release(slot);
       }
     }
+  }
+
+  /**
+   * The cgroup under which this state directory's sessions go: a group of its own below the machine's onmemos
+   * parent, so that a reaper only ever collects what its own state directory lost. undefined (with the reason
+   * from planLimits) when this user has no cgroup to use.
+   */
+  private cgroupParent(sys: CgroupSystem): string | undefined {
+    let base: ReturnType<typeof sessionParent>;
+    try {
+      base = sessionParent(sys, this.env, process.getuid?.() ?? 0);
+    } catch {
+      return undefined;
+    }
+    if ('unavailable' in base) return undefined;
+    const key = `s${createHash('sha256').update(resolve(this.store.root)).digest('hex').slice(0, 12)}`;
+    return makeChildParent(sys, base.path, key) ?? undefined;
   }
 
   async create(req: CreateSessionRequest, progress?: Progress): Promise<Session> {
@@ -226,7 +247,7 @@ export class LocalProvider implements Provider {
     try {
       this.store.write(rec);
       if (this.root) {
-        const { slot, uid } = this.slots.claim(id);
+        const { slot, uid } = this.slots.claim(dir);
         rec.uid_slot = slot;
         rec.host_uid = uid;
         this.store.write(rec);
@@ -365,14 +386,16 @@ export class LocalProvider implements Provider {
     const sys = detectCgroups();
     const why = (reason: string) => [`cpu, memory and pids: ${reason}`];
     if (!sys) return { unapplied: why('no cgroup filesystem is mounted') };
-    const parent = sessionParent(sys, this.env, process.getuid?.() ?? 0);
-    if ('unavailable' in parent) {
+    const base = sessionParent(sys, this.env, process.getuid?.() ?? 0);
+    if ('unavailable' in base) {
       if (req.require_limits) {
-        throw new UnavailableError(`--require-limits: cannot enforce cpu, memory and pids: ${parent.unavailable}`);
+        throw new UnavailableError(`--require-limits: cannot enforce cpu, memory and pids: ${base.unavailable}`);
       }
-      return { unapplied: why(parent.unavailable) };
+      return { unapplied: why(base.unavailable) };
     }
-    return { sys, parent: parent.path, unapplied: [] };
+    const parent = this.cgroupParent(sys);
+    if (!parent) return { unapplied: why(`could not create a cgroup below ${base.path}`) };
+    return { sys, parent, unapplied: [] };
   }
 
   /** The files bwrap copies into the session from descriptors (so no host path shows inside). */
@@ -496,7 +519,10 @@ export class LocalProvider implements Provider {
         killTree(launcher.pid, { includeRoot: true });
       }
       signalRef(rec.procs.init, 'SIGKILL');
-      if (sys && rec.cgroup_parent) SessionGroup.open(sys, rec.cgroup_parent, rec.id).remove();
+      if (sys && rec.cgroup_parent) {
+        SessionGroup.open(sys, rec.cgroup_parent, rec.id).remove();
+        removeEmptyParent(sys, rec.cgroup_parent);
+      }
       if (rec.uid_slot !== undefined) this.slots.release(rec.uid_slot);
     }
     rmSync(claimed, { recursive: true, force: true });
