@@ -366,12 +366,12 @@ export class LocalProvider implements Provider {
       rec.status = 'running';
       this.store.write(rec);
     } catch (e) {
+      // An `rm` (or `rm --all`) that claimed the session meanwhile is why it failed; say so rather than the symptom.
+      const removedMeanwhile = !existsSync(dir);
       for (const n of opened) closeSync(n);
       if (launcher && !rec.procs.launcher) killTree(launcher.pid ?? -1, { includeRoot: true });
       this.destroy(id, rec); // what this process knows of it, which may be more than the record on disk
-      if (e instanceof Error && (e as NodeJS.ErrnoException).code === 'ENOENT' && !this.store.read(id)) {
-        throw new ConflictError(`session ${id} was removed while it was being created`);
-      }
+      if (removedMeanwhile) throw new ConflictError(`session ${id} was removed while it was being created`);
       throw e;
     }
     return this.toSession(rec);
