@@ -2,7 +2,8 @@
 /**
  * onmemos micro-benchmarks for the local provider: every number is compared with a baseline measured in the same
  * run, interleaved with it (A, B, A, B, ...) so machine noise hits both alike. Run with `npm run bench` (builds
- * first); `--json` prints JSON instead of the table. Needs root and bubblewrap, like the local provider.
+ * first); `--json` prints JSON instead of the table. Needs root (it measures the root path of the local provider:
+ * a host uid of its own per session, cgroups, disk images) and bubblewrap.
  *
  *   --version      `onmemos --version` vs `node -e 0`                                   goal: ratio <= 1.3x
  *   exec -- true   `onmemos exec $id -- true` vs `node -e 0` + the same under bwrap     goal: adds <= 25 ms
@@ -353,7 +354,7 @@ function table(meta, results) {
 async function main() {
   const probe = spawnSync('bwrap', ['--version'], { stdio: 'ignore' });
   if (probe.error) fatal('bwrap (bubblewrap) is not installed or not on PATH: apt-get install -y bubblewrap');
-  if (process.getuid?.() !== 0) fatal('must run as root, like the local provider');
+  if (process.getuid?.() !== 0) fatal('must run as root: it measures the root path of the local provider (cgroups, disk images)');
   if (!existsSync(join(ROOT, 'dist', 'cli.cjs')))
     fatal('dist/cli.cjs is missing; run `npm run bench` (it builds first)');
 
