@@ -10,7 +10,7 @@ import type { Readable } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { UserError } from '../errors.js';
 import { type ExecSpec, exitCodeOf, type RemoteProcess } from '../providers/provider.js';
-import { parseEnvAssignment } from '../session/model.js';
+import { parseEnvAssignment, validateArgument, validateEnvTotal } from '../session/model.js';
 import { CHANNEL, FORWARDED_SIGNALS, frame, parseFrame, parseResize, statusFor, V5 } from './channel.js';
 
 /** Pause a process's output while this much is queued on its WebSocket. */
@@ -21,8 +21,11 @@ const truthy = (v: string | null) => v === '1' || v === 'true';
 export function execSpecFromQuery(q: URLSearchParams): ExecSpec {
   const argv = q.getAll('command');
   if (argv.length === 0) throw new UserError('give the command as one or more command= parameters', { code: 'usage' });
-  for (const a of argv) if (a.includes('\0')) throw new UserError('a command argument contains a NUL byte');
-  const env = Object.fromEntries(q.getAll('env').map((e) => parseEnvAssignment(e)));
+  for (const a of argv) {
+    if (a.includes('\0')) throw new UserError('a command argument contains a NUL byte');
+    validateArgument('a command argument', a);
+  }
+  const env = validateEnvTotal(Object.fromEntries(q.getAll('env').map((e) => parseEnvAssignment(e))));
   const workdir = q.get('workdir') ?? undefined;
   if (workdir !== undefined && (!workdir.startsWith('/') || workdir.includes('\0'))) {
     throw new UserError('workdir must be an absolute path');
