@@ -12,6 +12,11 @@ export const V5 = 'v5.channel.k8s.io';
 export const V4 = 'v4.channel.k8s.io';
 /** What a server accepts, best first. Only v5 can say "stdin EOF" without closing the socket. */
 export const SERVER_SUBPROTOCOLS = [V5, V4] as const;
+/**
+ * The largest WebSocket message either side accepts (a larger one closes the connection with 1009). A frame is at
+ * most what one read of a pipe or pty produces, plus slack; senders split anything larger.
+ */
+export const MAX_MESSAGE_BYTES = 1 << 20;
 
 export function frame(channel: number, payload: Buffer | string = Buffer.alloc(0)): Buffer {
   const body = typeof payload === 'string' ? Buffer.from(payload) : payload;

@@ -15,6 +15,11 @@ import { CHANNEL, FORWARDED_SIGNALS, frame, parseFrame, parseResize, statusFor, 
 
 /** Pause a process's output while this much is queued on its WebSocket. */
 const WS_HIGH_WATER = 1 << 20;
+/**
+ * While reading from the client is paused (the process's stdin is full), a client that goes away is not seen: its
+ * close waits unread behind the data it sent. A ping this often fails on a dead connection, which closes it.
+ */
+const PAUSED_PING_MS = 2_000;
 const truthy = (v: string | null) => v === '1' || v === 'true';
 
 /** The ExecSpec of an exec request's query; UserError (400) for anything malformed. */
@@ -80,15 +85,32 @@ export async function serveExec(ws: WebSocket, spec: ExecSpec, start: () => Prom
   if (ws.readyState !== ws.OPEN) onClose();
   const v5 = ws.protocol === V5;
   proc.stdin.on('error', () => {});
+  proc.stdout.on('error', () => {});
+  proc.stderr.on('error', () => {});
+  /** Set while reading from the client waits for the process's stdin to drain (the bound on buffered stdin). */
+  let held: NodeJS.Timeout | undefined;
+  const release = () => {
+    if (!held) return;
+    clearInterval(held);
+    held = undefined;
+    proc.stdin.off('drain', release);
+    if (ws.readyState === ws.OPEN) ws.resume();
+  };
+  const hold = () => {
+    if (held) return;
+    ws.pause();
+    held = setInterval(() => {
+      if (ws.readyState === ws.OPEN) ws.ping();
+    }, PAUSED_PING_MS);
+    proc.stdin.once('drain', release);
+  };
+  ws.once('close', release);
   ws.on('message', (d: Buffer, isBinary: boolean) => {
     if (!isBinary) return; // kubectl and client-node send binary frames only
     const f = parseFrame(d);
     if (!f) return;
     if (f.channel === CHANNEL.stdin) {
-      if (stdin && f.payload.length > 0 && !proc.stdin.writableEnded && !proc.stdin.write(f.payload)) {
-        ws.pause();
-        proc.stdin.once('drain', () => ws.resume());
-      }
+      if (stdin && f.payload.length > 0 && !proc.stdin.writableEnded && !proc.stdin.write(f.payload)) hold();
     } else if (f.channel === CHANNEL.resize) {
       const size = parseResize(f.payload);
       if (size) proc.resize(size.cols, size.rows);
@@ -125,6 +147,7 @@ export async function serveExec(ws: WebSocket, spec: ExecSpec, start: () => Prom
     });
   const [status] = await Promise.all([proc.exit, pump(proc.stdout, CHANNEL.stdout), pump(proc.stderr, CHANNEL.stderr)]);
   ended = true;
+  release(); // the process is gone: read on, so the closing handshake below is seen
   if (interrupted) proc.kill('SIGKILL');
   const code = exitCodeOf(status, osConstants.signals as unknown as Record<string, number>);
   if (ws.readyState === ws.OPEN) ws.send(frame(CHANNEL.status, JSON.stringify(statusFor(code))), () => ws.close(1000));
