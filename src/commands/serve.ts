@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { UserError } from '../errors.js';
 import type { ProviderRegistry } from '../providers/index.js';
 import type { ApiKey } from '../server/auth.js';
 import type { Ctx } from './context.js';
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+/** The default of --max-concurrent (server.ts has the same; this file does not load the server at start-up). */
+const DEFAULT_MAX_CONCURRENT = 32;
 /** How often the server sweeps for expired sessions (they go within a minute of their expiry). */
 const REAP_EVERY_MS = 30_000;
 
@@ -14,6 +16,8 @@ export interface ServeOptions {
   port: number;
   apiKeyFile?: string;
   insecureNoAuth?: boolean;
+  /** Executes, exec streams and JSON shells in flight per API key. */
+  maxConcurrent?: number;
 }
 
 /**
@@ -51,7 +55,11 @@ export async function serve(ctx: Ctx, o: ServeOptions, registry: ProviderRegistr
   const { isIP } = await import('node:net');
   const auth = new Auth(await loadKeys(ctx, o));
   const { createOnmemosServer } = await import('../server/server.js');
-  const server = await createOnmemosServer({ registry, auth });
+  const server = await createOnmemosServer({
+    registry,
+    auth,
+    maxConcurrent: o.maxConcurrent,
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e) =>
       reject(new UserError(`cannot listen on ${o.host}:${o.port}: ${(e as Error).message}`, { exitCode: 1 })),
@@ -83,6 +91,13 @@ function parsePort(v: string): number {
   return n;
 }
 
+function parseMaxConcurrent(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || n > 100_000)
+    throw new InvalidArgumentError('expected a whole number from 1 to 100000');
+  return n;
+}
+
 export function serveCommand(ctx: () => Ctx): Command {
   return new Command('serve')
     .description("serve the OnMemOS /v1 API (HTTP and WebSocket) over this machine's providers")
@@ -91,6 +106,11 @@ export function serveCommand(ctx: () => Ctx): Command {
     .option('--providers <list>', 'providers to serve (comma-separated)', 'local')
     .option('--api-key-file <path>', 'API keys, one per line: KEY, or KEY ns1,ns2 to scope it to namespaces')
     .option('--insecure-no-auth', 'serve without API keys (loopback addresses only)')
+    .option(
+      '--max-concurrent <n>',
+      `executes, exec streams and JSON shells in flight per API key (default ${DEFAULT_MAX_CONCURRENT})`,
+      parseMaxConcurrent,
+    )
     .addHelpText(
       'after',
       `
@@ -112,7 +132,13 @@ Examples:
       }
       await serve(
         c,
-        { host: o.host, port: o.port, apiKeyFile: o.apiKeyFile, insecureNoAuth: o.insecureNoAuth },
+        {
+          host: o.host,
+          port: o.port,
+          apiKeyFile: o.apiKeyFile,
+          insecureNoAuth: o.insecureNoAuth,
+          maxConcurrent: o.maxConcurrent,
+        },
         c.registry,
       );
     });
