@@ -18,6 +18,8 @@ export interface ServeOptions {
   insecureNoAuth?: boolean;
   /** Executes, exec streams and JSON shells in flight per API key. */
   maxConcurrent?: number;
+  /** Origins whose browser requests are accepted besides the server's own. */
+  allowOrigins?: string[];
 }
 
 /**
@@ -59,6 +61,7 @@ export async function serve(ctx: Ctx, o: ServeOptions, registry: ProviderRegistr
     registry,
     auth,
     maxConcurrent: o.maxConcurrent,
+    allowOrigins: o.allowOrigins,
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e) =>
@@ -98,6 +101,19 @@ function parseMaxConcurrent(v: string): number {
   return n;
 }
 
+/** `--allow-origin URL`, as browsers send an Origin: scheme://host[:port] and nothing after (repeatable). */
+function collectOrigin(v: string, prev: string[] = []): string[] {
+  let u: URL | undefined;
+  try {
+    u = new URL(v);
+  } catch {}
+  const bare = u && (u.pathname === '/' || u.pathname === '') && !u.search && !u.hash && !u.username && !u.password;
+  if (!u || !bare || (u.protocol !== 'http:' && u.protocol !== 'https:')) {
+    throw new InvalidArgumentError(`expected an origin such as https://app.example.com, not ${JSON.stringify(v)}`);
+  }
+  return [...prev, u.origin];
+}
+
 export function serveCommand(ctx: () => Ctx): Command {
   return new Command('serve')
     .description("serve the OnMemOS /v1 API (HTTP and WebSocket) over this machine's providers")
@@ -111,11 +127,14 @@ export function serveCommand(ctx: () => Ctx): Command {
       `executes, exec streams and JSON shells in flight per API key (default ${DEFAULT_MAX_CONCURRENT})`,
       parseMaxConcurrent,
     )
+    .option('--allow-origin <url>', 'accept browser requests from this origin too (repeatable)', collectOrigin)
     .addHelpText(
       'after',
       `
 Keys come from --api-key-file or ONMEMOS_API_KEYS (one per line, or separated by ';'); the server refuses to start
-without one unless --insecure-no-auth on a loopback address. Clients send X-API-Key (WebSockets may use ?api_key=).
+without one unless --insecure-no-auth on a loopback address. Clients send X-API-Key (WebSocket upgrades may use
+?api_key=). Requests from web pages (an Origin header) of other origins than the server's own are refused unless
+--allow-origin names them; on a loopback address, the Host must be localhost, 127.0.0.1 or [::1] with the port.
 
 Examples:
   ONMEMOS_API_KEYS="$(openssl rand -hex 24)" onmemos serve --port 8080
@@ -138,6 +157,7 @@ Examples:
           apiKeyFile: o.apiKeyFile,
           insecureNoAuth: o.insecureNoAuth,
           maxConcurrent: o.maxConcurrent,
+          allowOrigins: o.allowOrigin,
         },
         c.registry,
       );

@@ -1,5 +1,5 @@
 /**
- * API keys: `X-API-Key` (or `?api_key=` on WebSockets). A key may be scoped to namespaces (`KEY ns1,ns2` in a
+ * API keys: `X-API-Key` (or `?api_key=` on WebSocket upgrades only). A key may be scoped to namespaces (`KEY ns1,ns2` in a
  * key file). Keys are kept only as SHA-256 digests and compared in constant time against every key, and are
  * never logged.
  */

@@ -12,14 +12,15 @@
  *   GET    /v1/sessions/{id}/exec?command=…&stdin=1&tty=1&env=K=V&workdir=/dir&cols=&rows=
  *                                            WebSocket, v5.channel.k8s.io (src/tty/channel.ts)
  *
- * Clients are not trusted. Every socket, stream and process has its errors handled, so a client's fault ends that client's connection only;
+ * Clients are not trusted. Every request and upgrade passes the guard (guard.ts: Host, Origin, content type);
+ * every socket, stream and process has its errors handled, so a client's fault ends that client's connection only;
  * WebSocket messages are at most 1 MiB; stdin and output are passed with backpressure; buffered output is capped;
  * and each API key has at most --max-concurrent executes, exec streams and JSON shells in flight.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
-import { ConflictError, UserError } from '../errors.js';
+import { ConflictError, NotFoundError, UserError } from '../errors.js';
 import { findSession, type ProviderRegistry } from '../providers/index.js';
 import type { Provider } from '../providers/provider.js';
 import {
@@ -36,7 +37,7 @@ import { execSpecFromQuery, serveExec } from '../tty/exec-server.js';
 import { VERSION } from '../version.js';
 import { type Auth, allows, type Principal } from './auth.js';
 import { executeBuffered } from './execute.js';
-import { ConcurrencyLimit } from './guard.js';
+import { ConcurrencyLimit, RequestGuard } from './guard.js';
 import { errorStatus, HttpError, readJsonBody, sendError, sendJson } from './http.js';
 
 export interface ServerOptions {
@@ -48,6 +49,8 @@ export interface ServerOptions {
   outputCap?: number;
   /** Executes, exec streams and JSON shells in flight per API key (default 32). */
   maxConcurrent?: number;
+  /** Origins whose browser requests are accepted besides the server's own (serve --allow-origin). */
+  allowOrigins?: string[];
 }
 
 export const DEFAULT_MAX_CONCURRENT = 32;
@@ -55,10 +58,11 @@ const MAX_EXECUTE_TIMEOUT = 24 * 3600;
 /** JSON shell commands that may wait behind the running one; more are answered too_many_requests. */
 const SHELL_MAX_WAITING = 8;
 
-/** What the handlers share: the options, the WebSocket server and the concurrency limit. */
+/** What the handlers share: the options, the WebSocket server, the guard and the concurrency limit. */
 interface State {
   opts: ServerOptions;
   wss: WebSocketServer;
+  guard: RequestGuard;
   limit: ConcurrencyLimit;
 }
 
@@ -84,6 +88,7 @@ export async function createOnmemosServer(opts: ServerOptions): Promise<Server> 
   const state: State = {
     opts,
     wss,
+    guard: new RequestGuard(server, opts.allowOrigins),
     limit: new ConcurrencyLimit(opts.maxConcurrent ?? DEFAULT_MAX_CONCURRENT),
   };
   server.on('upgrade', (req, socket, head) => {
@@ -95,40 +100,73 @@ export async function createOnmemosServer(opts: ServerOptions): Promise<Server> 
   return server;
 }
 
-function principalOf(opts: ServerOptions, req: IncomingMessage, url: URL): Principal {
+/** The request target as a URL: 400 for anything but a path (and for what URL cannot parse). */
+function requestUrl(req: IncomingMessage): URL {
+  const target = req.url ?? '/';
+  if (target.startsWith('/')) {
+    try {
+      return new URL(`http://onmemos${target}`);
+    } catch {}
+  }
+  throw new HttpError(400, 'bad_request', 'the request target must be a path');
+}
+
+/** The API key's principal. `?api_key=` is for WebSocket upgrades only (browsers cannot set headers there). */
+function principalOf(opts: ServerOptions, req: IncomingMessage, url: URL, upgrade: boolean): Principal {
   const header = req.headers['x-api-key'];
-  const key = (Array.isArray(header) ? header[0] : header) ?? url.searchParams.get('api_key') ?? undefined;
+  const queryKey = url.searchParams.get('api_key');
+  if (queryKey !== null && !upgrade && opts.auth.enabled) {
+    throw new HttpError(401, 'auth', '?api_key= is accepted on WebSocket upgrades only: send the key as X-API-Key');
+  }
+  const key = (Array.isArray(header) ? header[0] : header) ?? queryKey ?? undefined;
   const p = opts.auth.check(key);
   if (!p) throw new HttpError(401, 'auth', key ? 'invalid API key' : 'an API key is required (X-API-Key)');
   return p;
 }
 
-/** The session, if this principal may see its namespace (403 otherwise; 404 when it does not exist). */
+/** A path segment, percent-decoded: 400 for malformed percent-encoding. */
+function decodeSegment(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new HttpError(400, 'bad_request', `malformed percent-encoding in ${JSON.stringify(raw.slice(0, 200))}`);
+  }
+}
+
+/**
+ * The session, if this principal may see its namespace. A session in another namespace is answered exactly as one
+ * that does not exist (404, the same message), so a scoped key learns nothing of other namespaces' ids.
+ */
 async function authorizedSession(
   opts: ServerOptions,
   p: Principal,
   rawId: string,
 ): Promise<{ provider: Provider; session: Session }> {
-  const id = validateSessionId(decodeURIComponent(rawId));
-  const found = await findSession(opts.registry, id);
-  if (!allows(p, found.session.namespace)) {
-    throw new HttpError(403, 'forbidden', `this API key may not use namespace ${found.session.namespace}`);
+  const id = validateSessionId(decodeSegment(rawId));
+  const notFound = () => new HttpError(404, 'not_found', `no such session: ${id}`);
+  let found: { provider: Provider; session: Session };
+  try {
+    found = await findSession(opts.registry, id);
+  } catch (e) {
+    throw e instanceof NotFoundError ? notFound() : e;
   }
+  if (!allows(p, found.session.namespace)) throw notFound();
   return found;
 }
 
 async function handle(state: State, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const { opts } = state;
-  const url = new URL(req.url ?? '/', 'http://onmemos');
+  const url = requestUrl(req);
   const path = url.pathname.replace(/\/+$/, '') || '/';
   const method = req.method ?? 'GET';
+  state.guard.check(req, { body: true });
 
   if (path === '/health' && method === 'GET') {
     const providers = (await opts.registry.all()).map((p) => p.kind);
     return sendJson(res, 200, { status: 'ok', version: VERSION, providers });
   }
 
-  const principal = principalOf(opts, req, url);
+  const principal = principalOf(opts, req, url, false);
 
   if (path === '/v1/sessions') {
     if (method === 'POST') {
@@ -378,11 +416,12 @@ function accept(
  */
 async function upgrade(state: State, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
   const { opts } = state;
-  const url = new URL(req.url ?? '/', 'http://onmemos');
+  const url = requestUrl(req);
+  state.guard.check(req, { body: false });
   const shell = /^\/v1\/(?:sessions|cloudrun\/workspaces)\/([^/]+)\/shell\/?$/.exec(url.pathname);
   const m = shell ?? /^\/v1\/sessions\/([^/]+)\/exec\/?$/.exec(url.pathname);
   if (!m) throw new HttpError(404, 'not_found', `no WebSocket route for ${url.pathname}`);
-  const principal = principalOf(opts, req, url);
+  const principal = principalOf(opts, req, url, true);
   const { provider, session } = await authorizedSession(opts, principal, m[1]!);
   if (session.status !== 'running') {
     throw new ConflictError(`session ${session.id} is not running (${session.status})`);
