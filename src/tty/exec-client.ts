@@ -83,9 +83,17 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
   let status: ExitStatus | undefined;
   const deliver = (to: PassThrough, payload: Buffer) => {
     if (to.destroyed || to.writableEnded) return; // the reader went away: output is dropped, the status still comes
-    if (payload.length > 0 && !to.write(payload)) {
+    if (payload.length > 0 && !to.write(payload) && !ws.isPaused) {
       ws.pause();
-      to.once('drain', () => ws.resume());
+      // A stream destroyed while full (the reader went away: `| head -1`) never drains: read on all the same, or
+      // the exit status and the close behind the output would never be seen.
+      const resume = () => {
+        to.off('drain', resume);
+        to.off('close', resume);
+        ws.resume();
+      };
+      to.once('drain', resume);
+      to.once('close', resume);
     }
   };
   ws.on('message', (d: Buffer, isBinary: boolean) => {
