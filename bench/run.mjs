@@ -21,7 +21,15 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { benchConcurrent, benchKeystroke, benchRoundTrip, benchServerThroughput, startServer } from './server.mjs';
+import {
+  benchBigOutputs,
+  benchConcurrent,
+  benchKeystroke,
+  benchRoundTrip,
+  benchServerThroughput,
+  benchStdinFlood,
+  startServer,
+} from './server.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = join(ROOT, 'bin', 'onmemos.js');
@@ -354,7 +362,8 @@ function table(meta, results) {
 async function main() {
   const probe = spawnSync('bwrap', ['--version'], { stdio: 'ignore' });
   if (probe.error) fatal('bwrap (bubblewrap) is not installed or not on PATH: apt-get install -y bubblewrap');
-  if (process.getuid?.() !== 0) fatal('must run as root: it measures the root path of the local provider (cgroups, disk images)');
+  if (process.getuid?.() !== 0)
+    fatal('must run as root: it measures the root path of the local provider (cgroups, disk images)');
   if (!existsSync(join(ROOT, 'dist', 'cli.cjs')))
     fatal('dist/cli.cjs is missing; run `npm run bench` (it builds first)');
 
@@ -393,6 +402,8 @@ async function main() {
       ['200 concurrent executes', 'all 200 ok', () => benchConcurrent(server.url, server.pid)],
       ['shell keystroke echo', 'p99 < 5 ms', () => benchKeystroke(server.url, id, 200)],
       ['exec throughput via server', '>= 200 MB/s', () => benchServerThroughput(server.url, id, THROUGHPUT_ITERATIONS)],
+      ['RSS, stdin flood', 'under 200 MiB', () => benchStdinFlood(server.url, id, server.pid)],
+      ['RSS, 8 x 100 MB executes', 'under 200 MiB', () => benchBigOutputs(server.url, id, server.pid)],
     );
     for (const [name, goal, bench] of benches) {
       if (!asJson) process.stderr.write(`bench: ${name} ...\n`);

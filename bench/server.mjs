@@ -4,6 +4,10 @@
  *   200 concurrent       200 executes over 20 sessions at once: all succeed; p50, p99; the server's peak RSS
  *   keystroke echo       one byte through a tty exec and back (goal: p99 under 5 ms)
  *   exec throughput      stdout of a WebSocket exec through the server (goal: at least 200 MB/s)
+ *   RSS, stdin flood     the server's peak RSS while a client sends 256 MiB to the stdin of `sleep 600`
+ *                        (goal: under 200 MiB), against its idle RSS measured just before
+ *   RSS, big outputs     the server's peak RSS during 8 concurrent executes printing 100 MB each (goal: under
+ *                        200 MiB), against its idle RSS measured just before
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -219,4 +223,108 @@ export async function benchServerThroughput(url, id, iterations) {
     goal: '>= 200 MB/s',
     status: rate >= 200 ? 'PASS' : 'MISS',
   };
+}
+
+/** VmRSS of a process in MiB. */
+function rssMiB(pid) {
+  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+}
+
+/** Samples a process's RSS every 20 ms while `work` runs; resolves with the peak in MiB and what `work` returned. */
+async function peakRss(pid, work) {
+  let peak = rssMiB(pid);
+  const timer = setInterval(() => {
+    try {
+      peak = Math.max(peak, rssMiB(pid));
+    } catch {}
+  }, 20);
+  try {
+    const value = await work();
+    return { peak: Math.max(peak, rssMiB(pid)), value };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** The server's RSS at rest: the median of a few samples, after a pause. */
+async function idleRss(pid) {
+  await new Promise((r) => setTimeout(r, 500));
+  const samples = [];
+  for (let i = 0; i < 5; i++) {
+    samples.push(rssMiB(pid));
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return median(samples);
+}
+
+function rssResult(name, what, peak, idle, note) {
+  return {
+    name,
+    unit: 'MiB',
+    subject: { what, median: peak },
+    baseline: { what: 'the server idle, just before', median: idle },
+    result: { kind: 'added_mib', value: peak - idle, text: `+${(peak - idle).toFixed(0)} MiB` },
+    goal: 'under 200 MiB',
+    status: peak < 200 ? 'PASS' : 'MISS',
+    note,
+  };
+}
+
+/**
+ * Floods the stdin of `sleep 600` (which never reads it) with 64 KiB frames, as fast as the server takes them, until
+ * 256 MiB went, the server held the client back for 2 s, or 60 s passed. Reports the server's peak RSS.
+ */
+export async function benchStdinFlood(url, id, serverPid) {
+  const MiB = 1024 * 1024;
+  const goal = 256 * MiB;
+  const idle = await idleRss(serverPid);
+  const ws = await openExec(url, id, ['sleep', '600'], { stdin: true });
+  ws.on('error', () => {});
+  let sent = 0;
+  try {
+    const { peak } = await peakRss(serverPid, async () => {
+      const chunk = Buffer.alloc(64 * 1024 + 1, 0x61);
+      chunk[0] = 0;
+      const started = Date.now();
+      let moved = Date.now();
+      while (sent < goal && Date.now() - moved < 2_000 && Date.now() - started < 60_000 && ws.readyState === 1) {
+        if (ws.bufferedAmount > 4 * MiB) {
+          await new Promise((r) => setTimeout(r, 10));
+          continue;
+        }
+        ws.send(chunk);
+        sent += chunk.length - 1;
+        moved = Date.now();
+        if (sent % (8 * MiB) === 0) await new Promise((r) => setImmediate(r));
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    });
+    const note = `${(sent / MiB).toFixed(0)} MiB of stdin went before the server held the client back`;
+    return rssResult('RSS, stdin flood', 'peak RSS, 256 MiB to stdin of sleep 600', peak, idle, note);
+  } finally {
+    ws.terminate();
+  }
+}
+
+/** 8 concurrent executes, each printing 100 MB on stdout: the server's peak RSS (each answer is capped). */
+export async function benchBigOutputs(url, id, serverPid) {
+  const idle = await idleRss(serverPid);
+  const { peak, value: results } = await peakRss(serverPid, () =>
+    Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const res = await fetch(`${url}/v1/sessions/${id}/execute`, {
+          method: 'POST',
+          headers: { 'x-api-key': KEY, 'content-type': 'application/json' },
+          body: JSON.stringify({ command: "head -c 100000000 /dev/zero | tr '\\0' a", timeout: 120 }),
+          signal: AbortSignal.timeout(180_000),
+        });
+        return res.json();
+      }),
+    ),
+  );
+  const ok = results.filter((r) => r.returncode === 0 && r.truncated === true).length;
+  const res = rssResult('RSS, 8 x 100 MB executes', 'peak RSS, 8 concurrent executes of 100 MB', peak, idle);
+  res.note = `${ok}/8 answered, each capped at ${results[0]?.stdout?.length ?? 0} bytes of stdout`;
+  if (ok !== 8) res.status = 'FAIL';
+  return res;
 }

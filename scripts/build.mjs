@@ -30,6 +30,7 @@ await build({
 // node-pty's JavaScript are bundled; node-pty's native module is copied in next to it (build/Release/pty.node).
 await build({
   ...common,
+  external: ['bufferutil', 'utf-8-validate'],
   entryPoints: ['src/agent/entry.ts'],
   outfile: 'dist/agent.cjs',
   format: 'cjs',

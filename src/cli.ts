@@ -115,7 +115,11 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
         return 0;
       }
       // One line, suggestions included ("unknown command 'crate' (Did you mean create?)").
-      const message = e.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ');
+      // commander quotes the offending argument: a huge one (a 128 KiB --env) is cut, so the line stays a line.
+      const message = e.message
+        .replace(/^error: /, '')
+        .replace(/\s*\n\s*/g, ' ')
+        .replace(/'([^']{60})[^']{20,}'/g, "'$1…'");
       report(deps, json, 'usage', message, undefined, debug ? e : undefined);
       return verb && PASS_THROUGH_EXIT.has(verb) ? 125 : 2;
     }

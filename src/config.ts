@@ -6,7 +6,7 @@
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { NotFoundError } from './errors.js';
+import { NotFoundError, UserError } from './errors.js';
 
 export interface Context {
   server: string;
@@ -34,8 +34,16 @@ async function open(env: NodeJS.ProcessEnv) {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
   const { default: Conf } = await import('conf');
-  const conf = new Conf<Stored>({ cwd: dir, configName: 'config', configFileMode: 0o600, defaults: { contexts: {} } });
-  return conf;
+  try {
+    return new Conf<Stored>({ cwd: dir, configName: 'config', configFileMode: 0o600, defaults: { contexts: {} } });
+  } catch (e) {
+    // conf reads the file at once and throws its parser's error (a stack, for a typo): one line that says what to do.
+    const why = e instanceof SyntaxError ? 'it is not valid JSON' : (e as Error).message.split('\n')[0];
+    throw new UserError(`cannot read the onmemos config file ${configFile(env)}: ${why}`, {
+      exitCode: 1,
+      hint: 'fix or remove it; --local works without it',
+    });
+  }
 }
 
 export async function setContext(env: NodeJS.ProcessEnv, name: string, ctx: Context): Promise<void> {

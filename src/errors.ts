@@ -83,8 +83,10 @@ export function errorFromResponse(status: number, body: unknown): OnmemosError {
   if (status === 403) return new ForbiddenError(message);
   if (status === 404) return new NotFoundError(message);
   if (status === 409) return new ConflictError(message);
-  if (status === 400 || status === 413 || status === 422) return new UserError(message);
-  if (status === 503) return new UnavailableError(message);
+  if (status === 400 || status === 413 || status === 415 || status === 421 || status === 422) {
+    return new UserError(message);
+  }
+  if (status === 503 || status === 429) return new UnavailableError(message);
   return new ProviderError(message);
 }
 

@@ -11,8 +11,8 @@ import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { RemoteProcess } from '../providers/provider.js';
-import { SERVER_SUBPROTOCOLS } from '../tty/channel.js';
-import { MAX_FRAME_BYTES } from '../tty/exec-client.js';
+import { MAX_MESSAGE_BYTES, SERVER_SUBPROTOCOLS } from '../tty/channel.js';
+
 import { execSpecFromQuery, serveExec } from '../tty/exec-server.js';
 import { AGENT_LISTEN_FD, type ExecGroup, spawnPiped, spawnTty, treeGroup } from './spawn.js';
 
@@ -57,7 +57,7 @@ export async function runAgent(config: AgentConfig, listen: { fd: number } | { p
   const wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,
-    maxPayload: MAX_FRAME_BYTES,
+    maxPayload: MAX_MESSAGE_BYTES,
     handleProtocols: (offered) => SERVER_SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
   });
   let execs = 0;

@@ -11,7 +11,7 @@
 import { spawn as spawnChild } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, type Readable, Writable } from 'node:stream';
 import type { ExecSpec, ExitStatus, RemoteProcess } from '../providers/provider.js';
 
 /** The fd the agent listens on (see LISTEN_FD in the local provider); closed in every command. */
@@ -106,13 +106,27 @@ export async function spawnTty(
   const stderr = new PassThrough();
   stderr.end();
   const dataSub = term.onData((d: string | Buffer) => stdout.write(d));
-  const stdin = new PassThrough();
-  stdin.on('data', (d: Buffer) => term.write(d as unknown as string));
+  // node-pty queues every write until the pty takes it: a command that never reads its terminal would let a
+  // client's input grow the agent without bound. Each chunk waits for the queue to empty (backpressure).
+  const queue = (term as unknown as { _writeStream?: { _writeQueue?: unknown[] } })._writeStream?._writeQueue;
+  const stdin = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      term.write(chunk as unknown as string);
+      let wait = 1;
+      const check = () => {
+        if (!queue || queue.length === 0 || exited) return cb();
+        wait = Math.min(wait * 2, 50);
+        setTimeout(check, wait);
+      };
+      check();
+    },
+  });
+  let exited = false;
   const exit = new Promise<ExitStatus>((resolve) => {
     term.onExit(({ exitCode, signal }) => {
+      exited = true;
       dataSub.dispose();
       stdout.end();
-      stdin.removeAllListeners('data');
       group.release();
       resolve(signal ? { code: null, signal: signalName(signal) } : { code: exitCode });
     });

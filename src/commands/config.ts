@@ -13,6 +13,20 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
 
 const contextName = (v: string) => validateName('namespace', v);
 
+/** An http(s) URL for --server, as given; UserError (exit 2) for anything else. */
+function serverUrl(v: string): string {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch (e) {
+    throw new UserError(`invalid server URL ${JSON.stringify(v)}: ${(e as Error).message}`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw new UserError(`invalid server URL ${JSON.stringify(v)}: it must be http:// or https://, not ${u.protocol}//`);
+  }
+  return v;
+}
+
 export function configCommand(ctx: () => Ctx): Command {
   const config = new Command('config').description('saved contexts: which onmemos server to use, and its API key');
   config
@@ -27,13 +41,13 @@ export function configCommand(ctx: () => Ctx): Command {
     )
     .action(async (name: string, o) => {
       const c = ctx();
+      const server = serverUrl(o.server); // a clear error now, before anything is written, rather than at first use
       let apiKey: string | undefined;
       if (o.apiKeyStdin) {
         apiKey = (await readAll(c.stdin)).trim();
         if (!apiKey) throw new UserError('--api-key-stdin: nothing on stdin');
       }
-      new URL(o.server); // a clear error now rather than at first use
-      await setContext(c.env, contextName(name), { server: o.server, ...(apiKey ? { apiKey } : {}) });
+      await setContext(c.env, contextName(name), { server, ...(apiKey ? { apiKey } : {}) });
     });
   config
     .command('use-context')

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { UserError } from '../errors.js';
-import { validateSessionId } from '../session/model.js';
+import { validateEnvTotal, validateSessionId } from '../session/model.js';
 import { attach } from '../tty/attach.js';
 import { type Ctx, locate } from './context.js';
 import { collectEnv, parseSeconds } from './options.js';
@@ -23,6 +23,7 @@ export async function execInSession(ctx: Ctx, id: string, argv: string[], o: Exe
   if (o.workdir !== undefined && !o.workdir.startsWith('/')) {
     throw new UserError(`--workdir must be an absolute path, got ${JSON.stringify(o.workdir)}`);
   }
+  if (o.env) validateEnvTotal(o.env);
   const { provider } = await locate(ctx, validateSessionId(id));
   const stdinTty = !!ctx.stdin.isTTY;
   const tty = o.tty ?? (stdinTty && !!ctx.stdout.isTTY);

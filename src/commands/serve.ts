@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { UserError } from '../errors.js';
 import type { ProviderRegistry } from '../providers/index.js';
 import type { ApiKey } from '../server/auth.js';
 import type { Ctx } from './context.js';
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+/** The default of --max-concurrent (server.ts has the same; this file does not load the server at start-up). */
+const DEFAULT_MAX_CONCURRENT = 32;
 /** How often the server sweeps for expired sessions (they go within a minute of their expiry). */
 const REAP_EVERY_MS = 30_000;
 
@@ -14,6 +16,10 @@ export interface ServeOptions {
   port: number;
   apiKeyFile?: string;
   insecureNoAuth?: boolean;
+  /** Executes, exec streams and JSON shells in flight per API key. */
+  maxConcurrent?: number;
+  /** Origins whose browser requests are accepted besides the server's own. */
+  allowOrigins?: string[];
 }
 
 /**
@@ -51,7 +57,12 @@ export async function serve(ctx: Ctx, o: ServeOptions, registry: ProviderRegistr
   const { isIP } = await import('node:net');
   const auth = new Auth(await loadKeys(ctx, o));
   const { createOnmemosServer } = await import('../server/server.js');
-  const server = await createOnmemosServer({ registry, auth });
+  const server = await createOnmemosServer({
+    registry,
+    auth,
+    maxConcurrent: o.maxConcurrent,
+    allowOrigins: o.allowOrigins,
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e) =>
       reject(new UserError(`cannot listen on ${o.host}:${o.port}: ${(e as Error).message}`, { exitCode: 1 })),
@@ -83,6 +94,26 @@ function parsePort(v: string): number {
   return n;
 }
 
+function parseMaxConcurrent(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || n > 100_000)
+    throw new InvalidArgumentError('expected a whole number from 1 to 100000');
+  return n;
+}
+
+/** `--allow-origin URL`, as browsers send an Origin: scheme://host[:port] and nothing after (repeatable). */
+function collectOrigin(v: string, prev: string[] = []): string[] {
+  let u: URL | undefined;
+  try {
+    u = new URL(v);
+  } catch {}
+  const bare = u && (u.pathname === '/' || u.pathname === '') && !u.search && !u.hash && !u.username && !u.password;
+  if (!u || !bare || (u.protocol !== 'http:' && u.protocol !== 'https:')) {
+    throw new InvalidArgumentError(`expected an origin such as https://app.example.com, not ${JSON.stringify(v)}`);
+  }
+  return [...prev, u.origin];
+}
+
 export function serveCommand(ctx: () => Ctx): Command {
   return new Command('serve')
     .description("serve the OnMemOS /v1 API (HTTP and WebSocket) over this machine's providers")
@@ -91,11 +122,19 @@ export function serveCommand(ctx: () => Ctx): Command {
     .option('--providers <list>', 'providers to serve (comma-separated)', 'local')
     .option('--api-key-file <path>', 'API keys, one per line: KEY, or KEY ns1,ns2 to scope it to namespaces')
     .option('--insecure-no-auth', 'serve without API keys (loopback addresses only)')
+    .option(
+      '--max-concurrent <n>',
+      `executes, exec streams and JSON shells in flight per API key (default ${DEFAULT_MAX_CONCURRENT})`,
+      parseMaxConcurrent,
+    )
+    .option('--allow-origin <url>', 'accept browser requests from this origin too (repeatable)', collectOrigin)
     .addHelpText(
       'after',
       `
 Keys come from --api-key-file or ONMEMOS_API_KEYS (one per line, or separated by ';'); the server refuses to start
-without one unless --insecure-no-auth on a loopback address. Clients send X-API-Key (WebSockets may use ?api_key=).
+without one unless --insecure-no-auth on a loopback address. Clients send X-API-Key (WebSocket upgrades may use
+?api_key=). Requests from web pages (an Origin header) of other origins than the server's own are refused unless
+--allow-origin names them; on a loopback address, the Host must be localhost, 127.0.0.1 or [::1] with the port.
 
 Examples:
   ONMEMOS_API_KEYS="$(openssl rand -hex 24)" onmemos serve --port 8080
@@ -112,7 +151,14 @@ Examples:
       }
       await serve(
         c,
-        { host: o.host, port: o.port, apiKeyFile: o.apiKeyFile, insecureNoAuth: o.insecureNoAuth },
+        {
+          host: o.host,
+          port: o.port,
+          apiKeyFile: o.apiKeyFile,
+          insecureNoAuth: o.insecureNoAuth,
+          maxConcurrent: o.maxConcurrent,
+          allowOrigins: o.allowOrigin,
+        },
         c.registry,
       );
     });

@@ -1,5 +1,5 @@
 /**
- * API keys: `X-API-Key` (or `?api_key=` on WebSockets). A key may be scoped to namespaces (`KEY ns1,ns2` in a
+ * API keys: `X-API-Key` (or `?api_key=` on WebSocket upgrades only). A key may be scoped to namespaces (`KEY ns1,ns2` in a
  * key file). Keys are kept only as SHA-256 digests and compared in constant time against every key, and are
  * never logged.
  */
@@ -14,6 +14,8 @@ export interface ApiKey {
 }
 
 export interface Principal {
+  /** Which key (a digest of it, never the key), for per-key limits; "anonymous" without authentication. */
+  id: string;
   namespaces: string[] | null;
 }
 
@@ -44,12 +46,12 @@ export class Auth {
 
   /** The principal for a presented key, or undefined. Every key is compared, whatever matched. */
   check(presented: string | undefined): Principal | undefined {
-    if (this.keys === null) return { namespaces: null };
+    if (this.keys === null) return { id: 'anonymous', namespaces: null };
     if (!presented) return undefined;
     const d = digest(presented);
     let found: ApiKey | undefined;
     for (const k of this.keys) if (timingSafeEqual(k.digest, d) && !found) found = k;
-    return found ? { namespaces: found.namespaces } : undefined;
+    return found ? { id: found.digest.toString('hex'), namespaces: found.namespaces } : undefined;
   }
 }
 

@@ -1,14 +1,21 @@
 /**
  * The buffered execute of the OnMemOS document: the command runs under `/bin/sh -c`, its output is collected
  * up to a cap per stream (`truncated: true` when cut), and a timeout kills it (returncode 124).
+ *
+ * Memory: each stream keeps at most `cap` bytes in one buffer that grows as output arrives; what comes past the
+ * cap is read (so the command never blocks on a full pipe) and dropped at once. The text is decoded once, from
+ * those bytes, however long a line is. With the concurrency cap of the server (serve --max-concurrent), the worst
+ * case is bounded: 2 streams x cap per execute in flight, plus the response being written.
  */
 
 import { constants as osConstants } from 'node:os';
+import type { Readable } from 'node:stream';
 import type { Provider } from '../providers/provider.js';
 import { exitCodeOf } from '../providers/provider.js';
-import type { ExecuteResult } from '../session/model.js';
+import { type ExecuteResult, validateArgument } from '../session/model.js';
 
-export const DEFAULT_OUTPUT_CAP = 16 * 1024 * 1024;
+/** Default cap on each of stdout and stderr (the same as the request body and WebSocket message limits). */
+export const DEFAULT_OUTPUT_CAP = 1 << 20;
 
 export async function executeBuffered(
   provider: Provider,
@@ -19,27 +26,15 @@ export async function executeBuffered(
   /** Aborted when the client goes away: the command and everything it started are killed. */
   signal?: AbortSignal,
 ): Promise<ExecuteResult> {
+  validateArgument('the command', command);
   const proc = await provider.exec(id, { argv: ['/bin/sh', '-c', command], stdin: false });
   const onAbort = () => proc.kill('SIGKILL');
   if (signal?.aborted) onAbort();
   signal?.addEventListener('abort', onAbort);
+  proc.stdin.on('error', () => {});
   proc.stdin.end();
-  let truncated = false;
-  const collect = (stream: NodeJS.ReadableStream) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    stream.on('data', (d: Buffer) => {
-      const room = cap - size;
-      if (d.length > room) truncated = true;
-      if (room <= 0) return;
-      const part = d.length > room ? d.subarray(0, room) : d;
-      chunks.push(part);
-      size += part.length;
-    });
-    return () => Buffer.concat(chunks).toString('utf8');
-  };
-  const out = collect(proc.stdout);
-  const err = collect(proc.stderr);
+  const out = collect(proc.stdout, cap);
+  const err = collect(proc.stderr, cap);
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -48,12 +43,49 @@ export async function executeBuffered(
   try {
     const status = await proc.exit;
     const returncode = timedOut ? 124 : exitCodeOf(status, osConstants.signals as unknown as Record<string, number>);
-    const result: ExecuteResult = { stdout: out(), stderr: err(), returncode, success: returncode === 0 };
+    const result: ExecuteResult = { stdout: out.text(), stderr: err.text(), returncode, success: returncode === 0 };
     if (timedOut) result.stderr += `onmemos: timed out after ${timeoutSeconds} s\n`;
-    if (truncated) result.truncated = true;
+    if (out.truncated() || err.truncated()) result.truncated = true;
     return result;
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/** Keeps the first `cap` bytes of a stream in one growing buffer; reads and drops the rest. */
+function collect(stream: Readable, cap: number) {
+  let buf = Buffer.alloc(0);
+  let size = 0;
+  let cut = false;
+  stream.on('error', () => {});
+  stream.on('data', (d: Buffer) => {
+    const n = Math.min(cap - size, d.length);
+    if (n < d.length) cut = true;
+    if (n <= 0) return;
+    if (size + n > buf.length) {
+      // Doubling keeps copies few; never past the cap, so a small output costs a small buffer.
+      const grown = Buffer.allocUnsafe(Math.min(cap, Math.max(size + n, 2 * buf.length, 64 * 1024)));
+      buf.copy(grown, 0, 0, size);
+      buf = grown;
+    }
+    d.copy(buf, size, 0, n);
+    size += n;
+  });
+  return {
+    truncated: () => cut,
+    // Cut output ends on a character boundary, not in the middle of a multi-byte UTF-8 sequence.
+    text: () => buf.toString('utf8', 0, cut ? utf8Boundary(buf, size) : size),
+  };
+}
+
+/** The largest end <= `end` that does not split a UTF-8 sequence of `buf`. */
+export function utf8Boundary(buf: Buffer, end: number): number {
+  let start = end - 1;
+  // Back over continuation bytes (10xxxxxx), at most 3, to the lead byte of the last sequence.
+  while (start >= 0 && end - start < 4 && (buf[start]! & 0xc0) === 0x80) start--;
+  if (start < 0) return end;
+  const lead = buf[start]!;
+  const length = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+  return start + length > end ? start : end;
 }

@@ -11,11 +11,16 @@
  *   GET    /v1/sessions/{id}/connect
  *   GET    /v1/sessions/{id}/exec?command=…&stdin=1&tty=1&env=K=V&workdir=/dir&cols=&rows=
  *                                            WebSocket, v5.channel.k8s.io (src/tty/channel.ts)
+ *
+ * Clients are not trusted. Every request and upgrade passes the guard (guard.ts: Host, Origin, content type);
+ * every socket, stream and process has its errors handled, so a client's fault ends that client's connection only;
+ * WebSocket messages are at most 1 MiB; stdin and output are passed with backpressure; buffered output is capped;
+ * and each API key has at most --max-concurrent executes, exec streams and JSON shells in flight.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
-import { ConflictError, UserError } from '../errors.js';
+import { ConflictError, NotFoundError, UserError } from '../errors.js';
 import { findSession, type ProviderRegistry } from '../providers/index.js';
 import type { Provider } from '../providers/provider.js';
 import {
@@ -23,14 +28,16 @@ import {
   normalizeCreateRequest,
   type Session,
   type SessionFilter,
+  validateArgument,
   validateName,
   validateSessionId,
 } from '../session/model.js';
-import { SERVER_SUBPROTOCOLS, V5 } from '../tty/channel.js';
+import { MAX_MESSAGE_BYTES, SERVER_SUBPROTOCOLS, V5 } from '../tty/channel.js';
 import { execSpecFromQuery, serveExec } from '../tty/exec-server.js';
 import { VERSION } from '../version.js';
 import { type Auth, allows, type Principal } from './auth.js';
 import { executeBuffered } from './execute.js';
+import { ConcurrencyLimit, RequestGuard } from './guard.js';
 import { errorStatus, HttpError, readJsonBody, sendError, sendJson } from './http.js';
 
 export interface ServerOptions {
@@ -38,11 +45,26 @@ export interface ServerOptions {
   auth: Auth;
   /** Largest request body (default 1 MiB). */
   maxBodyBytes?: number;
-  /** Cap on each of stdout and stderr of a buffered execute (default 16 MiB). */
+  /** Cap on each of stdout and stderr of a buffered execute (default 1 MiB, execute.ts). */
   outputCap?: number;
+  /** Executes, exec streams and JSON shells in flight per API key (default 32). */
+  maxConcurrent?: number;
+  /** Origins whose browser requests are accepted besides the server's own (serve --allow-origin). */
+  allowOrigins?: string[];
 }
 
+export const DEFAULT_MAX_CONCURRENT = 32;
 const MAX_EXECUTE_TIMEOUT = 24 * 3600;
+/** JSON shell commands that may wait behind the running one; more are answered too_many_requests. */
+const SHELL_MAX_WAITING = 8;
+
+/** What the handlers share: the options, the WebSocket server, the guard and the concurrency limit. */
+interface State {
+  opts: ServerOptions;
+  wss: WebSocketServer;
+  guard: RequestGuard;
+  limit: ConcurrencyLimit;
+}
 
 /** A session as the API shows it: with the path of its JSON shell WebSocket. */
 function shown(session: Session, websocket = `/v1/sessions/${session.id}/shell`): Session {
@@ -54,51 +76,97 @@ export async function createOnmemosServer(opts: ServerOptions): Promise<Server> 
   const wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,
+    maxPayload: MAX_MESSAGE_BYTES,
     handleProtocols: (offered) => SERVER_SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
   });
   const server = createServer((req, res) => {
-    handle(opts, req, res).catch((e) => sendError(res, e));
+    // A client that resets its connection mid-request fails that request; it is never an unhandled 'error'.
+    req.on('error', () => {});
+    res.on('error', () => {});
+    handle(state, req, res).catch((e) => sendError(res, e));
   });
+  const state: State = {
+    opts,
+    wss,
+    guard: new RequestGuard(server, opts.allowOrigins),
+    limit: new ConcurrencyLimit(opts.maxConcurrent ?? DEFAULT_MAX_CONCURRENT),
+  };
   server.on('upgrade', (req, socket, head) => {
-    upgrade(opts, wss, req, socket, head).catch((e) => refuseUpgrade(socket, e));
+    // Node hands the raw socket over without an 'error' listener: until ws owns it, a reset must not be fatal.
+    socket.on('error', () => socket.destroy());
+    upgrade(state, req, socket, head).catch((e) => refuseUpgrade(socket, e));
   });
   server.on('close', () => wss.close());
   return server;
 }
 
-function principalOf(opts: ServerOptions, req: IncomingMessage, url: URL): Principal {
+/** The request target as a URL: 400 for anything but a path (and for what URL cannot parse). */
+function requestUrl(req: IncomingMessage): URL {
+  const target = req.url ?? '/';
+  if (target.startsWith('/')) {
+    try {
+      return new URL(`http://onmemos${target}`);
+    } catch {}
+  }
+  throw new HttpError(400, 'bad_request', 'the request target must be a path');
+}
+
+/** The API key's principal. `?api_key=` is for WebSocket upgrades only (browsers cannot set headers there). */
+function principalOf(opts: ServerOptions, req: IncomingMessage, url: URL, upgrade: boolean): Principal {
   const header = req.headers['x-api-key'];
-  const key = (Array.isArray(header) ? header[0] : header) ?? url.searchParams.get('api_key') ?? undefined;
+  const queryKey = url.searchParams.get('api_key');
+  if (queryKey !== null && !upgrade && opts.auth.enabled) {
+    throw new HttpError(401, 'auth', '?api_key= is accepted on WebSocket upgrades only: send the key as X-API-Key');
+  }
+  const key = (Array.isArray(header) ? header[0] : header) ?? queryKey ?? undefined;
   const p = opts.auth.check(key);
   if (!p) throw new HttpError(401, 'auth', key ? 'invalid API key' : 'an API key is required (X-API-Key)');
   return p;
 }
 
-/** The session, if this principal may see its namespace (403 otherwise; 404 when it does not exist). */
+/** A path segment, percent-decoded: 400 for malformed percent-encoding. */
+function decodeSegment(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new HttpError(400, 'bad_request', `malformed percent-encoding in ${JSON.stringify(raw.slice(0, 200))}`);
+  }
+}
+
+/**
+ * The session, if this principal may see its namespace. A session in another namespace is answered exactly as one
+ * that does not exist (404, the same message), so a scoped key learns nothing of other namespaces' ids.
+ */
 async function authorizedSession(
   opts: ServerOptions,
   p: Principal,
   rawId: string,
 ): Promise<{ provider: Provider; session: Session }> {
-  const id = validateSessionId(decodeURIComponent(rawId));
-  const found = await findSession(opts.registry, id);
-  if (!allows(p, found.session.namespace)) {
-    throw new HttpError(403, 'forbidden', `this API key may not use namespace ${found.session.namespace}`);
+  const id = validateSessionId(decodeSegment(rawId));
+  const notFound = () => new HttpError(404, 'not_found', `no such session: ${id}`);
+  let found: { provider: Provider; session: Session };
+  try {
+    found = await findSession(opts.registry, id);
+  } catch (e) {
+    throw e instanceof NotFoundError ? notFound() : e;
   }
+  if (!allows(p, found.session.namespace)) throw notFound();
   return found;
 }
 
-async function handle(opts: ServerOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://onmemos');
+async function handle(state: State, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { opts } = state;
+  const url = requestUrl(req);
   const path = url.pathname.replace(/\/+$/, '') || '/';
   const method = req.method ?? 'GET';
+  state.guard.check(req, { body: true });
 
   if (path === '/health' && method === 'GET') {
     const providers = (await opts.registry.all()).map((p) => p.kind);
     return sendJson(res, 200, { status: 'ok', version: VERSION, providers });
   }
 
-  const principal = principalOf(opts, req, url);
+  const principal = principalOf(opts, req, url, false);
 
   if (path === '/v1/sessions') {
     if (method === 'POST') {
@@ -127,7 +195,7 @@ async function handle(opts: ServerOptions, req: IncomingMessage, res: ServerResp
     throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
   }
 
-  if (path.startsWith('/v1/cloudrun/workspaces')) return legacy(opts, principal, req, res, url, path, method);
+  if (path.startsWith('/v1/cloudrun/workspaces')) return legacy(state, principal, req, res, url, path, method);
 
   const m = /^\/v1\/sessions\/([^/]+)(?:\/(execute|connect))?$/.exec(path);
   if (!m) throw new HttpError(404, 'not_found', `no route for ${method} ${path}`);
@@ -145,16 +213,17 @@ async function handle(opts: ServerOptions, req: IncomingMessage, res: ServerResp
     if (typeof command !== 'string' || command.length === 0) {
       throw new HttpError(400, 'bad_request', '"command" must be a non-empty string');
     }
-    const timeout = body.timeout ?? 120;
-    const result = await executeBuffered(
-      provider,
-      session.id,
-      command,
-      checkTimeout(timeout),
-      opts.outputCap,
-      gone(res),
-    );
-    return sendJson(res, 200, result);
+    const timeout = checkTimeout(body.timeout ?? 120);
+    const release = state.limit.acquire(principal.id);
+    try {
+      return sendJson(
+        res,
+        200,
+        await executeBuffered(provider, session.id, command, timeout, opts.outputCap, gone(res)),
+      );
+    } finally {
+      release();
+    }
   }
   if (action === 'connect' && method === 'GET') {
     return sendJson(res, 200, {
@@ -192,7 +261,7 @@ function checkTimeout(timeout: unknown): number {
  * and the response says so.
  */
 async function legacy(
-  opts: ServerOptions,
+  state: State,
   principal: Principal,
   req: IncomingMessage,
   res: ServerResponse,
@@ -200,6 +269,7 @@ async function legacy(
   path: string,
   method: string,
 ): Promise<void> {
+  const { opts } = state;
   const legacyShell = (id: string) => `/v1/cloudrun/workspaces/${id}/shell`;
   if (path === '/v1/cloudrun/workspaces' && method === 'POST') {
     const body = await readJsonBody(req, opts.maxBodyBytes ?? 1 << 20);
@@ -238,7 +308,16 @@ async function legacy(
     if (!command) throw new HttpError(400, 'bad_request', 'give the command as ?command=');
     const raw = url.searchParams.get('timeout');
     const timeout = checkTimeout(raw === null ? 120 : Number(raw));
-    return sendJson(res, 200, await executeBuffered(provider, session.id, command, timeout, opts.outputCap, gone(res)));
+    const release = state.limit.acquire(principal.id);
+    try {
+      return sendJson(
+        res,
+        200,
+        await executeBuffered(provider, session.id, command, timeout, opts.outputCap, gone(res)),
+      );
+    } finally {
+      release();
+    }
   }
   throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
 }
@@ -308,6 +387,7 @@ function filterFrom(url: URL): SessionFilter {
 }
 
 function refuseUpgrade(socket: Duplex, e: unknown): void {
+  if (socket.destroyed || !socket.writable) return void socket.destroy();
   const { status, code, message } = errorStatus(e);
   const body = JSON.stringify({ error: { code, message } });
   socket.end(
@@ -316,73 +396,161 @@ function refuseUpgrade(socket: Duplex, e: unknown): void {
 }
 
 /**
- * The streaming exec: `GET /v1/sessions/{id}/exec?command=a&command=b&stdin=1&tty=1` upgraded to a WebSocket
- * speaking v5.channel.k8s.io. The process is killed if the client goes away before it ends.
+ * Completes a WebSocket upgrade. Resolves with the socket, or undefined when the connection closed first (ws then
+ * never calls back). The 'error' listener is there before any frame is read: a malformed frame (bad opcode,
+ * invalid UTF-8, an unmasked or oversize frame) makes ws close that connection with its code and report it here.
  */
-async function upgrade(
-  opts: ServerOptions,
+function accept(
   wss: WebSocketServer,
   req: IncomingMessage,
   socket: Duplex,
   head: Buffer,
-): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://onmemos');
+): Promise<WebSocket | undefined> {
+  return new Promise((resolve) => {
+    if (socket.destroyed) return resolve(undefined);
+    const onClose = () => resolve(undefined);
+    socket.once('close', onClose);
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      socket.off('close', onClose);
+      ws.on('error', () => {});
+      resolve(ws);
+    });
+  });
+}
+
+/**
+ * The WebSocket routes: the streaming exec, `GET /v1/sessions/{id}/exec?command=a&command=b&stdin=1&tty=1`
+ * speaking v5.channel.k8s.io (the process is killed if the client goes away before it ends), and the document's
+ * JSON shell on `/v1/sessions/{id}/shell` and `/v1/cloudrun/workspaces/{id}/shell`. Everything is checked before
+ * the upgrade, so a refusal is a plain HTTP answer; each connection holds one of its key's concurrency slots.
+ */
+async function upgrade(state: State, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  const { opts } = state;
+  const url = requestUrl(req);
+  state.guard.check(req, { body: false });
   const shell = /^\/v1\/(?:sessions|cloudrun\/workspaces)\/([^/]+)\/shell\/?$/.exec(url.pathname);
   const m = shell ?? /^\/v1\/sessions\/([^/]+)\/exec\/?$/.exec(url.pathname);
   if (!m) throw new HttpError(404, 'not_found', `no WebSocket route for ${url.pathname}`);
-  const principal = principalOf(opts, req, url);
+  const principal = principalOf(opts, req, url, true);
   const { provider, session } = await authorizedSession(opts, principal, m[1]!);
   if (session.status !== 'running') {
     throw new ConflictError(`session ${session.id} is not running (${session.status})`);
   }
-  if (shell) {
-    const ws = await new Promise<WebSocket>((resolve) => wss.handleUpgrade(req, socket, head, resolve));
-    return jsonShell(ws, opts, provider, session.id);
+  const spec = shell ? undefined : execSpecFromQuery(url.searchParams);
+  if (spec) {
+    const protocols = String(req.headers['sec-websocket-protocol'] ?? '');
+    if (!SERVER_SUBPROTOCOLS.some((p) => protocols.split(/\s*,\s*/).includes(p))) {
+      throw new HttpError(400, 'bad_request', `offer the ${V5} subprotocol`);
+    }
   }
-  const spec = execSpecFromQuery(url.searchParams);
-  const protocols = String(req.headers['sec-websocket-protocol'] ?? '');
-  if (!SERVER_SUBPROTOCOLS.some((p) => protocols.split(/\s*,\s*/).includes(p))) {
-    throw new HttpError(400, 'bad_request', `offer the ${V5} subprotocol`);
+  const release = state.limit.acquire(principal.id);
+  let ws: WebSocket | undefined;
+  try {
+    ws = await accept(state.wss, req, socket, head);
+  } finally {
+    if (!ws) release();
   }
-  const ws = await new Promise<WebSocket>((resolve) => wss.handleUpgrade(req, socket, head, resolve));
-  await serveExec(ws, spec, () => provider.exec(session.id, spec));
+  if (!ws) return;
+  if (!spec) return jsonShell(ws, opts, provider, session.id, release);
+  const open = ws;
+  // From here the connection is a WebSocket: a failure closes it, never writes HTTP onto it.
+  await serveExec(open, spec, () => provider.exec(session.id, spec))
+    .catch(() => open.terminate())
+    .finally(release);
 }
+
+type ShellReply = Record<string, unknown> & { type: string };
+/** A JSON shell message, checked as it arrives: a command to run, or the reply a bad message gets. */
+type ShellJob = { command: string; timeout: number } | { reply: ShellReply };
+
+/**
+ * Checks a message at once, so that what waits is a command of at most 128 KiB (validateArgument), never the
+ * message of up to 1 MiB it came in.
+ */
+function shellJob(data: Buffer): ShellJob {
+  let msg: { type?: unknown; command?: unknown; timeout?: unknown };
+  try {
+    msg = JSON.parse(data.toString('utf8'));
+  } catch {
+    return { reply: { type: 'error', error: { code: 'bad_request', message: 'messages must be JSON' } } };
+  }
+  if (msg?.type !== 'command' || typeof msg.command !== 'string' || msg.command === '') {
+    const message = 'expected {"type":"command","command":"..."}';
+    return { reply: { type: 'error', error: { code: 'bad_request', message } } };
+  }
+  try {
+    return { command: validateArgument('the command', msg.command), timeout: checkTimeout(msg.timeout ?? 120) };
+  } catch (e) {
+    const { code, message } = errorStatus(e);
+    return { reply: { type: 'error', error: { code, message } } };
+  }
+}
+const REFUSED: ShellReply = {
+  type: 'error',
+  error: {
+    code: 'too_many_requests',
+    message: `more than ${SHELL_MAX_WAITING} commands are waiting on this shell: this one was not run`,
+  },
+};
 
 /**
  * The document's JSON shell protocol: `{"type":"command","command":"..."}` is run under `/bin/sh -c` and answered
  * with `{"type":"command_result","stdout","stderr","returncode","success"}`, one command at a time, in order.
  * A bad message is answered with `{"type":"error","error":{"code","message"}}`.
+ *
+ * Bounded: at most SHELL_MAX_WAITING commands (each at most 128 KiB) wait behind the running one. A message past
+ * that is not kept: it is answered too_many_requests in its turn (replies stay one per message, in order, which
+ * is all this protocol has to match them), and only a count is kept until then. This rather than pausing the
+ * socket: reading never pauses, so a client that goes away is seen at once and its command killed. The next reply
+ * is sent only once the last has gone out, so a client that does not read its replies holds up its own shell, not
+ * the server's memory.
  */
-function jsonShell(ws: WebSocket, opts: ServerOptions, provider: Provider, id: string): void {
-  let queue = Promise.resolve();
+function jsonShell(ws: WebSocket, opts: ServerOptions, provider: Provider, id: string, release: () => void): void {
   const closed = new AbortController();
-  ws.once('close', () => closed.abort());
-  const reply = (body: unknown) => {
-    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(body));
+  const waiting: { job: ShellJob; refusedAfter: number }[] = [];
+  let busy = false;
+  // The slot is given back once the connection is closed and its last command has ended (killed on close).
+  const onClose = () => {
+    closed.abort();
+    waiting.length = 0;
+    if (!busy) release();
+  };
+  if (ws.readyState !== ws.OPEN) {
+    onClose();
+    return;
+  }
+  ws.once('close', onClose);
+  const reply = (body: ShellReply) =>
+    new Promise<void>((resolve) => {
+      if (ws.readyState !== ws.OPEN) return resolve();
+      ws.send(JSON.stringify(body), () => resolve());
+    });
+  const answer = async (job: ShellJob): Promise<ShellReply> => {
+    if ('reply' in job) return job.reply;
+    try {
+      const result = await executeBuffered(provider, id, job.command, job.timeout, opts.outputCap, closed.signal);
+      return { type: 'command_result', ...result };
+    } catch (e) {
+      const { code, message } = errorStatus(e);
+      return { type: 'error', error: { code, message } };
+    }
+  };
+  const work = async () => {
+    busy = true;
+    while (waiting.length > 0 && !closed.signal.aborted) {
+      const next = waiting.shift()!;
+      await reply(await answer(next.job));
+      for (let i = 0; i < next.refusedAfter && !closed.signal.aborted; i++) await reply(REFUSED);
+    }
+    busy = false;
+    if (closed.signal.aborted) release();
   };
   ws.on('message', (data: Buffer) => {
-    queue = queue.then(async () => {
-      let msg: { type?: unknown; command?: unknown; timeout?: unknown };
-      try {
-        msg = JSON.parse(data.toString('utf8'));
-      } catch {
-        return reply({ type: 'error', error: { code: 'bad_request', message: 'messages must be JSON' } });
-      }
-      if (msg?.type !== 'command' || typeof msg.command !== 'string' || msg.command === '') {
-        return reply({
-          type: 'error',
-          error: { code: 'bad_request', message: 'expected {"type":"command","command":"..."}' },
-        });
-      }
-      try {
-        const timeout = checkTimeout(msg.timeout ?? 120);
-        if (closed.signal.aborted) return;
-        const result = await executeBuffered(provider, id, msg.command, timeout, opts.outputCap, closed.signal);
-        reply({ type: 'command_result', ...result });
-      } catch (e) {
-        const { code, message } = errorStatus(e);
-        reply({ type: 'error', error: { code, message } });
-      }
-    });
+    if (waiting.length >= SHELL_MAX_WAITING) {
+      waiting[waiting.length - 1]!.refusedAfter++;
+      return;
+    }
+    waiting.push({ job: shellJob(data), refusedAfter: 0 });
+    if (!busy) void work();
   });
 }

@@ -115,18 +115,57 @@ export function validateName(kind: 'namespace' | 'user', value: string): string 
 
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-/** Parses `K=V` (the value may contain '='); rejects keys a shell could not name. */
+/**
+ * The largest single argument or `KEY=VALUE` string Linux passes to a new program (MAX_ARG_STRLEN, 128 KiB, counts
+ * the terminating NUL). One byte more and every exec in the session fails with E2BIG.
+ */
+export const MAX_ARG_BYTES = 128 * 1024 - 1;
+/**
+ * The most environment (the bytes of every `KEY=VALUE`, plus one each for its NUL) a session, or one exec, may set.
+ * Linux allows 2 MiB of argv and environment together; this leaves the command line most of it.
+ */
+export const MAX_ENV_TOTAL_BYTES = 256 * 1024;
+
+/** Parses `K=V` (the value may contain '='); rejects keys a shell could not name and strings exec would refuse. */
 export function parseEnvAssignment(raw: string): [string, string] {
   const eq = raw.indexOf('=');
   const key = eq < 0 ? raw : raw.slice(0, eq);
   if (eq < 0 || !ENV_KEY.test(key)) {
+    const shown = raw.length > 80 ? `${raw.slice(0, 80)}…` : raw;
     throw new UserError(
-      `invalid environment assignment ${JSON.stringify(raw)}: expected KEY=VALUE with KEY like [A-Za-z_][A-Za-z0-9_]*`,
+      `invalid environment assignment ${JSON.stringify(shown)}: expected KEY=VALUE with KEY like [A-Za-z_][A-Za-z0-9_]*`,
     );
   }
   const value = raw.slice(eq + 1);
   if (value.includes('\0')) throw new UserError(`environment value for ${key} contains a NUL byte`);
+  const bytes = Buffer.byteLength(raw);
+  if (bytes > MAX_ARG_BYTES) {
+    throw new UserError(
+      `environment variable ${key} is ${bytes} bytes: KEY=VALUE may be at most ${MAX_ARG_BYTES} bytes (128 KiB - 1)`,
+    );
+  }
   return [key, value];
+}
+
+/** Checks a whole environment against MAX_ENV_TOTAL_BYTES (each variable is checked by parseEnvAssignment). */
+export function validateEnvTotal(env: Record<string, string>): Record<string, string> {
+  let total = 0;
+  for (const [k, v] of Object.entries(env)) total += Buffer.byteLength(k) + 1 + Buffer.byteLength(v) + 1;
+  if (total > MAX_ENV_TOTAL_BYTES) {
+    throw new UserError(
+      `the environment is ${total} bytes in all: at most ${MAX_ENV_TOTAL_BYTES} bytes (256 KiB) of KEY=VALUE strings`,
+    );
+  }
+  return env;
+}
+
+/** A string that becomes one argument of a program (argv element, `sh -c` command): at most MAX_ARG_BYTES. */
+export function validateArgument(what: string, value: string): string {
+  const bytes = Buffer.byteLength(value);
+  if (bytes > MAX_ARG_BYTES) {
+    throw new UserError(`${what} is ${bytes} bytes: at most ${MAX_ARG_BYTES} bytes (128 KiB - 1) fit in one argument`);
+  }
+  return value;
 }
 
 export function validateTtl(minutes: number): number {
@@ -207,6 +246,7 @@ export function normalizeCreateRequest(
     const [key, value] = parseEnvAssignment(`${k}=${v}`);
     env[key] = value;
   }
+  validateEnvTotal(env);
   const req: CreateSessionRequest = {
     provider: parseProvider(input.provider ?? 'auto'),
     template: parseTemplate(input.template ?? 'python'),

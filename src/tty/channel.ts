@@ -12,6 +12,11 @@ export const V5 = 'v5.channel.k8s.io';
 export const V4 = 'v4.channel.k8s.io';
 /** What a server accepts, best first. Only v5 can say "stdin EOF" without closing the socket. */
 export const SERVER_SUBPROTOCOLS = [V5, V4] as const;
+/**
+ * The largest WebSocket message either side accepts (a larger one closes the connection with 1009). A frame is at
+ * most what one read of a pipe or pty produces, plus slack; senders split anything larger.
+ */
+export const MAX_MESSAGE_BYTES = 1 << 20;
 
 export function frame(channel: number, payload: Buffer | string = Buffer.alloc(0)): Buffer {
   const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
@@ -49,6 +54,14 @@ export function statusFor(code: number): Record<string, unknown> {
   };
 }
 
+/**
+ * The metav1.Status for a command that could not be started at all (the API server's wording for its own
+ * failures): the client reports the message and exits 125, onmemos' own failure code.
+ */
+export function startFailureStatus(message: string): Record<string, unknown> {
+  return { metadata: {}, status: 'Failure', message, reason: 'InternalError', code: 500 };
+}
+
 /** The exit code in a metav1.Status from channel 3 (client-go reads it as an 8-bit unsigned integer). */
 export function exitFromStatus(payload: Buffer | string): ExitStatus & { message?: string } {
   let status: {
@@ -66,6 +79,7 @@ export function exitFromStatus(payload: Buffer | string): ExitStatus & { message
   const cause = status.details?.causes?.find((c) => c.reason === 'ExitCode');
   const code = cause ? Number.parseInt(cause.message ?? '', 10) : Number.NaN;
   if (status.reason === 'NonZeroExitCode' && Number.isInteger(code) && code >= 0 && code <= 255) return { code };
+  if (status.reason === 'InternalError') return { code: 125, message: status.message ?? 'the command could not start' };
   return { code: 1, message: status.message ?? 'the remote side reported a failure' };
 }
 

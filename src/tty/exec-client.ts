@@ -13,14 +13,15 @@ import {
   exitFromStatus,
   FORWARDED_SIGNALS,
   frame,
+  MAX_MESSAGE_BYTES,
   parseFrame,
   resizeFrame,
   signalFrame,
   V5,
 } from './channel.js';
 
-/** Largest message accepted from the peer: a frame is at most what one read of a pipe or pty produces, plus slack. */
-export const MAX_FRAME_BYTES = 1 << 20;
+/** stdin goes in frames of at most this much payload, so that no frame exceeds what the server accepts. */
+const STDIN_FRAME_PAYLOAD = MAX_MESSAGE_BYTES - 1;
 
 export interface ExecClientOptions {
   /** `ws:`, `wss:` or `ws+unix:` URL of the exec endpoint, without the query. */
@@ -54,16 +55,17 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
   const ws = new WebSocket(url, [V5], {
     headers: opts.headers ?? {},
     perMessageDeflate: false,
-    maxPayload: MAX_FRAME_BYTES,
+    maxPayload: MAX_MESSAGE_BYTES,
   });
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   let status: ExitStatus | undefined;
   const deliver = (to: PassThrough, payload: Buffer) => {
     if (to.destroyed || to.writableEnded) return; // the reader went away: output is dropped, the status still comes
-    if (payload.length > 0 && !to.write(payload)) {
+    if (payload.length > 0 && !to.write(payload) && !ws.isPaused) {
       ws.pause();
-      // Resume when the reader catches up, or goes away (its stream destroyed: the status must still arrive).
+      // A stream destroyed while full (the reader went away: `| head -1`) never drains: read on all the same, or
+      // the exit status and the close behind the output would never be seen.
       const resume = () => {
         to.off('drain', resume);
         to.off('close', resume);
@@ -109,7 +111,14 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
     else cb?.();
   };
   const stdin = new Writable({
-    write: (chunk: Buffer, _enc, cb) => send(frame(CHANNEL.stdin, chunk), () => cb()),
+    // A large write (an SDK caller's one big Buffer) goes in several frames; the last one's callback is the drain.
+    write: (chunk: Buffer, _enc, cb) => {
+      for (let at = 0; at + STDIN_FRAME_PAYLOAD < chunk.length; at += STDIN_FRAME_PAYLOAD) {
+        send(frame(CHANNEL.stdin, chunk.subarray(at, at + STDIN_FRAME_PAYLOAD)));
+      }
+      const last = Math.floor(Math.max(0, chunk.length - 1) / STDIN_FRAME_PAYLOAD) * STDIN_FRAME_PAYLOAD;
+      send(frame(CHANNEL.stdin, chunk.subarray(last)), () => cb());
+    },
     final: (cb) => send(closeFrame(CHANNEL.stdin), () => cb()),
   });
   stdin.on('error', () => {});

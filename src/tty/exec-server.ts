@@ -10,19 +10,36 @@ import type { Readable } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { UserError } from '../errors.js';
 import { type ExecSpec, exitCodeOf, type RemoteProcess } from '../providers/provider.js';
-import { parseEnvAssignment } from '../session/model.js';
-import { CHANNEL, FORWARDED_SIGNALS, frame, parseFrame, parseResize, statusFor, V5 } from './channel.js';
+import { parseEnvAssignment, validateArgument, validateEnvTotal } from '../session/model.js';
+import {
+  CHANNEL,
+  FORWARDED_SIGNALS,
+  frame,
+  parseFrame,
+  parseResize,
+  startFailureStatus,
+  statusFor,
+  V5,
+} from './channel.js';
 
 /** Pause a process's output while this much is queued on its WebSocket. */
 const WS_HIGH_WATER = 1 << 20;
+/**
+ * While reading from the client is paused (the process's stdin is full), a client that goes away is not seen: its
+ * close waits unread behind the data it sent. A ping this often fails on a dead connection, which closes it.
+ */
+const PAUSED_PING_MS = 2_000;
 const truthy = (v: string | null) => v === '1' || v === 'true';
 
 /** The ExecSpec of an exec request's query; UserError (400) for anything malformed. */
 export function execSpecFromQuery(q: URLSearchParams): ExecSpec {
   const argv = q.getAll('command');
   if (argv.length === 0) throw new UserError('give the command as one or more command= parameters', { code: 'usage' });
-  for (const a of argv) if (a.includes('\0')) throw new UserError('a command argument contains a NUL byte');
-  const env = Object.fromEntries(q.getAll('env').map((e) => parseEnvAssignment(e)));
+  for (const a of argv) {
+    if (a.includes('\0')) throw new UserError('a command argument contains a NUL byte');
+    validateArgument('a command argument', a);
+  }
+  const env = validateEnvTotal(Object.fromEntries(q.getAll('env').map((e) => parseEnvAssignment(e))));
   const workdir = q.get('workdir') ?? undefined;
   if (workdir !== undefined && (!workdir.startsWith('/') || workdir.includes('\0'))) {
     throw new UserError('workdir must be an absolute path');
@@ -61,8 +78,9 @@ export async function serveExec(ws: WebSocket, spec: ExecSpec, start: () => Prom
   try {
     proc = await start();
   } catch (e) {
+    ws.resume(); // the closing handshake needs the client's close frame read
     if (ws.readyState === ws.OPEN) {
-      const status = { ...statusFor(1), message: e instanceof Error ? e.message : String(e) };
+      const status = startFailureStatus(e instanceof Error ? e.message : String(e));
       ws.send(frame(CHANNEL.status, JSON.stringify(status)), () => ws.close(1000));
     }
     return;
@@ -77,15 +95,32 @@ export async function serveExec(ws: WebSocket, spec: ExecSpec, start: () => Prom
   if (ws.readyState !== ws.OPEN) onClose();
   const v5 = ws.protocol === V5;
   proc.stdin.on('error', () => {});
+  proc.stdout.on('error', () => {});
+  proc.stderr.on('error', () => {});
+  /** Set while reading from the client waits for the process's stdin to drain (the bound on buffered stdin). */
+  let held: NodeJS.Timeout | undefined;
+  const release = () => {
+    if (!held) return;
+    clearInterval(held);
+    held = undefined;
+    proc.stdin.off('drain', release);
+    if (ws.readyState === ws.OPEN) ws.resume();
+  };
+  const hold = () => {
+    if (held) return;
+    ws.pause();
+    held = setInterval(() => {
+      if (ws.readyState === ws.OPEN) ws.ping();
+    }, PAUSED_PING_MS);
+    proc.stdin.once('drain', release);
+  };
+  ws.once('close', release);
   ws.on('message', (d: Buffer, isBinary: boolean) => {
     if (!isBinary) return; // kubectl and client-node send binary frames only
     const f = parseFrame(d);
     if (!f) return;
     if (f.channel === CHANNEL.stdin) {
-      if (stdin && f.payload.length > 0 && !proc.stdin.writableEnded && !proc.stdin.write(f.payload)) {
-        ws.pause();
-        proc.stdin.once('drain', () => ws.resume());
-      }
+      if (stdin && f.payload.length > 0 && !proc.stdin.writableEnded && !proc.stdin.write(f.payload)) hold();
     } else if (f.channel === CHANNEL.resize) {
       const size = parseResize(f.payload);
       if (size) proc.resize(size.cols, size.rows);
@@ -122,6 +157,7 @@ export async function serveExec(ws: WebSocket, spec: ExecSpec, start: () => Prom
     });
   const [status] = await Promise.all([proc.exit, pump(proc.stdout, CHANNEL.stdout), pump(proc.stderr, CHANNEL.stderr)]);
   ended = true;
+  release(); // the process is gone: read on, so the closing handshake below is seen
   if (interrupted) proc.kill('SIGKILL');
   const code = exitCodeOf(status, osConstants.signals as unknown as Record<string, number>);
   if (ws.readyState === ws.OPEN) ws.send(frame(CHANNEL.status, JSON.stringify(statusFor(code))), () => ws.close(1000));

@@ -1,5 +1,5 @@
 /** Remote mode selection: saved contexts (0600 in 0700), and the precedence flag > environment > context. */
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -78,6 +78,48 @@ describe('saved contexts', () => {
     expect((await cli(['--api-key', KEY, 'ls'], { ONMEMOS_API_KEY: 'wrong-key-0123456789abcdef' })).code).toBe(0);
     expect((await cli(['config', 'delete-context', 'dev'])).code).toBe(0);
     expect((await cli(['config', 'use-context', 'dev'])).code).toBe(1);
+  });
+});
+
+describe('bad configuration is one line, never a stack', () => {
+  it('a corrupt config file: one line naming it and what to do, exit 1; --local still works', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'onmemos-corrupt-'));
+    try {
+      writeFileSync(join(dir, 'config.json'), '{nope');
+      const env = { ONMEMOS_CONFIG_DIR: dir, ONMEMOS_STATE_DIR: join(dir, 'state') };
+      for (const args of [['ls'], ['config', 'get-contexts'], ['config', 'use-context', 'dev']]) {
+        const r = await cli(args, env);
+        expect(r.code, args.join(' ')).toBe(1);
+        expect(r.stderr).toBe(
+          `onmemos: cannot read the onmemos config file ${join(dir, 'config.json')}: it is not valid JSON (fix or remove it; --local works without it)\n`,
+        );
+      }
+      const local = await cli(['--local', 'ls'], env);
+      expect(local.code).toBe(0);
+      expect(local.stderr).toBe('');
+      expect(readFileSync(join(dir, 'config.json'), 'utf8')).toBe('{nope');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('set-context refuses a server that is not an http(s) URL: one line, exit 2, nothing written', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'onmemos-badurl-'));
+    try {
+      const env = { ONMEMOS_CONFIG_DIR: join(dir, 'onmemos') };
+      const r = await cli(['config', 'set-context', 'dev', '--server', 'not a url'], env);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toBe('onmemos: invalid server URL "not a url": Invalid URL\n');
+      for (const server of ['ftp://example.com', 'file:///etc/passwd', 'javascript:alert(1)']) {
+        const s = await cli(['config', 'set-context', 'dev', '--server', server], env);
+        expect(s.code, server).toBe(2);
+        expect(s.stderr).toMatch(/^onmemos: invalid server URL .*: it must be http:\/\/ or https:\/\//);
+        expect(s.stderr.trim().split('\n')).toHaveLength(1);
+      }
+      expect(existsSync(join(dir, 'onmemos', 'config.json'))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

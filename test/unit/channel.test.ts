@@ -7,6 +7,7 @@ import {
   parseFrame,
   parseResize,
   resizeFrame,
+  startFailureStatus,
   statusFor,
 } from '../../src/tty/channel.js';
 
@@ -41,6 +42,11 @@ describe('v5.channel.k8s.io framing', () => {
       message: 'pod not found',
     });
     expect(exitFromStatus('not json').code).toBe(1);
+    // A command that could not start at all is onmemos' own failure: 125, with the reason.
+    expect(exitFromStatus(JSON.stringify(startFailureStatus('no exec group')))).toEqual({
+      code: 125,
+      message: 'no exec group',
+    });
   });
 
   it('reads resize messages in either case and rejects nonsense', () => {

@@ -44,6 +44,31 @@ describe('onmemos (in-process)', () => {
     }
   });
 
+  it('rejects an environment too large for exec: create exits 2, exec 125, nothing is made or run', async () => {
+    const p = new FakeProvider();
+    const big = `BIG=${'x'.repeat(128 * 1024)}`;
+    const half = 'x'.repeat(100_000);
+    for (const args of [
+      ['create', '--env', big],
+      ['create', '--env', `A=${half}`, '--env', `B=${half}`, '--env', `C=${half}`],
+    ]) {
+      const r = await cli(args, p);
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(/^onmemos: .*(131071 bytes|262144 bytes)/);
+      expect(r.err.trim().split('\n')).toHaveLength(1);
+      expect(r.err.length).toBeLessThan(400);
+    }
+    expect(p.sessions.size).toBe(0);
+    const id = (await cli(['create'], p)).out.trim();
+    for (const env of [[big], [`A=${half}`, `B=${half}`, `C=${half}`]]) {
+      const r = await cli(['exec', ...env.flatMap((e) => ['-e', e]), id, '--', 'true'], p);
+      expect(r.code).toBe(125);
+      expect(r.err).toMatch(/^onmemos: .*(131071 bytes|262144 bytes)/);
+      expect(r.err.trim().split('\n')).toHaveLength(1);
+    }
+    expect(p.execs).toHaveLength(0);
+  });
+
   it('usage errors are one line, with a suggestion where there is one', async () => {
     const r = await cli(['crate']);
     expect(r.code).toBe(2);

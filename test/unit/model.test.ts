@@ -4,6 +4,8 @@ import {
   bucketNameFor,
   chooseProvider,
   isExpired,
+  MAX_ARG_BYTES,
+  MAX_ENV_TOTAL_BYTES,
   newSessionId,
   normalizeCreateRequest,
   parseEnvAssignment,
@@ -12,6 +14,7 @@ import {
   validateSessionId,
   validateTtl,
 } from '../../src/session/model.js';
+import { execSpecFromQuery } from '../../src/tty/exec-server.js';
 
 describe('session model', () => {
   it('accepts DNS labels and rejects everything else', () => {
@@ -27,6 +30,40 @@ describe('session model', () => {
     expect(parseEnvAssignment('_X1=')).toEqual(['_X1', '']);
     for (const bad of ['A', '=x', '1A=x', 'A-B=x', 'A B=x'])
       expect(() => parseEnvAssignment(bad), bad).toThrow(UserError);
+  });
+
+  it('limits environment strings to what exec accepts: 128 KiB - 1 each, 256 KiB in all', () => {
+    expect(MAX_ARG_BYTES).toBe(131071);
+    expect(MAX_ENV_TOTAL_BYTES).toBe(262144);
+    const fits = `A=${'x'.repeat(MAX_ARG_BYTES - 2)}`;
+    expect(parseEnvAssignment(fits)[1]).toHaveLength(MAX_ARG_BYTES - 2);
+    expect(() => parseEnvAssignment(`${fits}x`)).toThrow(/A is 131072 bytes: KEY=VALUE may be at most 131071 bytes/);
+    // Bytes, not characters: "é" is two.
+    expect(() => parseEnvAssignment(`A=${'é'.repeat(65535)}`)).toThrow(UserError);
+    const half = 'x'.repeat(100_000);
+    expect(normalizeCreateRequest({ env: { A: half, B: half } }).env.B).toBe(half);
+    expect(() => normalizeCreateRequest({ env: { A: half, B: half, C: half } })).toThrow(
+      /environment is 300009 bytes in all: at most 262144 bytes/,
+    );
+    expect(() => normalizeCreateRequest({ env: { BIG: 'x'.repeat(200_000) } })).toThrow(/BIG is 200004 bytes/);
+    // The exec WebSocket's env= and argv obey the same limits.
+    const q = (pairs: [string, string][]) => execSpecFromQuery(new URLSearchParams(pairs));
+    expect(
+      q([
+        ['command', 'true'],
+        ['env', `A=${half}`],
+        ['env', `B=${half}`],
+      ]).env,
+    ).toMatchObject({ A: half });
+    expect(() =>
+      q([
+        ['command', 'true'],
+        ['env', `A=${half}`],
+        ['env', `B=${half}`],
+        ['env', `C=${half}`],
+      ]),
+    ).toThrow(/in all/);
+    expect(() => q([['command', 'x'.repeat(MAX_ARG_BYTES + 1)]])).toThrow(/a command argument is 131072 bytes/);
   });
 
   it('makes ids in the document shape, unique within one second, that validate', () => {
