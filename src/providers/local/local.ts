@@ -348,10 +348,11 @@ export class LocalProvider implements Provider {
     } catch (e) {
       for (const n of opened) closeSync(n);
       if (launcher && !rec.procs.launcher) killTree(launcher.pid ?? -1, { includeRoot: true });
+      // Its directory already gone: another onmemos (rm, the reaper) removed the session, and whatever failed here
+      // (ENOENT, or EACCES from binding the agent's socket in a directory that is gone) failed because of that.
+      const removed = !existsSync(this.store.dir(id));
       this.destroy(id, rec); // what this process knows of it, which may be more than the record on disk
-      if (e instanceof Error && (e as NodeJS.ErrnoException).code === 'ENOENT' && !this.store.read(id)) {
-        throw new ConflictError(`session ${id} was removed while it was being created`);
-      }
+      if (removed) throw new ConflictError(`session ${id} was removed while it was being created`);
       throw e;
     }
     return this.toSession(rec);
