@@ -139,9 +139,9 @@ export class LocalProvider implements Provider {
   }
 
   /**
-   * Removes expired sessions, the leftovers of creates that died (nothing written for two minutes while still
-   * "creating": a create takes seconds), and anything of a session whose record is gone (its cgroup, its host
-   * uid). Runs before an operation, at most every REAP_EVERY_MS: once in a CLI process, periodically in a server.
+   * Removes expired sessions, the leftovers of creates that died (their creating process is gone, or nothing was
+   * written for two minutes while still "creating": a create takes seconds), and anything of a session whose
+   * record is gone (its cgroup, its host uid). Runs before an operation, at most every REAP_EVERY_MS: once in a CLI process, periodically in a server.
    */
   reapExpired(): void {
     const now = Date.now();
@@ -149,7 +149,10 @@ export class LocalProvider implements Provider {
     this.lastReap = now;
     for (const id of this.store.ids()) {
       const rec = this.store.read(id);
-      const abandoned = (!rec || rec.status === 'creating') && this.store.dirAgeMs(id) > 120_000;
+      // A create whose process is gone (a CLI or a server killed half-way) never finishes: its session goes at
+      // once. A record without a creator (an older onmemos) waits for the age rule.
+      const orphaned = rec?.status === 'creating' && !!rec.procs.creator && !isAlive(rec.procs.creator);
+      const abandoned = orphaned || ((!rec || rec.status === 'creating') && this.store.dirAgeMs(id) > 120_000);
       if (abandoned || (rec && isExpired(rec, now))) this.destroy(id);
     }
     this.store.emptyTrash();
@@ -239,7 +242,7 @@ export class LocalProvider implements Provider {
       limits: req.limits,
       unapplied: [...limitsPlan.unapplied],
       nested_userns: req.nested_userns,
-      procs: {},
+      procs: { creator: procRef(process.pid) },
     };
     progress?.(`creating local session ${id} (template ${req.template}, network ${req.network})`);
     const opened: number[] = [];
@@ -366,7 +369,8 @@ export class LocalProvider implements Provider {
       rec.status = 'running';
       this.store.write(rec);
     } catch (e) {
-      // An `rm` (or `rm --all`) that claimed the session meanwhile is why it failed; say so rather than the symptom.
+      // An `rm` (or the reaper) that claimed the session meanwhile is why it failed (ENOENT, or EACCES from binding
+      // the agent's socket in a directory that is gone): say so rather than the symptom.
       const removedMeanwhile = !existsSync(dir);
       for (const n of opened) closeSync(n);
       if (launcher && !rec.procs.launcher) killTree(launcher.pid ?? -1, { includeRoot: true });

@@ -41,8 +41,11 @@ export interface LocalRecord {
   nested_userns: boolean;
   /** Where the session's cgroup is, in each hierarchy (absent: none). */
   cgroup_parent?: string;
-  /** launcher: the session's lifeline on the host (bash); init: the sandbox's pid 1. */
-  procs: { launcher?: ProcRef; init?: ProcRef };
+  /**
+   * creator: the onmemos process running the create (while the status is "creating"); launcher: the session's
+   * lifeline on the host (bash); init: the sandbox's pid 1.
+   */
+  procs: { creator?: ProcRef; launcher?: ProcRef; init?: ProcRef };
 }
 
 /** `ONMEMOS_STATE_DIR`, else `$XDG_STATE_HOME/onmemos`, else `~/.local/state/onmemos`. */
