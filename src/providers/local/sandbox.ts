@@ -167,7 +167,7 @@ export function bwrapArgs(l: SandboxLayout): string[] {
   a.push('--size', String(l.runBytes), '--tmpfs', '/run', '--dir', INSIDE.runDir);
   a.push('--ro-bind-data', String(FD.agent), INSIDE.agent, '--ro-bind-data', String(FD.config), INSIDE.config);
   a.push('--ro-bind-data', String(FD.ptyNode), INSIDE.ptyNode);
-  a.push('--dir', '/var', '--dir', '/var/tmp');
+  a.push('--dir', '/var', '--bind', `${DATA_MOUNT}/vartmp`, '/var/tmp');
   a.push('--bind', `${DATA_MOUNT}/tmp`, '/tmp');
   a.push('--bind', `${DATA_MOUNT}/workspace`, '/workspace');
   a.push('--size', '65536', '--tmpfs', SANDBOX_HOME_ROOT);
@@ -176,6 +176,9 @@ export function bwrapArgs(l: SandboxLayout): string[] {
   if (l.nodePrefix) a.push('--ro-bind', l.nodePrefix, INSIDE.nodePrefix);
   for (const c of l.cgroupDirs)
     a.push('--bind', c.dir, c.controller ? `${INSIDE.cgroupRoot}/${c.controller}` : INSIDE.cgroupRoot);
+  // The root and /dev are bwrap's own tmpfs, which belong to the session user: read-only, so nothing is written
+  // outside the session's sized filesystems (its disk, /dev/shm, /run).
+  a.push('--remount-ro', '/dev', '--remount-ro', '/');
   a.push('--chdir', '/workspace', '--info-fd', String(FD.info), '--seccomp', String(FD.seccomp));
   const node = l.nodePrefix ? `${INSIDE.nodePrefix}/bin/node` : '/usr/bin/node';
   a.push('--', node, INSIDE.agent, INSIDE.config);
@@ -192,8 +195,8 @@ export const A_SCRIPT = [
   'if [ -n "$ONMEMOS_DATA_TMPFS" ]; then',
   `  mount -t tmpfs -o "size=$ONMEMOS_DATA_TMPFS,mode=0755,nosuid,nodev" onmemos-data ${DATA_MOUNT} || exit 125`,
   'fi',
-  `mkdir -p ${DATA_MOUNT}/workspace ${DATA_MOUNT}/home ${DATA_MOUNT}/tmp || exit 125`,
-  `chmod 1777 ${DATA_MOUNT}/tmp && chmod 0700 ${DATA_MOUNT}/home || exit 125`,
+  `mkdir -p ${DATA_MOUNT}/workspace ${DATA_MOUNT}/home ${DATA_MOUNT}/tmp ${DATA_MOUNT}/vartmp || exit 125`,
+  `chmod 1777 ${DATA_MOUNT}/tmp ${DATA_MOUNT}/vartmp && chmod 0700 ${DATA_MOUNT}/home || exit 125`,
   "printf 'A\n'",
   // The sandbox's output (bwrap's errors, the agent's) goes to the session log through a bounded pipe: a session
   // process can write to its agent's descriptors, and must not fill the host's disk through them.
@@ -222,7 +225,9 @@ export const LAUNCHER = [
   'fi',
   'drop=(); [ -n "$ONMEMOS_UID" ] && drop=(/usr/bin/setpriv --reuid="$ONMEMOS_UID" --regid="$ONMEMOS_UID" --clear-groups --)',
   'joincg() { for f in $ONMEMOS_CGROUP_JOIN; do echo "$BASHPID" > "$f" || exit 125; done; }',
-  `coproc SANDBOX { exec ${FD.netReady}>&- </dev/null; joincg; exec "\${drop[@]}" /usr/bin/unshare --user --map-root-user $ONMEMOS_UNSHARE_NET --mount --propagation private -- /bin/bash --norc --noprofile -c "$ONMEMOS_A_SCRIPT" onmemos-sandbox "$@"; }`,
+  // As root, the sandbox starts with a low OOM score where root may lower one (CAP_SYS_RESOURCE): its agent must
+  // outlive a command that fills the memory limit. Each command raises its own score to 500 in any case.
+  `coproc SANDBOX { exec ${FD.netReady}>&- </dev/null; joincg; [ -n "$ONMEMOS_UID" ] && { echo -500 > /proc/self/oom_score_adj; } 2>/dev/null; exec "\${drop[@]}" /usr/bin/unshare --user --map-root-user $ONMEMOS_UNSHARE_NET --mount --propagation private -- /bin/bash --norc --noprofile -c "$ONMEMOS_A_SCRIPT" onmemos-sandbox "$@"; }`,
   'sandbox=$SANDBOX_PID',
   'read -r ready <&"${SANDBOX[0]}" || { wait $sandbox; exit 125; }',
   'eval "exec ${SANDBOX[0]}<&- ${SANDBOX[1]}>&-"',
