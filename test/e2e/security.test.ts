@@ -8,6 +8,7 @@
  * /proc/meminfo, statfs) is only read.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   chownSync,
   existsSync,
@@ -21,7 +22,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, dirname, join } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BIN, type RunResult, StateDir, waitFor } from '../helpers/cli.js';
 
@@ -671,7 +672,9 @@ function leftovers(stateDir: string, uidBase: number, tag: string): string[] {
     const backing = readOr(`/sys/block/${dev}/loop/backing_file`).trim();
     if (backing.startsWith(stateDir)) loops.push(`loop device ${dev}: ${backing}`);
   }
-  return [...procs, ...cgroupDirsNamed(tag).map((d) => `cgroup ${d}`), ...loops];
+  // The state directory's own cgroup parent goes with its last session.
+  const key = `s${createHash('sha256').update(resolve(stateDir)).digest('hex').slice(0, 12)}`;
+  return [...procs, ...[...cgroupDirsNamed(tag), ...cgroupDirsNamed(key)].map((d) => `cgroup ${d}`), ...loops];
 }
 
 /** A uid range of this test's own (ONMEMOS_SANDBOX_UID), so its processes are told apart from other sessions'. */

@@ -715,7 +715,29 @@ function mkdirRetrying(dir: string): void {
 /** Removes `<parent>` in every hierarchy if it is empty (the last session of a state directory went). */
 export function removeEmptyParent(sys: CgroupSystem, parent: string): void {
   const mounts = sys.version === 2 ? [sys.mount] : Object.values(sys.mounts);
-  for (const m of mounts) rmdirQuiet(join(m, checkParent(parent)));
+  for (const m of mounts) {
+    const dir = join(m, checkParent(parent));
+    // One with groups in it is someone's; a child just removed may still be dying (EBUSY for a moment).
+    let entries: Dirent[] = [];
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    if (entries.some((e) => e.isDirectory())) continue;
+    waitFor(
+      () => {
+        try {
+          rmdirSync(dir);
+          return true;
+        } catch (e) {
+          return errCode(e) !== 'EBUSY';
+        }
+      },
+      25,
+      2,
+    );
+  }
 }
 
 function rmdirQuiet(dir: string): void {

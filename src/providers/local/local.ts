@@ -166,7 +166,7 @@ export class LocalProvider implements Provider {
    */
   private reapOrphans(): void {
     const sys = detectCgroups();
-    const parent = sys && this.cgroupParent(sys);
+    const parent = sys && this.cgroupParent(sys, false);
     if (sys && parent) {
       for (const name of SessionGroup.list(sys, parent)) {
         if (existsSync(this.store.dir(name))) continue;
@@ -174,6 +174,7 @@ export class LocalProvider implements Provider {
           SessionGroup.open(sys, parent, name).remove();
         } catch {}
       }
+      if (this.store.ids().length === 0) removeEmptyParent(sys, parent);
     }
     if (this.root) {
       const slots = this.slots;
@@ -188,7 +189,7 @@ export class LocalProvider implements Provider {
    * parent, so that a reaper only ever collects what its own state directory lost. undefined (with the reason
    * from planLimits) when this user has no cgroup to use.
    */
-  private cgroupParent(sys: CgroupSystem): string | undefined {
+  private cgroupParent(sys: CgroupSystem, make = true): string | undefined {
     let base: ReturnType<typeof sessionParent>;
     try {
       base = sessionParent(sys, this.env, process.getuid?.() ?? 0);
@@ -197,7 +198,10 @@ export class LocalProvider implements Provider {
     }
     if ('unavailable' in base) return undefined;
     const key = `s${createHash('sha256').update(resolve(this.store.root)).digest('hex').slice(0, 12)}`;
-    return makeChildParent(sys, base.path, key) ?? undefined;
+    if (make) return makeChildParent(sys, base.path, key);
+    const path = `${base.path}/${key}`;
+    const mounts = sys.version === 2 ? [sys.mount] : Object.values(sys.mounts);
+    return mounts.some((m) => existsSync(join(m, path))) ? path : undefined;
   }
 
   async create(req: CreateSessionRequest, progress?: Progress): Promise<Session> {
