@@ -23,10 +23,13 @@ const pct = (xs, p) => {
 const median = (xs) => pct(xs, 50);
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 
-/** Starts `onmemos serve --port 0`; resolves with its URL, pid and a stop function. */
+/**
+ * Starts `onmemos serve --port 0`; resolves with its URL, pid and a stop function. The concurrency cap per key is
+ * raised to what the concurrency bench sends at once (the default, 32, would answer most of it with 429).
+ */
 export function startServer(node, bin, env) {
   return new Promise((resolve, reject) => {
-    const child = spawn(node, [bin, 'serve', '--port', '0'], {
+    const child = spawn(node, [bin, 'serve', '--port', '0', '--max-concurrent', '256'], {
       env: { ...env, ONMEMOS_API_KEYS: KEY },
       stdio: ['ignore', 'ignore', 'pipe'],
     });

@@ -16,7 +16,7 @@ const common = {
   // and an external one would go through the ES-module loader (import() of a CommonJS package), ~20 ms.
   external: ['node-pty', 'undici', 'chalk', 'conf', 'ink', 'bufferutil', 'utf-8-validate'],
   logLevel: 'warning',
-  plugins: [lazyCommanderChildProcess()],
+  plugins: [lazyRequires()],
 };
 await build({
   ...common,
@@ -49,21 +49,39 @@ await build({
 execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json', '--emitDeclarationOnly'], { stdio: 'inherit' });
 
 /**
- * commander requires node:child_process at load time, only to run executable subcommands (which onmemos does
- * not use); loading it costs about 5 ms of every start-up. This defers it to first use.
+ * Modules that load built-ins at start-up only for features onmemos does not use on the path that loads them:
+ * those requires are deferred to first use (a Proxy that requires on first property access). commander loads
+ * node:child_process for executable subcommands (~5 ms of every start-up); ws loads https and tls (for wss:,
+ * which only remote mode over TLS needs) and zlib (for permessage-deflate, which onmemos turns off): ~8 ms of
+ * every exec. Each replaced line must still be there, or the build fails (the package changed).
  */
-function lazyCommanderChildProcess() {
-  const eager = "const childProcess = require('node:child_process');";
-  const lazy =
-    "let __cp; const childProcess = new Proxy({}, { get: (_, k) => (__cp ??= require('node:child_process'))[k] });";
+function lazyRequires() {
+  const lazy = (name, mod) =>
+    `let __lazy_${name}; const ${name} = new Proxy({}, { get: (_, k) => (__lazy_${name} ??= require('${mod}'))[k] });`;
+  const table = [
+    [/commander[\\/]lib[\\/]command\.js$/, [["const childProcess = require('node:child_process');", 'childProcess', 'node:child_process']]],
+    [
+      /ws[\\/]lib[\\/]websocket\.js$/,
+      [
+        ["const https = require('https');", 'https', 'https'],
+        ["const tls = require('tls');", 'tls', 'tls'],
+      ],
+    ],
+    [/ws[\\/]lib[\\/]permessage-deflate\.js$/, [["const zlib = require('zlib');", 'zlib', 'zlib']]],
+  ];
   return {
-    name: 'lazy-commander-child-process',
+    name: 'lazy-requires',
     setup(b) {
-      b.onLoad({ filter: /commander[\\/]lib[\\/]command\.js$/ }, (args) => {
-        const src = readFileSync(args.path, 'utf8');
-        if (!src.includes(eager)) throw new Error(`commander changed: '${eager}' not found in ${args.path}`);
-        return { contents: src.replace(eager, lazy), loader: 'js' };
-      });
+      for (const [filter, lines] of table) {
+        b.onLoad({ filter }, (args) => {
+          let src = readFileSync(args.path, 'utf8');
+          for (const [eager, name, mod] of lines) {
+            if (!src.includes(eager)) throw new Error(`'${eager}' not found in ${args.path}: the package changed`);
+            src = src.replace(eager, lazy(name, mod));
+          }
+          return { contents: src, loader: 'js' };
+        });
+      }
     },
   };
 }

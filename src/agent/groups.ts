@@ -3,7 +3,8 @@
  * timeout, a Ctrl-C or a client that goes away kills everything the command started — also what left its
  * process group (setsid) or was reparented (a double fork) — without racing its forks.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { type CgroupSystem, ExecGroups } from '../providers/local/cgroups.js';
 import type { ExecGroup } from './spawn.js';
 
@@ -12,15 +13,26 @@ export type InsideCgroups = CgroupSystem;
 
 export function cgroupExecGroups(sys: InsideCgroups): (id: string) => ExecGroup {
   const groups = new ExecGroups(sys);
-  /** Groups whose command ended while something it started still ran: removed once empty. */
-  const lingering = new Set<string>();
-  const sweep = () => {
-    for (const id of lingering) {
+  /**
+   * Groups whose command ended while something it started still ran (or whose last process was still exiting):
+   * removed once empty. One rmdir each, never a wait: the agent's event loop carries every other command.
+   */
+  const lingering = new Map<string, string[]>();
+  const tryRemove = (id: string, dirs: string[]) => {
+    for (const dir of dirs) {
       try {
-        groups.remove(id);
-        lingering.delete(id);
-      } catch {}
+        rmdirSync(dir);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+          lingering.set(id, dirs);
+          return;
+        }
+      }
     }
+    lingering.delete(id);
+  };
+  const sweep = () => {
+    for (const [id, dirs] of [...lingering]) tryRemove(id, dirs);
   };
   return (id) => {
     sweep();
@@ -45,11 +57,10 @@ export function cgroupExecGroups(sys: InsideCgroups): (id: string) => ExecGroup 
         }
       },
       release() {
-        try {
-          groups.remove(id);
-        } catch {
-          lingering.add(id);
-        }
+        tryRemove(
+          id,
+          procsFiles.map((f) => dirname(f)),
+        );
       },
     };
   };

@@ -69,8 +69,8 @@ export function spawnPiped(spec: ExecSpec, env: Record<string, string>, cwd: str
     });
     child.on('exit', async (code, signal) => {
       await Promise.all([drain(stdout), drain(stderr)]);
-      group.release();
       resolve(signal ? { code: null, signal } : { code: code ?? 125 });
+      setImmediate(() => group.release()); // after the status has gone out
     });
   });
   return {
@@ -127,8 +127,8 @@ export async function spawnTty(
       exited = true;
       dataSub.dispose();
       stdout.end();
-      group.release();
       resolve(signal ? { code: null, signal: signalName(signal) } : { code: exitCode });
+      setImmediate(() => group.release());
     });
   });
   return {

@@ -8,7 +8,6 @@
  * /proc/meminfo, statfs) is only read.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import {
   chownSync,
   existsSync,
@@ -22,8 +21,9 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, dirname, join, resolve } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { stateKey } from '../../src/providers/local/local.js';
 import { BIN, type RunResult, StateDir, waitFor } from '../helpers/cli.js';
 
 const state = new StateDir();
@@ -673,7 +673,7 @@ function leftovers(stateDir: string, uidBase: number, tag: string): string[] {
     if (backing.startsWith(stateDir)) loops.push(`loop device ${dev}: ${backing}`);
   }
   // The state directory's own cgroup parent goes with its last session.
-  const key = `s${createHash('sha256').update(resolve(stateDir)).digest('hex').slice(0, 12)}`;
+  const key = stateKey(stateDir);
   return [...procs, ...[...cgroupDirsNamed(tag), ...cgroupDirsNamed(key)].map((d) => `cgroup ${d}`), ...loops];
 }
 

@@ -12,7 +12,6 @@
  *   slirp4netns die with the launcher), the directories removed.
  */
 import type { ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -197,7 +196,7 @@ export class LocalProvider implements Provider {
       return undefined;
     }
     if ('unavailable' in base) return undefined;
-    const key = `s${createHash('sha256').update(resolve(this.store.root)).digest('hex').slice(0, 12)}`;
+    const key = stateKey(this.store.root);
     if (make) return makeChildParent(sys, base.path, key);
     const path = `${base.path}/${key}`;
     const mounts = sys.version === 2 ? [sys.mount] : Object.values(sys.mounts);
@@ -592,6 +591,16 @@ export class LocalProvider implements Provider {
       },
     };
   }
+}
+
+/**
+ * A short name, stable for a state directory, for its cgroup parent: FNV-1a (64 bits, 48 shown), since loading
+ * node:crypto would cost every command a few ms.
+ */
+export function stateKey(stateRoot: string): string {
+  let h = 0xcbf29ce484222325n;
+  for (const b of Buffer.from(resolve(stateRoot))) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn;
+  return `s${h.toString(16).padStart(16, '0').slice(0, 12)}`;
 }
 
 function cgroupLimits(l: Limits) {
