@@ -11,9 +11,8 @@ import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { RemoteProcess } from '../providers/provider.js';
-import { MAX_MESSAGE_BYTES, SERVER_SUBPROTOCOLS } from '../tty/channel.js';
 
-import { execSpecFromQuery, serveExec } from '../tty/exec-server.js';
+import { execSpecFromQuery, execWebSocketServer, serveExec } from '../tty/exec-server.js';
 import { AGENT_LISTEN_FD, type ExecGroup, spawnPiped, spawnTty, treeGroup } from './spawn.js';
 
 export interface AgentConfig {
@@ -53,13 +52,7 @@ export function closeInheritedFds(keep: number): number[] {
 }
 
 export async function runAgent(config: AgentConfig, listen: { fd: number } | { port: number; host: string }) {
-  const { WebSocketServer } = await import('ws');
-  const wss = new WebSocketServer({
-    noServer: true,
-    perMessageDeflate: false,
-    maxPayload: MAX_MESSAGE_BYTES,
-    handleProtocols: (offered) => SERVER_SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
-  });
+  const wss = await execWebSocketServer();
   let execs = 0;
   const start = async (spec: ReturnType<typeof execSpecFromQuery>): Promise<RemoteProcess> => {
     const group = config.execGroups ? config.execGroups(`e${++execs}`) : treeGroup();

@@ -32,8 +32,8 @@ import {
   validateName,
   validateSessionId,
 } from '../session/model.js';
-import { MAX_MESSAGE_BYTES, SERVER_SUBPROTOCOLS, V5 } from '../tty/channel.js';
-import { execSpecFromQuery, serveExec } from '../tty/exec-server.js';
+import { SERVER_SUBPROTOCOLS, V5 } from '../tty/channel.js';
+import { execSpecFromQuery, execWebSocketServer, serveExec } from '../tty/exec-server.js';
 import { VERSION } from '../version.js';
 import { type Auth, allows, type Principal } from './auth.js';
 import { executeBuffered } from './execute.js';
@@ -72,13 +72,7 @@ function shown(session: Session, websocket = `/v1/sessions/${session.id}/shell`)
 }
 
 export async function createOnmemosServer(opts: ServerOptions): Promise<Server> {
-  const { WebSocketServer } = await import('ws');
-  const wss = new WebSocketServer({
-    noServer: true,
-    perMessageDeflate: false,
-    maxPayload: MAX_MESSAGE_BYTES,
-    handleProtocols: (offered) => SERVER_SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
-  });
+  const wss = await execWebSocketServer();
   const server = createServer((req, res) => {
     // A client that resets its connection mid-request fails that request; it is never an unhandled 'error'.
     req.on('error', () => {});
@@ -213,17 +207,7 @@ async function handle(state: State, req: IncomingMessage, res: ServerResponse): 
     if (typeof command !== 'string' || command.length === 0) {
       throw new HttpError(400, 'bad_request', '"command" must be a non-empty string');
     }
-    const timeout = checkTimeout(body.timeout ?? 120);
-    const release = state.limit.acquire(principal.id);
-    try {
-      return sendJson(
-        res,
-        200,
-        await executeBuffered(provider, session.id, command, timeout, opts.outputCap, gone(res)),
-      );
-    } finally {
-      release();
-    }
+    return execute(state, principal, res, provider, session.id, command, checkTimeout(body.timeout ?? 120));
   }
   if (action === 'connect' && method === 'GET') {
     return sendJson(res, 200, {
@@ -238,6 +222,24 @@ async function handle(state: State, req: IncomingMessage, res: ServerResponse): 
     });
   }
   throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
+}
+
+/** The buffered execute of both APIs, counted against the key's concurrency limit. */
+async function execute(
+  state: State,
+  principal: Principal,
+  res: ServerResponse,
+  provider: Provider,
+  id: string,
+  command: string,
+  timeout: number,
+): Promise<void> {
+  const release = state.limit.acquire(principal.id);
+  try {
+    sendJson(res, 200, await executeBuffered(provider, id, command, timeout, state.opts.outputCap, gone(res)));
+  } finally {
+    release();
+  }
 }
 
 /** Aborts when the client goes away before the response is complete. */
@@ -307,17 +309,15 @@ async function legacy(
     const command = url.searchParams.get('command');
     if (!command) throw new HttpError(400, 'bad_request', 'give the command as ?command=');
     const raw = url.searchParams.get('timeout');
-    const timeout = checkTimeout(raw === null ? 120 : Number(raw));
-    const release = state.limit.acquire(principal.id);
-    try {
-      return sendJson(
-        res,
-        200,
-        await executeBuffered(provider, session.id, command, timeout, opts.outputCap, gone(res)),
-      );
-    } finally {
-      release();
-    }
+    return execute(
+      state,
+      principal,
+      res,
+      provider,
+      session.id,
+      command,
+      checkTimeout(raw === null ? 120 : Number(raw)),
+    );
   }
   throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
 }

@@ -7,7 +7,7 @@
  */
 import { constants as osConstants } from 'node:os';
 import type { Readable } from 'node:stream';
-import type { WebSocket } from 'ws';
+import type { WebSocket, WebSocketServer } from 'ws';
 import { UserError } from '../errors.js';
 import { type ExecSpec, exitCodeOf, type RemoteProcess } from '../providers/provider.js';
 import { parseEnvAssignment, validateArgument, validateEnvTotal } from '../session/model.js';
@@ -15,8 +15,10 @@ import {
   CHANNEL,
   FORWARDED_SIGNALS,
   frame,
+  MAX_MESSAGE_BYTES,
   parseFrame,
   parseResize,
+  SERVER_SUBPROTOCOLS,
   startFailureStatus,
   statusFor,
   V5,
@@ -30,6 +32,20 @@ const WS_HIGH_WATER = 1 << 20;
  */
 const PAUSED_PING_MS = 2_000;
 const truthy = (v: string | null) => v === '1' || v === 'true';
+
+/**
+ * The WebSocket server both `onmemos serve` and the agent upgrade exec requests with (no server of its own):
+ * messages of at most MAX_MESSAGE_BYTES, no compression, and the best of the exec subprotocols offered.
+ */
+export async function execWebSocketServer(): Promise<WebSocketServer> {
+  const { WebSocketServer } = await import('ws');
+  return new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    maxPayload: MAX_MESSAGE_BYTES,
+    handleProtocols: (offered) => SERVER_SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
+  });
+}
 
 /** The ExecSpec of an exec request's query; UserError (400) for anything malformed. */
 export function execSpecFromQuery(q: URLSearchParams): ExecSpec {
