@@ -631,6 +631,32 @@ describe('4. an exec ends whole', () => {
     expect(gone, (await exec(id, ['sh', '-c', PS])).stdout).toBe(true);
   });
 
+  it('kill -9 of onmemos serve takes the commands its clients were running', async () => {
+    const id = await state.create('--network', 'isolated');
+    const serve = start(['serve', '--host', '127.0.0.1', '--port', '0', '--insecure-no-auth'], {
+      ...state.env,
+      ONMEMOS_SERVER: '',
+    });
+    expect(await waitFor(() => /serving the \/v1 API on http:\/\/\S+/.test(serve.out.stderr), 15_000)).toBe(true);
+    const url = /serving the \/v1 API on (http:\/\/\S+)/.exec(serve.out.stderr)![1]!;
+    // A remote exec through the server, as the SDK or `onmemos --server` would run it.
+    const running = start(['exec', id, '--', 'sh', '-c', 'setsid sleep 308 & sleep 309'], {
+      ...state.env,
+      ONMEMOS_SERVER: url,
+    });
+    const seen = await waitFor(async () => /sleep 308/.test((await exec(id, ['sh', '-c', PS])).stdout), 15_000, 200);
+    expect(seen).toBe(true);
+    serve.child.kill('SIGKILL');
+    expect((await serve.done).signal).toBe('SIGKILL');
+    await running.done;
+    const gone = await waitFor(
+      async () => !/sleep 30[89]/.test((await exec(id, ['sh', '-c', PS])).stdout),
+      15_000,
+      200,
+    );
+    expect(gone, (await exec(id, ['sh', '-c', PS])).stdout).toBe(true);
+  });
+
   it('a fork bomb under --pids 128 --timeout 5 ends with its exec; the session and the host are fine', async () => {
     const id = await state.create('--network', 'isolated', '--pids', '128');
     const baseline = Number(readOr(sessionCgroupFile(id, 'pids', 'pids.current')));
