@@ -273,8 +273,10 @@ export class LocalProvider implements Provider {
           .filter((d) => d.controller === null || ['freezer', 'pids'].includes(d.controller));
         joinFiles = group.joinFiles();
       }
-      if (req.require_limits && rec.unapplied.length > 0) {
-        throw new UnavailableError(`--require-limits: cannot enforce ${rec.unapplied.join('; ')}`);
+      // Only the limits count here: a missing freezer (kills then stop forks with pids.max instead) is a note.
+      const unenforced = rec.unapplied.filter((u) => /^(cpu|memory|pids|cgroup2)\b/.test(u));
+      if (req.require_limits && unenforced.length > 0) {
+        throw new UnavailableError(`--require-limits: cannot enforce ${unenforced.join('; ')}`);
       }
       const image = this.root
         ? await makeDiskImage(join(dir, 'disk.img'), req.limits.diskBytes, rec.host_uid)
