@@ -9,9 +9,9 @@
  * and changes to the working directory; user values arrive only as positional parameters.
  */
 import { spawn as spawnChild } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { PassThrough, type Readable, Writable } from 'node:stream';
+import { descendants, processTable } from '../providers/local/proc.js';
 import type { ExecSpec, ExitStatus, RemoteProcess } from '../providers/provider.js';
 
 /** The fd the agent listens on (see LISTEN_FD in the local provider); closed in every command. */
@@ -192,22 +192,6 @@ function drain(stream: Readable): Promise<void> {
   });
 }
 
-/** pid, ppid and process group of every live process visible here (the session's own /proc). */
-function processTable(): { pid: number; ppid: number; pgrp: number }[] {
-  const out: { pid: number; ppid: number; pgrp: number }[] = [];
-  for (const name of readdirSync('/proc')) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid)) continue;
-    try {
-      const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-      if (f[0] === 'Z') continue;
-      out.push({ pid, ppid: Number(f[1]), pgrp: Number(f[2]) });
-    } catch {}
-  }
-  return out;
-}
-
 /**
  * Without cgroups an exec is its main process's tree plus its process group: a process that left both (setsid
  * and a double fork) is out of reach until the session ends. Bounded: at most 20 rounds for SIGKILL.
@@ -215,16 +199,8 @@ function processTable(): { pid: number; ppid: number; pgrp: number }[] {
 export function treeGroup(): ExecGroup {
   const members = (root: number) => {
     const table = processTable();
-    const children = new Map<number, number[]>();
-    for (const p of table) children.set(p.ppid, [...(children.get(p.ppid) ?? []), p.pid]);
-    const live = new Set(table.map((p) => p.pid));
-    const out = new Set<number>(table.filter((p) => p.pgrp === root).map((p) => p.pid));
-    const stack = [root];
-    while (stack.length > 0 && out.size < 100_000) {
-      const pid = stack.pop()!;
-      if (live.has(pid)) out.add(pid);
-      stack.push(...(children.get(pid) ?? []));
-    }
+    const out = new Set([...table.filter((p) => p.pgrp === root).map((p) => p.pid), ...descendants(root, table)]);
+    if (table.some((p) => p.pid === root)) out.add(root);
     return [...out];
   };
   return {

@@ -7,8 +7,6 @@ import { type CreateSessionRequest, limitsInput, type Session, type SessionFilte
 import { openExec } from '../tty/exec-client.js';
 import type { Capabilities, ExecSpec, Provider, RemoteProcess } from './provider.js';
 
-export { errorFromResponse };
-
 export interface RemoteOptions {
   server: string;
   apiKey?: string;

@@ -240,7 +240,6 @@ export class LocalProvider implements Provider {
       created_at: new Date(created).toISOString(),
       expires_at: new Date(created + req.ttl_minutes * 60_000).toISOString(),
       status: 'creating',
-      rootless: !this.root,
       host_uid: process.getuid?.() ?? 0,
       limits: req.limits,
       unapplied: [...limitsPlan.unapplied],

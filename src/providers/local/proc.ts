@@ -46,27 +46,32 @@ export function trySignal(pid: number, signal: NodeJS.Signals | number): boolean
   }
 }
 
-/** True when `parent` has a live child. Looks at the next few pids first (a fresh fork usually takes one). */
-export function hasChild(parent: number): boolean {
-  for (let pid = parent + 1; pid <= parent + 8; pid++) {
-    const f = statFields(pid);
-    if (f && Number(f[3]) === parent && f[2] !== 'Z') return true;
-  }
-  return descendants(parent).length > 0;
+export interface ProcEntry {
+  pid: number;
+  ppid: number;
+  pgrp: number;
 }
 
-/** Every live descendant of `root` (host pids), found from the parent links in /proc. */
-export function descendants(root: number): number[] {
-  const children = new Map<number, number[]>();
+/** Every live process this /proc shows (the host's, or a session's own inside it), zombies left out. */
+export function processTable(): ProcEntry[] {
+  const out: ProcEntry[] = [];
   for (const name of readdirSync('/proc')) {
     const pid = Number(name);
     if (!Number.isInteger(pid)) continue;
     const f = statFields(pid);
     if (!f || f[2] === 'Z') continue;
-    const ppid = Number(f[3]);
-    const list = children.get(ppid);
-    if (list) list.push(pid);
-    else children.set(ppid, [pid]);
+    out.push({ pid, ppid: Number(f[3]), pgrp: Number(f[4]) });
+  }
+  return out;
+}
+
+/** Every live descendant of `root`, found from the parent links in /proc. */
+export function descendants(root: number, table: ProcEntry[] = processTable()): number[] {
+  const children = new Map<number, number[]>();
+  for (const p of table) {
+    const list = children.get(p.ppid);
+    if (list) list.push(p.pid);
+    else children.set(p.ppid, [p.pid]);
   }
   const out: number[] = [];
   const stack = [...(children.get(root) ?? [])];

@@ -29,8 +29,6 @@ export interface LocalRecord {
   created_at: string;
   expires_at: string;
   status: 'creating' | 'running';
-  /** Made by an ordinary user (no per-session uid, no disk image). */
-  rootless: boolean;
   /** Host uid the session's processes run as. */
   host_uid: number;
   /** As root: the slot of host_uid in the uid range (released at removal). */
