@@ -115,6 +115,13 @@ export class LocalProvider implements Provider {
     this.store = new LocalStore(opts.stateDir ?? stateDir(this.env));
   }
 
+  /** The cgroup hierarchies, read from /proc/self/mountinfo once per process. */
+  private cgroups(): CgroupSystem | undefined {
+    if (this.cgroupSystem === null) this.cgroupSystem = detectCgroups();
+    return this.cgroupSystem;
+  }
+  private cgroupSystem: CgroupSystem | undefined | null = null;
+
   private get slots(): UidSlots {
     return new UidSlots(UID_SLOTS_DIR, uidBase(this.env));
   }
@@ -164,7 +171,7 @@ export class LocalProvider implements Provider {
    * making; only those without one, and not new, are taken.
    */
   private reapOrphans(): void {
-    const sys = detectCgroups();
+    const sys = this.cgroups();
     const parent = sys && this.cgroupParent(sys, false);
     if (sys && parent) {
       for (const name of SessionGroup.list(sys, parent)) {
@@ -387,11 +394,11 @@ export class LocalProvider implements Provider {
 
   /** Where the session's cgroup goes, or why it cannot have one (then every limit but disk is unapplied). */
   private planLimits(req: CreateSessionRequest): {
-    sys?: ReturnType<typeof detectCgroups>;
+    sys?: CgroupSystem;
     parent?: string;
     unapplied: string[];
   } {
-    const sys = detectCgroups();
+    const sys = this.cgroups();
     const why = (reason: string) => [`cpu, memory and pids: ${reason}`];
     if (!sys) return { unapplied: why('no cgroup filesystem is mounted') };
     const base = sessionParent(sys, this.env, process.getuid?.() ?? 0);
@@ -443,7 +450,7 @@ export class LocalProvider implements Provider {
 
   /** The session's cgroups as the agent sees them: the delegated group bound at /sys/fs/cgroup[/controller]. */
   private insideCgroups(): CgroupSystem | undefined {
-    const sys = detectCgroups();
+    const sys = this.cgroups();
     if (!sys) return undefined;
     return sys.version === 2
       ? { version: 2, mount: INSIDE.cgroupRoot }
@@ -519,7 +526,7 @@ export class LocalProvider implements Provider {
     if (rec) {
       // Everything of the session is in its cgroup (with the launcher outside it); without cgroups, the launcher's
       // death takes bwrap (--die-with-parent), whose sandbox's pid 1 takes every process of the session.
-      const sys = rec.cgroup_parent ? detectCgroups() : undefined;
+      const sys = rec.cgroup_parent ? this.cgroups() : undefined;
       if (sys && rec.cgroup_parent) SessionGroup.open(sys, rec.cgroup_parent, rec.id).kill();
       // At the expiry this removal runs as the launcher itself (it execs onmemos rm), which must not kill itself.
       const launcher = rec.procs.launcher;
