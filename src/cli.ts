@@ -8,6 +8,7 @@ import type { CliDeps, Ctx } from './commands/context.js';
 import { createCommand } from './commands/create.js';
 import { execCommand } from './commands/exec.js';
 import { getCommand } from './commands/get.js';
+import { extendCommand, startCommand, stopCommand } from './commands/lifecycle.js';
 import { lsCommand } from './commands/ls.js';
 import { rmCommand } from './commands/rm.js';
 import { serveCommand } from './commands/serve.js';
@@ -79,7 +80,10 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     );
   program.hook('preAction', async (_program, action) => {
     const top = action.parent === program ? action : action.parent;
-    if (!ALWAYS_LOCAL.has(top?.name() ?? '')) registry = await resolveRegistry(deps, program.opts());
+    if (ALWAYS_LOCAL.has(top?.name() ?? '')) return;
+    registry = await resolveRegistry(deps, program.opts());
+    // In local mode the CLI removes what has expired on this machine before it looks (the server has a reaper).
+    if (registry === deps.registry) await registry.reapExpired({ kinds: ['local'] }).catch(() => {});
   });
   for (const cmd of [
     createCommand(ctx),
@@ -88,6 +92,9 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     lsCommand(ctx),
     getCommand(ctx),
     rmCommand(ctx),
+    startCommand(ctx),
+    stopCommand(ctx),
+    extendCommand(ctx),
     serveCommand(ctx),
     configCommand(ctx),
   ]) {

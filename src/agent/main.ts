@@ -2,7 +2,7 @@
  * `onmemos agent`: the exec endpoint inside a session. In the local sandbox it is the session's main process
  * (bwrap's child): it runs as the session user, listens on a socket onmemos made on the host and passed in as
  * fd 3 (the socket's path lives in the host's session directory, which the session cannot see), and serves the
- * same exec WebSocket as `onmemos serve` (v5.channel.k8s.io, src/tty/exec-server.ts). Each command is spawned
+ * same exec WebSocket as `onmemos serve` (v5.channel.k8s.io, src/exec/server.ts). Each command is spawned
  * here, inside, with the session's environment applied here — the host never runs a session command itself.
  *
  * Bundled on its own (dist/agent.cjs) so it starts fast; node-pty's native module is found next to it.
@@ -10,9 +10,8 @@
 import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { RemoteProcess } from '../providers/provider.js';
-
-import { execSpecFromQuery, execWebSocketServer, serveExec } from '../tty/exec-server.js';
+import type { RemoteProcess } from '../exec/process.js';
+import { execSpecFromQuery, execWebSocketServer, serveExec } from '../exec/server.js';
 import { AGENT_LISTEN_FD, type ExecGroup, spawnPiped, spawnTty, treeGroup } from './spawn.js';
 
 export interface AgentConfig {

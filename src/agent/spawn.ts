@@ -1,6 +1,6 @@
 /**
  * Runs one command inside the session, as the agent's child, and turns it into a RemoteProcess (the shape every
- * transport shares, src/providers/provider.ts): through pipes, or through a pty from the session's own devpts
+ * transport shares, src/exec/process.ts): through pipes, or through a pty from the session's own devpts
  * (node-pty). The agent already runs inside the sandbox as the session user, so the environment, the working
  * directory and argv are applied here, inside, after privileges were dropped — never by a process on the host.
  *
@@ -9,10 +9,9 @@
  * and changes to the working directory; user values arrive only as positional parameters.
  */
 import { spawn as spawnChild } from 'node:child_process';
-import { constants as osConstants } from 'node:os';
-import { PassThrough, type Readable, Writable } from 'node:stream';
+import { pipedProcess, ptyProcess } from '../exec/child.js';
+import type { ExecSpec, RemoteProcess } from '../exec/process.js';
 import { descendants, processTable } from '../providers/local/proc.js';
-import type { ExecSpec, ExitStatus, RemoteProcess } from '../providers/provider.js';
 
 /** The fd the agent listens on (see LISTEN_FD in the local provider); closed in every command. */
 export const AGENT_LISTEN_FD = 3;
@@ -45,11 +44,6 @@ export interface ExecGroup {
   release(): void;
 }
 
-/** After the main process exits, output still buffered is delivered; background processes keep no exec open. */
-const DRAIN_IDLE_MS = 30;
-const DRAIN_QUIET_CHECKS = 3;
-const DRAIN_MAX_MS = 2000;
-
 export function spawnPiped(spec: ExecSpec, env: Record<string, string>, cwd: string, group: ExecGroup): RemoteProcess {
   const child = spawnChild('/bin/sh', prologueArgv(group.procsFiles, cwd, spec.argv).slice(1), {
     argv0: 'sh',
@@ -58,34 +52,10 @@ export function spawnPiped(spec: ExecSpec, env: Record<string, string>, cwd: str
     cwd: '/',
     stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
   });
-  const stdin = child.stdin ?? new PassThrough();
-  stdin.on('error', () => {}); // the command did not read all of its stdin: not an error of ours
-  const stdout = child.stdout!;
-  const stderr = child.stderr!;
-  const exit = new Promise<ExitStatus>((resolve) => {
-    child.on('error', (e) => {
-      stderr.emit('data', Buffer.from(`onmemos: ${e.message}\n`));
-      resolve({ code: 125 });
-    });
-    child.on('exit', async (code, signal) => {
-      await Promise.all([drain(stdout), drain(stderr)]);
-      resolve(signal ? { code: null, signal } : { code: code ?? 125 });
-      setImmediate(() => group.release()); // after the status has gone out
-    });
-  });
-  return {
-    stdin,
-    stdout,
-    stderr,
-    resize() {},
-    kill(signal = 'SIGKILL') {
-      group.signal(signal, child.pid);
-    },
-    exit,
-  };
+  return pipedProcess(child, { kill: (signal) => group.signal(signal, child.pid), released: () => group.release() });
 }
 
-/** TTY exec through node-pty (loaded only here). stderr is merged into the tty, so the stream is empty. */
+/** TTY exec through node-pty (loaded only here), on a pty of the session's own devpts. */
 export async function spawnTty(
   spec: ExecSpec,
   env: Record<string, string>,
@@ -102,94 +72,7 @@ export async function spawnTty(
     env,
     encoding: null,
   });
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  stderr.end();
-  const dataSub = term.onData((d: string | Buffer) => stdout.write(d));
-  // node-pty queues every write until the pty takes it: a command that never reads its terminal would let a
-  // client's input grow the agent without bound. Each chunk waits for the queue to empty (backpressure).
-  const queue = (term as unknown as { _writeStream?: { _writeQueue?: unknown[] } })._writeStream?._writeQueue;
-  const stdin = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      term.write(chunk as unknown as string);
-      let wait = 1;
-      const check = () => {
-        if (!queue || queue.length === 0 || exited) return cb();
-        wait = Math.min(wait * 2, 50);
-        setTimeout(check, wait);
-      };
-      check();
-    },
-  });
-  let exited = false;
-  const exit = new Promise<ExitStatus>((resolve) => {
-    term.onExit(({ exitCode, signal }) => {
-      exited = true;
-      dataSub.dispose();
-      stdout.end();
-      resolve(signal ? { code: null, signal: signalName(signal) } : { code: exitCode });
-      setImmediate(() => group.release());
-    });
-  });
-  return {
-    stdin,
-    stdout,
-    stderr,
-    resize(cols, rows) {
-      try {
-        term.resize(Math.max(1, cols), Math.max(1, rows));
-      } catch {}
-    },
-    kill(signal = 'SIGKILL') {
-      group.signal(signal, term.pid);
-    },
-    exit,
-  };
-}
-
-function signalName(n: number): NodeJS.Signals | undefined {
-  for (const [name, num] of Object.entries(osConstants.signals)) if (num === n) return name as NodeJS.Signals;
-  return undefined;
-}
-
-/**
- * Resolves when `stream` has ended, or when the main process is gone and nothing more arrives (a background
- * process may hold the pipe open for ever; docker exec and kubectl exec return all the same). "Nothing more"
- * means DRAIN_QUIET_CHECKS checks in a row, each a separate turn of the event loop (so an I/O poll ran in
- * between and read whatever was waiting), found no new data, and DRAIN_IDLE_MS have passed: time alone is
- * not enough, since after the loop was busy a timer can fire before the pipe is read.
- */
-function drain(stream: Readable): Promise<void> {
-  if (stream.readableEnded || stream.destroyed) return Promise.resolve();
-  return new Promise((resolve) => {
-    const started = Date.now();
-    let quiet = 0;
-    let timer: NodeJS.Timeout | undefined;
-    const onData = () => {
-      quiet = 0;
-    };
-    const done = () => {
-      clearTimeout(timer);
-      stream.off('data', onData);
-      stream.off('end', done);
-      stream.off('close', done);
-      resolve();
-    };
-    const check = () => {
-      const waiting = stream.isPaused() || stream.readableLength > 0;
-      quiet = waiting ? 0 : quiet + 1;
-      const elapsed = Date.now() - started;
-      if ((quiet >= DRAIN_QUIET_CHECKS && elapsed >= DRAIN_IDLE_MS) || elapsed > DRAIN_MAX_MS) {
-        stream.destroy();
-        return done();
-      }
-      timer = setTimeout(check, DRAIN_IDLE_MS / DRAIN_QUIET_CHECKS);
-    };
-    stream.on('data', onData);
-    stream.once('end', done);
-    stream.once('close', done);
-    timer = setTimeout(check, DRAIN_IDLE_MS / DRAIN_QUIET_CHECKS);
-  });
+  return ptyProcess(term, { kill: (signal) => group.signal(signal, term.pid), released: () => group.release() });
 }
 
 /**

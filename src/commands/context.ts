@@ -1,14 +1,10 @@
 /** What a command needs from the outside world; tests pass their own. */
-import type { Readable, Writable } from 'node:stream';
-import { findSession, type ProviderRegistry } from '../providers/index.js';
+import type { ProviderRegistry } from '../providers/index.js';
 import type { Provider } from '../providers/provider.js';
 import type { Session } from '../session/model.js';
+import type { CliIO } from '../tty/attach.js';
 
-export interface CliIO {
-  stdin: Readable & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown; fd?: number };
-  stdout: Writable & { isTTY?: boolean; columns?: number; rows?: number };
-  stderr: Writable & { isTTY?: boolean };
-}
+export type { CliIO };
 
 export interface CliDeps extends CliIO {
   env: NodeJS.ProcessEnv;
@@ -30,7 +26,7 @@ export function progress(ctx: CliIO, text: string): void {
   if (ctx.stderr.isTTY) ctx.stderr.write(`${text}\n`);
 }
 
-/** Finds the provider that holds a session id. */
+/** Finds the provider that holds a session id (the registry routes by a hint, never by asking every provider). */
 export function locate(ctx: Ctx, id: string): Promise<{ provider: Provider; session: Session }> {
-  return findSession(ctx.registry, id);
+  return ctx.registry.locate(id);
 }

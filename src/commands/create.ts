@@ -1,12 +1,13 @@
 import { constants as osConstants } from 'node:os';
 import { Command, Option } from 'commander';
-import { OnmemosError } from '../errors.js';
+import { InterruptedError } from '../errors.js';
+import { createSession as createIn } from '../providers/index.js';
 import {
   DEFAULT_LIMITS,
   DEFAULT_TTL_MINUTES,
   NETWORK_MODES,
-  normalizeCreateRequest,
   PROVIDER_KINDS,
+  parseCreateRequest,
   type Session,
   TEMPLATES,
 } from '../session/model.js';
@@ -15,35 +16,37 @@ import { json } from './format.js';
 import { choice, collectEnv, parseNamespace, parseTtlMinutes, parseUser } from './options.js';
 
 /**
- * Creates a session. A SIGINT/SIGTERM/SIGHUP while it is being made does not leave it half-made: the signal
- * is held until the provider returns, the session is then removed, and the command fails with 128+N.
+ * Creates a session, with a progress line per step on a terminal's stderr. Ctrl-C (or SIGTERM, SIGHUP) aborts the
+ * create: whatever was made is removed, and the command fails with 128+N.
  */
-export async function createSession(ctx: Ctx, input: Parameters<typeof normalizeCreateRequest>[0]): Promise<Session> {
-  const req = normalizeCreateRequest(input);
-  const { provider, reason } = await ctx.registry.forCreate(req);
-  if (req.provider === 'auto') progress(ctx, `provider auto: ${provider.kind} (${reason})`);
+export async function createSession(ctx: Ctx, input: Record<string, unknown>): Promise<Session> {
+  const req = parseCreateRequest(input);
+  const ac = new AbortController();
   let interrupted: NodeJS.Signals | undefined;
   const handlers = SIGNALS.map((sig) => {
     const h = () => {
-      interrupted ??= sig;
+      if (interrupted) return;
+      interrupted = sig;
+      progress(ctx, `onmemos: ${sig}: stopping the create and removing what it made`);
+      ac.abort();
     };
     ctx.signals.on(sig, h);
     return () => ctx.signals.off(sig, h);
   });
   let session: Session;
   try {
-    session = await provider.create(req, (m) => progress(ctx, m));
+    session = await createIn(ctx.registry, req, {
+      signal: ac.signal,
+      onProgress: (e) => progress(ctx, `${e.message}`),
+    });
+  } catch (e) {
+    if (interrupted && e instanceof InterruptedError) {
+      throw new InterruptedError(e.message, { signalNumber: osConstants.signals[interrupted] });
+    }
+    throw e;
   } finally {
     for (const off of handlers) off();
   }
-  if (interrupted) {
-    await provider.delete(session.id).catch(() => {});
-    throw new OnmemosError(`interrupted by ${interrupted}: session ${session.id} was removed`, {
-      code: 'internal',
-      exitCode: 128 + (osConstants.signals[interrupted] ?? 1),
-    });
-  }
-  session.details = { provider_reason: reason, ...session.details }; // a server's own reason wins
   const unenforced = session.details.limits_not_enforced;
   if (Array.isArray(unenforced) && unenforced.length > 0) {
     ctx.stderr.write(
@@ -77,6 +80,7 @@ export function createCommand(ctx: () => Ctx): Command {
     )
     .option('--require-limits', 'refuse to create rather than run with a limit this machine cannot enforce')
     .option('--nested-userns', 'allow user namespaces inside the session (rootless containers); off by default')
+    .option('--bucket <name>', 'mount this bucket at /workspace/bucket (providers that mount buckets; local refuses)')
     .option('--json', 'print the session as JSON')
     .addHelpText(
       'after',
@@ -93,14 +97,18 @@ Examples:
       const s = await createSession(c, {
         provider: o.provider,
         template: o.template,
-        namespace: o.namespace ?? c.env.ONMEMOS_NAMESPACE,
-        user: o.user ?? c.env.ONMEMOS_USER,
+        namespace: o.namespace ?? (c.env.ONMEMOS_NAMESPACE || undefined),
+        user: o.user ?? (c.env.ONMEMOS_USER || undefined),
         ttl_minutes: o.ttl,
         env: o.env,
         network: o.network,
-        limits: { cpu: o.cpu, memory: o.memory, pids: o.pids, disk: o.disk },
+        cpu: o.cpu,
+        memory: o.memory,
+        pids: o.pids,
+        disk: o.disk,
         require_limits: !!o.requireLimits,
         nested_userns: !!o.nestedUserns,
+        storage: o.bucket ? { bucket: o.bucket } : undefined,
       });
       out(c, o.json ? json(s) : s.id);
     });

@@ -4,14 +4,11 @@ import { type Ctx, out } from './context.js';
 import { json, sessionsTable } from './format.js';
 import { parseNamespace, parseUser } from './options.js';
 
+/** Every provider's sessions; a provider that cannot be reached is named in one stderr line each, not fatal. */
 export async function listSessions(ctx: Ctx, filter: SessionFilter): Promise<Session[]> {
-  const all: Session[] = [];
-  for (const p of await ctx.registry.all()) {
-    // A remote provider holds sessions of every kind: the server applies the filter.
-    if (filter.provider && p.kind !== 'remote' && p.kind !== filter.provider) continue;
-    all.push(...(await p.list(filter)));
-  }
-  return all;
+  const { sessions, unreachable } = await ctx.registry.list(filter);
+  for (const u of unreachable) ctx.stderr.write(`onmemos: warning: ${u.provider} not listed: ${u.message}\n`);
+  return sessions;
 }
 
 export function lsCommand(ctx: () => Ctx): Command {

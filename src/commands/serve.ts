@@ -75,7 +75,7 @@ export async function serve(ctx: Ctx, o: ServeOptions, registry: ProviderRegistr
     `onmemos: serving the /v1 API on http://${shown}:${address.port}${auth.enabled ? '' : ' (no auth)'}\n`,
   );
   const reaper = setInterval(async () => {
-    for (const p of await registry.all()) await p.list().catch(() => {});
+    await registry.reapExpired().catch(() => {});
   }, REAP_EVERY_MS);
   await new Promise<void>((resolve) => {
     const stop = () => {

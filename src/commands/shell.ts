@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { UserError } from '../errors.js';
+import { UnsupportedError, UserError } from '../errors.js';
 import { validateSessionId } from '../session/model.js';
 import { attach } from '../tty/attach.js';
 import { type Ctx, locate } from './context.js';
@@ -7,10 +7,11 @@ import { type Ctx, locate } from './context.js';
 /** An interactive login shell in a session, through a real pty; `~.` after a newline disconnects. */
 export async function openShell(ctx: Ctx, id: string, workdir?: string): Promise<number> {
   const { provider } = await locate(ctx, validateSessionId(id));
-  if (!provider.capabilities.shell || !provider.loginShell) {
-    throw new UserError(`provider ${provider.kind} has no interactive shell`);
+  const info = await provider.connect(id);
+  if (!provider.capabilities.shell || !info.shell) {
+    throw new UnsupportedError(`provider ${provider.kind} has no interactive shell`);
   }
-  const argv = await provider.loginShell(id);
+  const argv = info.shell.argv;
   const start = () =>
     provider.exec(id, {
       argv,

@@ -1,77 +1,318 @@
 /**
- * Which providers this process can reach. Heavy clients are imported lazily, only when a provider is used.
- * Cloud providers arrive with later work; until then `auto` resolves to the local sandbox and says so.
+ * The registry: which providers this process can use, as a table. Each kind declares `configured(env)` (cheap:
+ * environment and files only, never the network) and a lazy `load()`, so nothing heavy loads for a provider that
+ * is not used. `auto` applies the document's rule over the configured kinds; a command on one id goes to the
+ * provider that holds it without asking the others; `list` asks every configured provider at once and returns
+ * what it could reach, naming what it could not.
  */
-import { NotFoundError, UnavailableError } from '../errors.js';
-import { type CreateSessionRequest, chooseProvider, type Session } from '../session/model.js';
-import type { Provider } from './provider.js';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { NotFoundError, UnavailableError, UnsupportedError } from '../errors.js';
+import {
+  type CreateSessionRequest,
+  chooseProvider,
+  type ProviderKind,
+  type Session,
+  type SessionFilter,
+  validateSessionId,
+} from '../session/model.js';
+import { stateDir } from './local/store.js';
+import type { Capabilities, CreateOptions, Provider } from './provider.js';
+
+export type BackendKind = Exclude<ProviderKind, 'remote'>;
+
+/** One row of the table. */
+export interface ProviderEntry {
+  kind: ProviderKind;
+  /** Whether this kind can be used here; when not, why (one sentence, with what would configure it). */
+  configured(env: NodeJS.ProcessEnv): { ok: true } | { ok: false; reason: string };
+  load(env: NodeJS.ProcessEnv): Promise<Provider>;
+}
+
+/** Sessions from every provider that answered, and the providers that did not. */
+export interface SessionList {
+  sessions: Session[];
+  unreachable: { provider: ProviderKind; message: string }[];
+}
 
 export interface ProviderRegistry {
+  /** Every kind in the table, configured or not (and why not). */
+  kinds(): { kind: ProviderKind; configured: boolean; reason?: string }[];
   /** The provider that makes a session for this request, and why it was chosen. */
   forCreate(req: CreateSessionRequest): Promise<{ provider: Provider; reason: string }>;
-  /** Every configured provider (for ls, and to find a session by id). */
+  /** Notes where a new session lives, so later commands on its id go straight there. */
+  remember(id: string, kind: ProviderKind): void;
+  /** The provider that holds a session, and the session (NotFoundError when none does). */
+  locate(id: string): Promise<{ provider: Provider; session: Session }>;
+  /** Every configured provider's sessions at once; one that fails or does not answer in time is named, not fatal. */
+  list(filter?: SessionFilter): Promise<SessionList>;
+  /** Removes expired sessions: on the configured providers of these kinds, or on every one configured. */
+  reapExpired(opts?: { kinds?: ProviderKind[] }): Promise<string[]>;
+  /** The configured providers, loaded. */
   all(): Promise<Provider[]>;
 }
 
+/** A provider that does not answer `list` in this long is reported unreachable. */
+export const LIST_TIMEOUT_MS = 20_000;
+
+/** The kinds this build knows, in the order `ls` shows them. */
+export function defaultEntries(): ProviderEntry[] {
+  return [
+    {
+      kind: 'local',
+      configured: () => ({ ok: true }),
+      load: async (env) => new (await import('./local/local.js')).LocalProvider({ env }),
+    },
+    notYet('cloud_run'),
+    notYet('gke'),
+    notYet('workstations'),
+  ];
+}
+
+/** A cloud kind whose provider this build does not have yet: never configured, and it says so. */
+function notYet(kind: BackendKind): ProviderEntry {
+  const reason = `this build of onmemos has no ${kind} provider yet`;
+  return {
+    kind,
+    configured: () => ({ ok: false, reason }),
+    load: async () => {
+      throw new UnavailableError(reason);
+    },
+  };
+}
+
 export function defaultRegistry(env: NodeJS.ProcessEnv = process.env): ProviderRegistry {
-  let local: Provider | undefined;
-  const getLocal = async () => {
-    if (!local) {
-      const { LocalProvider } = await import('./local/local.js');
-      local = new LocalProvider({ env });
+  return tableRegistry(defaultEntries(), env, { hints: hintsDir(env) });
+}
+
+/** Where a CLI notes which provider holds each session it made (one small file per id). */
+function hintsDir(env: NodeJS.ProcessEnv): string {
+  return join(stateDir(env), 'hints');
+}
+
+export function tableRegistry(
+  entries: ProviderEntry[],
+  env: NodeJS.ProcessEnv,
+  opts: { hints?: string } = {},
+): ProviderRegistry {
+  const loaded = new Map<ProviderKind, Promise<Provider>>();
+  const configuredKinds = () => entries.filter((e) => e.configured(env).ok);
+  const load = (e: ProviderEntry): Promise<Provider> => {
+    let p = loaded.get(e.kind);
+    if (!p) {
+      p = e.load(env);
+      loaded.set(e.kind, p);
+      // A provider that failed to load is an error each time it is asked for, never a silent stand-in.
+      p.catch(() => loaded.delete(e.kind));
     }
-    return local;
+    return p;
   };
-  return {
-    async forCreate(req) {
-      if (req.provider === 'local') return { provider: await getLocal(), reason: 'requested' };
-      if (req.provider === 'auto') {
-        // The document's rule, over the providers configured here; where its pick is not, the local sandbox stands in.
-        const pick = chooseProvider(req);
-        return {
-          provider: await getLocal(),
-          reason: `auto picks ${pick.provider} (${pick.reason}), which is not configured: the local sandbox stands in`,
-        };
+  const entry = (kind: ProviderKind) => {
+    const e = entries.find((x) => x.kind === kind);
+    if (!e) throw new UnavailableError(`provider ${kind} is not known to this build of onmemos`);
+    const c = e.configured(env);
+    if (!c.ok) throw new UnavailableError(`provider ${kind} is not configured: ${c.reason}`);
+    return e;
+  };
+  const hints = opts.hints ? new Hints(opts.hints) : undefined;
+
+  /** Where a session is: the hinted provider (or local, whose state directory is its own hint), else all at once. */
+  const find = async (id: string): Promise<{ provider: Provider; session: Session }> => {
+    validateSessionId(id);
+    const configured = configuredKinds();
+    const hinted = hints?.read(id);
+    const first = configured.find((e) => e.kind === hinted) ?? configured.find((e) => e.kind === 'local');
+    if (first) {
+      const provider = await load(first);
+      try {
+        return { provider, session: await provider.get(id) };
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) throw e;
+        if (first.kind === hinted) {
+          hints?.remove(id); // the provider is the source of truth: the session is gone
+          throw e;
+        }
       }
-      throw new UnavailableError(`provider ${req.provider} is not configured in this build of onmemos`, {
-        hint: 'use --provider local or --provider auto',
-      });
-    },
-    async all() {
-      return [await getLocal()];
-    },
-  };
-}
-
-/** Every command against one onmemos server (remote mode). */
-export function remoteRegistry(opts: { server: string; apiKey?: string }): ProviderRegistry {
-  let remote: Provider | undefined;
-  const get = async () => {
-    if (!remote) {
-      const { RemoteProvider } = await import('./remote.js');
-      remote = new RemoteProvider(opts);
     }
-    return remote;
+    // No hint: every other configured provider is asked at once; the first that has it answers.
+    const answers = await Promise.allSettled(
+      configured
+        .filter((e) => e !== first)
+        .map(async (e) => {
+          const provider = await load(e);
+          return { provider, session: await provider.get(id) };
+        }),
+    );
+    for (const a of answers) if (a.status === 'fulfilled') return a.value;
+    for (const a of answers) if (a.status === 'rejected' && !(a.reason instanceof NotFoundError)) throw a.reason;
+    throw new NotFoundError(`no such session: ${id}`, { hint: 'list sessions with: onmemos ls' });
   };
+
   return {
-    forCreate: async () => ({ provider: await get(), reason: `the server at ${opts.server} chooses` }),
-    all: async () => [await get()],
+    kinds: () =>
+      entries.map((e) => {
+        const c = e.configured(env);
+        return c.ok ? { kind: e.kind, configured: true } : { kind: e.kind, configured: false, reason: c.reason };
+      }),
+
+    async forCreate(req) {
+      if (req.provider !== 'auto') return { provider: await load(entry(req.provider)), reason: 'requested' };
+      const configured = configuredKinds();
+      const pick = chooseProvider(req);
+      const picked = configured.find((e) => e.kind === pick.provider);
+      if (picked) return { provider: await load(picked), reason: `auto: ${pick.reason}` };
+      // The document's pick is not configured here: the local sandbox stands in, and the reason says so.
+      const local = configured.find((e) => e.kind === 'local') ?? configured[0];
+      if (!local) throw new UnavailableError('no provider is configured', { hint: 'run onmemos --help' });
+      const why = entries.find((e) => e.kind === pick.provider)?.configured(env);
+      const because = why && !why.ok ? `: ${why.reason}` : '';
+      return {
+        provider: await load(local),
+        reason: `auto picks ${pick.provider} (${pick.reason}), which is not configured${because}; ${local.kind} stands in`,
+      };
+    },
+
+    remember(id, kind) {
+      if (kind !== 'local') hints?.write(id, kind); // the local state directory is its own hint
+    },
+
+    async locate(id) {
+      const found = await find(id);
+      // An expired session is removed by whoever notices first (the document's rule), and then is not found.
+      if (found.session.status === 'expired') {
+        await found.provider.delete(id).catch(() => {});
+        hints?.remove(id);
+        throw new NotFoundError(`no such session: ${id} (it expired at ${found.session.expires_at})`);
+      }
+      return found;
+    },
+
+    async list(filter = {}) {
+      const asked = configuredKinds().filter((e) => !filter.provider || e.kind === filter.provider);
+      const results = await Promise.all(
+        asked.map(async (e) => {
+          try {
+            const provider = await load(e);
+            return { kind: e.kind, sessions: await withTimeout(provider.list(filter), LIST_TIMEOUT_MS, e.kind) };
+          } catch (error) {
+            return { kind: e.kind, error };
+          }
+        }),
+      );
+      const out: SessionList = { sessions: [], unreachable: [] };
+      for (const r of results) {
+        if (r.sessions) out.sessions.push(...r.sessions);
+        else out.unreachable.push({ provider: r.kind, message: (r.error as Error)?.message ?? String(r.error) });
+      }
+      // When nothing answered, that is the command's failure, not a partial result.
+      const failed = results.find((r) => !r.sessions);
+      if (failed && out.unreachable.length === results.length) throw failed.error;
+      return out;
+    },
+
+    async reapExpired(o = {}) {
+      const removed: string[] = [];
+      for (const e of configuredKinds()) {
+        if (o.kinds && !o.kinds.includes(e.kind)) continue;
+        const p = await load(e).catch(() => undefined);
+        if (p?.reapExpired) removed.push(...(await p.reapExpired().catch(() => [])));
+      }
+      return removed;
+    },
+
+    all: () => Promise.all(configuredKinds().map(load)),
   };
 }
 
-/** Finds the provider that holds a session id (NotFoundError when none does). */
-export async function findSession(
+/** Every command against one onmemos server (remote mode): the server chooses and knows where each session is. */
+export function remoteRegistry(opts: { server: string; apiKey?: string }): ProviderRegistry {
+  const entry: ProviderEntry = {
+    kind: 'remote',
+    configured: () => ({ ok: true }),
+    load: async () => new (await import('./remote.js')).RemoteProvider(opts),
+  };
+  const inner = tableRegistry([entry], {});
+  return {
+    ...inner,
+    async list(filter = {}) {
+      const remote = (await inner.all())[0] as import('./remote.js').RemoteProvider;
+      return remote.listAll(filter);
+    },
+    forCreate: async () => ({ provider: await entry.load({}), reason: `the server at ${opts.server} chooses` }),
+    reapExpired: async () => [], // the server's own reaper does this
+  };
+}
+
+/**
+ * Refuses, before anything is made, a request the provider's capabilities cannot honour: one sentence that names
+ * the provider and what it lacks.
+ */
+export function checkRequest(kind: ProviderKind, caps: Capabilities, req: CreateSessionRequest): void {
+  const refuse = (what: string, hint?: string) => {
+    throw new UnsupportedError(`provider ${kind} ${what}`, { hint });
+  };
+  if (!caps.templates.includes(req.template)) refuse(`has no template ${req.template}`);
+  if (!caps.networks.includes(req.network)) {
+    refuse(`cannot give network mode ${req.network}`, `it has ${caps.networks.join(', ')}`);
+  }
+  if (req.storage?.bucket && !caps.storage.includes('bucket')) {
+    refuse('cannot mount a bucket', 'drop storage.bucket, or use a provider that mounts buckets (gke, cloud_run)');
+  }
+  if (req.storage?.filestore && !caps.storage.includes('filestore')) {
+    refuse('cannot mount a Filestore share', 'drop storage.filestore, or use cloud_run or gke');
+  }
+  if (req.ttl_minutes > caps.maxTtlMinutes) refuse(`allows a TTL of at most ${caps.maxTtlMinutes} minutes`);
+  if (req.nested_userns && !caps.nestedUserns) refuse('cannot allow user namespaces inside a session');
+}
+
+/**
+ * The one create path of the CLI and the server: choose the provider, check the request against its capabilities,
+ * create (progress and abort passed through), and note where the session lives.
+ */
+export async function createSession(
   registry: ProviderRegistry,
-  id: string,
-): Promise<{ provider: Provider; session: Session }> {
-  let notFound: unknown;
-  for (const provider of await registry.all()) {
+  req: CreateSessionRequest,
+  opts: CreateOptions = {},
+): Promise<Session> {
+  const { provider, reason } = await registry.forCreate(req);
+  // A remote provider's server checks against the provider it picks.
+  if (provider.kind !== 'remote') checkRequest(provider.kind, provider.capabilities, req);
+  opts.onProgress?.({ step: 'provider', message: `provider ${provider.kind} (${reason})` });
+  const session = await provider.create(req, opts);
+  registry.remember(session.id, session.provider);
+  // A server's own reason wins over the remote registry's "the server chooses".
+  return { ...session, details: { provider_reason: reason, ...session.details } };
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, kind: ProviderKind): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new UnavailableError(`${kind} did not answer within ${ms / 1000}s`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** id → kind, one file per id in a 0700 directory. Only a hint: the provider it names has the last word. */
+class Hints {
+  constructor(private readonly dir: string) {}
+  read(id: string): ProviderKind | undefined {
     try {
-      return { provider, session: await provider.get(id) };
-    } catch (e) {
-      if (e instanceof NotFoundError) notFound = e;
-      else throw e;
+      return readFileSync(join(this.dir, id), 'utf8').trim() as ProviderKind;
+    } catch {
+      return undefined;
     }
   }
-  throw notFound ?? new NotFoundError(`no such session: ${id}`);
+  write(id: string, kind: ProviderKind): void {
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      writeFileSync(join(this.dir, id), kind, { mode: 0o600 });
+    } catch {} // a hint that cannot be written costs a lookup later, nothing more
+  }
+  remove(id: string): void {
+    rmSync(join(this.dir, id), { force: true });
+  }
 }

@@ -1,67 +1,73 @@
 /**
  * The Provider contract: every backend (the local sandbox, GKE, Cloud Run, Workstations, a remote onmemos
- * server) implements this, and every command is written against it alone.
+ * server) implements this, and every command and the server are written against it alone. A new backend is a new
+ * folder under src/providers/ that implements it, declares its capabilities as data, has an entry in the registry
+ * (index.ts), and passes test/conformance/.
  */
-import type { Readable, Writable } from 'node:stream';
-import type { CreateSessionRequest, ProviderKind, Session, SessionFilter } from '../session/model.js';
+import type { ExecSpec, RemoteProcess } from '../exec/process.js';
+import type {
+  ConnectInfo,
+  CreateSessionRequest,
+  Limits,
+  NetworkMode,
+  ProgressEvent,
+  ProviderKind,
+  Session,
+  SessionFilter,
+  Template,
+} from '../session/model.js';
 
+export type { ExecSpec, ExitStatus, RemoteProcess } from '../exec/process.js';
+export { exitCodeOf } from '../exec/process.js';
+
+export type StorageKind = 'bucket' | 'filestore' | 'volume';
+/** How commands reach a session: the v5.channel.k8s.io exec WebSocket, or SSH (workstations). */
+export type ExecTransport = 'websocket' | 'ssh';
+
+/** What a provider can do, as data: a request it cannot honour is refused before anything is made (checkRequest). */
 export interface Capabilities {
-  oneShot: boolean;
-  shell: boolean;
+  templates: readonly Template[];
+  networks: readonly NetworkMode[];
+  /** Storage a request's `storage` may ask for. The session's own /workspace is always there. */
+  storage: readonly StorageKind[];
+  /** Limits the backend enforces; asking for another with --require-limits is refused. */
+  limits: readonly (keyof Limits)[];
+  /** Whether the workspace outlives a stop/start, or a scale to zero. */
+  persistentWorkspace: boolean;
+  lifecycle: { start: boolean; stop: boolean; extend: boolean };
+  exec: readonly ExecTransport[];
   tty: boolean;
-  persistentStorage: boolean;
+  shell: boolean;
+  /** The longest TTL a session may have, in minutes. */
+  maxTtlMinutes: number;
+  /** `nested_userns` (user namespaces inside the session). */
+  nestedUserns: boolean;
 }
 
-export interface ExecSpec {
-  /** argv, passed exactly: never joined into a string and re-split. */
-  argv: string[];
-  env?: Record<string, string>;
-  cwd?: string;
-  tty?: boolean;
-  /** Attach stdin; without it the remote process reads EOF at once. */
-  stdin?: boolean;
-  cols?: number;
-  rows?: number;
-  /** TERM for a tty. */
-  term?: string;
+export interface CreateOptions {
+  /** Aborting stops the create and removes whatever it made; create then rejects with an InterruptedError. */
+  signal?: AbortSignal;
+  onProgress?: (e: ProgressEvent) => void;
 }
-
-export interface ExitStatus {
-  /** The exit code, or null when killed by a signal. */
-  code: number | null;
-  signal?: NodeJS.Signals;
-}
-
-/** One shape for every transport. Under a tty, stderr is empty (the tty merges it into stdout). */
-export interface RemoteProcess {
-  stdin: Writable;
-  stdout: Readable;
-  stderr: Readable;
-  resize(cols: number, rows: number): void;
-  /** Signals the remote process and, for SIGKILL, its whole process tree. */
-  kill(signal?: NodeJS.Signals): void;
-  exit: Promise<ExitStatus>;
-}
-
-export type Progress = (message: string) => void;
 
 export interface Provider {
   readonly kind: ProviderKind;
   readonly capabilities: Capabilities;
-  create(req: CreateSessionRequest, progress?: Progress): Promise<Session>;
-  /** NotFoundError when absent. */
+  create(req: CreateSessionRequest, opts?: CreateOptions): Promise<Session>;
+  /** NotFoundError when absent. An expired session that is not yet removed is returned, with status `expired`. */
   get(id: string): Promise<Session>;
   list(filter?: SessionFilter): Promise<Session[]>;
+  /** Streams a command in a running session. A shell is the exec of `connect(id).shell.argv` with a tty. */
   exec(id: string, spec: ExecSpec): Promise<RemoteProcess>;
+  /** How to reach the session: its web URL, exec and shell WebSockets, SSH where the backend has it. */
+  connect(id: string): Promise<ConnectInfo>;
   /** NotFoundError when absent. */
   delete(id: string): Promise<void>;
-  /** Login shell argv for `onmemos shell` (bash if present, else sh). */
-  loginShell?(id: string): Promise<string[]>;
-}
-
-/** Exit code of a finished process, the way shells report it: 128+N when killed by signal N. */
-export function exitCodeOf(status: ExitStatus, signals: Record<string, number>): number {
-  if (status.code !== null) return status.code;
-  const n = status.signal ? signals[status.signal] : undefined;
-  return 128 + (n ?? 1);
+  /** Present when capabilities.lifecycle says so. */
+  start?(id: string): Promise<Session>;
+  stop?(id: string): Promise<Session>;
+  /** Pushes the expiry `minutes` further from now (not from the old expiry), within maxTtlMinutes. */
+  extend?(id: string, minutes: number): Promise<Session>;
+  /** Removes the expired sessions (and leftovers of creates that died); returns the ids removed. */
+  reapExpired?(): Promise<string[]>;
 }

@@ -2,10 +2,29 @@
  * The remote provider: the Provider contract over an onmemos server's /v1 API (undici for HTTP, ws for the
  * v5.channel.k8s.io exec stream), so every command works the same against a server as locally.
  */
-import { errorFromResponse, ProviderError, UnavailableError, UserError } from '../errors.js';
-import { type CreateSessionRequest, limitsInput, type Session, type SessionFilter } from '../session/model.js';
-import { openExec } from '../tty/exec-client.js';
-import type { Capabilities, ExecSpec, Provider, RemoteProcess } from './provider.js';
+import {
+  errorFromResponse,
+  InterruptedError,
+  type OnmemosError,
+  ProviderError,
+  UnavailableError,
+  UserError,
+} from '../errors.js';
+import { openExec } from '../exec/client.js';
+import {
+  type ConnectInfo,
+  type CreateSessionRequest,
+  limitsInput,
+  MAX_TTL_MINUTES,
+  NDJSON,
+  NETWORK_MODES,
+  type ProviderKind,
+  type Session,
+  type SessionFilter,
+  TEMPLATES,
+  UNREACHABLE_HEADER,
+} from '../session/model.js';
+import type { Capabilities, CreateOptions, ExecSpec, Provider, RemoteProcess } from './provider.js';
 
 export interface RemoteOptions {
   server: string;
@@ -14,11 +33,19 @@ export interface RemoteOptions {
 
 export class RemoteProvider implements Provider {
   readonly kind = 'remote' as const;
+  /** The server checks each request against the provider it picks; here everything is passed on. */
   readonly capabilities: Capabilities = {
-    oneShot: true,
-    shell: true,
+    templates: TEMPLATES,
+    networks: NETWORK_MODES,
+    storage: ['bucket', 'filestore', 'volume'],
+    limits: ['cpus', 'memoryBytes', 'pids', 'diskBytes'],
+    persistentWorkspace: true,
+    lifecycle: { start: true, stop: true, extend: true },
+    exec: ['websocket'],
     tty: true,
-    persistentStorage: true,
+    shell: true,
+    maxTtlMinutes: MAX_TTL_MINUTES,
+    nestedUserns: true,
   };
   private readonly base: URL;
 
@@ -39,61 +66,165 @@ export class RemoteProvider implements Provider {
     return u;
   }
 
-  /** One API call: JSON in and out, errors as typed errors. */
-  async call<T>(method: string, path: string, body?: unknown, query?: URLSearchParams): Promise<T> {
+  private headers(extra: Record<string, string> = {}): Record<string, string> {
+    const h: Record<string, string> = { accept: 'application/json', ...extra };
+    if (this.opts.apiKey) h['x-api-key'] = this.opts.apiKey;
+    return h;
+  }
+
+  private async send(
+    method: string,
+    path: string,
+    body: unknown,
+    query?: URLSearchParams,
+    extra: { headers?: Record<string, string>; signal?: AbortSignal } = {},
+  ) {
     const { request } = await import('undici');
-    const headers: Record<string, string> = { accept: 'application/json' };
-    if (this.opts.apiKey) headers['x-api-key'] = this.opts.apiKey;
+    const headers = this.headers(extra.headers);
     if (body !== undefined) headers['content-type'] = 'application/json';
-    let res: Awaited<ReturnType<typeof request>>;
     try {
-      res = await request(this.url(path, query), {
+      return await request(this.url(path, query), {
         method: method as 'GET',
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
+        signal: extra.signal,
       });
     } catch (e) {
+      if (extra.signal?.aborted) throw new InterruptedError('interrupted: the request to the server was abandoned');
       throw new UnavailableError(`cannot reach the onmemos server at ${this.base.origin}: ${(e as Error).message}`, {
         cause: e,
       });
     }
-    const text = await res.body.text();
-    let json: unknown;
+  }
+
+  private parse(status: number, text: string): unknown {
     try {
-      json = text ? JSON.parse(text) : undefined;
+      return text ? JSON.parse(text) : undefined;
     } catch {
       throw new ProviderError(
-        `the server at ${this.base.origin} answered HTTP ${res.statusCode} with something that is not JSON`,
+        `the server at ${this.base.origin} answered HTTP ${status} with something that is not JSON`,
       );
     }
+  }
+
+  /** One API call: JSON in and out, errors as typed errors. */
+  async call<T>(method: string, path: string, body?: unknown, query?: URLSearchParams): Promise<T> {
+    const res = await this.send(method, path, body, query);
+    const json = this.parse(res.statusCode, await res.body.text());
     if (res.statusCode >= 400) throw errorFromResponse(res.statusCode, json);
     return json as T;
   }
 
-  /** The API's create request: the document's fields, plus limits as `cpu`, `memory`, `pids`, `disk`. */
-  create(req: CreateSessionRequest): Promise<Session> {
+  /**
+   * The API's create request (the document's fields, plus limits as `cpu`, `memory`, `pids`, `disk`). With a
+   * progress listener it asks for the streamed form, so the server's progress reaches this terminal; an abort
+   * closes the connection, and the server removes what it had made.
+   */
+  async create(req: CreateSessionRequest, opts: CreateOptions = {}): Promise<Session> {
     const { limits, ...rest } = req;
-    return this.call('POST', '/v1/sessions', { ...rest, ...limitsInput(limits) });
+    const body = { ...rest, ...limitsInput(limits) };
+    const res = await this.send('POST', '/v1/sessions', body, undefined, {
+      headers: { accept: `${NDJSON}, application/json;q=0.5` },
+      signal: opts.signal,
+    });
+    const type = String(res.headers['content-type'] ?? '');
+    if (res.statusCode >= 400 || !type.startsWith(NDJSON)) {
+      const json = this.parse(res.statusCode, await res.body.text());
+      if (res.statusCode >= 400) throw errorFromResponse(res.statusCode, json);
+      return json as Session;
+    }
+    let session: Session | undefined;
+    let failure: OnmemosError | undefined;
+    let pending = '';
+    const line = (text: string) => {
+      if (!text.trim()) return;
+      const msg = this.parse(res.statusCode, text) as {
+        progress?: Parameters<NonNullable<CreateOptions['onProgress']>>[0];
+        session?: Session;
+        error?: unknown;
+      };
+      if (msg.progress) opts.onProgress?.(msg.progress);
+      else if (msg.session) session = msg.session;
+      else if (msg.error) failure = errorFromResponse(500, msg);
+    };
+    try {
+      for await (const chunk of res.body) {
+        pending += (chunk as Buffer).toString('utf8');
+        let nl = pending.indexOf('\n');
+        while (nl >= 0) {
+          line(pending.slice(0, nl));
+          pending = pending.slice(nl + 1);
+          nl = pending.indexOf('\n');
+        }
+        if (pending.length > 1 << 20) throw new ProviderError('the server sent a create progress line over 1 MiB');
+      }
+      line(pending);
+    } catch (e) {
+      if (opts.signal?.aborted) throw new InterruptedError('interrupted: the server removes the session it was making');
+      throw e;
+    }
+    if (failure) throw failure;
+    if (!session) throw new ProviderError(`the server at ${this.base.origin} ended the create without a session`);
+    return session;
   }
 
   get(id: string): Promise<Session> {
     return this.call('GET', `/v1/sessions/${encodeURIComponent(id)}`);
   }
 
-  list(filter: SessionFilter = {}): Promise<Session[]> {
+  async list(filter: SessionFilter = {}): Promise<Session[]> {
+    return (await this.listAll(filter)).sessions;
+  }
+
+  /** The server's list and the providers it could not reach. */
+  async listAll(
+    filter: SessionFilter = {},
+  ): Promise<{ sessions: Session[]; unreachable: { provider: ProviderKind; message: string }[] }> {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(filter)) if (v) q.set(k, v);
-    return this.call('GET', '/v1/sessions', undefined, q);
+    const res = await this.send('GET', '/v1/sessions', undefined, q);
+    const json = this.parse(res.statusCode, await res.body.text());
+    if (res.statusCode >= 400) throw errorFromResponse(res.statusCode, json);
+    let unreachable: { provider: ProviderKind; message: string }[] = [];
+    const header = res.headers[UNREACHABLE_HEADER];
+    if (typeof header === 'string') {
+      try {
+        const parsed = JSON.parse(decodeURIComponent(header));
+        if (Array.isArray(parsed)) unreachable = parsed;
+      } catch {}
+    }
+    return { sessions: json as Session[], unreachable };
   }
 
   async delete(id: string): Promise<void> {
     await this.call('DELETE', `/v1/sessions/${encodeURIComponent(id)}`);
   }
 
-  /** The server knows its provider's login shell; /connect says which. */
-  async loginShell(id: string): Promise<string[]> {
-    const info = await this.call<{ shell?: string[] }>('GET', `/v1/sessions/${encodeURIComponent(id)}/connect`);
-    return Array.isArray(info.shell) && info.shell.length > 0 ? info.shell : ['/bin/sh', '-l'];
+  start(id: string): Promise<Session> {
+    return this.call('POST', `/v1/sessions/${encodeURIComponent(id)}/start`, {});
+  }
+
+  stop(id: string): Promise<Session> {
+    return this.call('POST', `/v1/sessions/${encodeURIComponent(id)}/stop`, {});
+  }
+
+  extend(id: string, minutes: number): Promise<Session> {
+    return this.call('POST', `/v1/sessions/${encodeURIComponent(id)}/extend`, { ttl_minutes: minutes });
+  }
+
+  /** The server's ConnectInfo, with its paths made absolute URLs of this server. */
+  async connect(id: string): Promise<ConnectInfo> {
+    const info = await this.call<ConnectInfo>('GET', `/v1/sessions/${encodeURIComponent(id)}/connect`);
+    const ws = (path: string) => {
+      const u = new URL(path, this.base);
+      u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+      return u.href;
+    };
+    return {
+      ...info,
+      exec: info.exec ? { ...info.exec, url: ws(info.exec.url) } : null,
+      json_shell: info.json_shell ? ws(info.json_shell) : null,
+    };
   }
 
   async exec(id: string, spec: ExecSpec): Promise<RemoteProcess> {

@@ -7,27 +7,20 @@
  *   await using s = await client.session({ template: 'python', namespace: 'team-a', user: 'alice' });
  *   const r = await s.execute('python3 --version');
  */
-import { constants as osConstants } from 'node:os';
-import { exitCodeOf, type RemoteProcess } from '../providers/provider.js';
+import { exitCodeOf, type RemoteProcess } from '../exec/process.js';
+import type { CreateOptions } from '../providers/provider.js';
 import { RemoteProvider } from '../providers/remote.js';
 import {
+  type ConnectInfo,
   type CreateSessionRequest,
   type ExecuteResult,
-  normalizeCreateRequest,
+  type LimitsInput,
+  parseCreateRequest,
   type Session,
   type SessionFilter,
 } from '../session/model.js';
 
-export interface ConnectInfo {
-  id: string;
-  provider: string;
-  status: string;
-  url: string | null;
-  ssh: boolean;
-  exec: string;
-  exec_protocol: string;
-  shell: string[] | null;
-}
+export type { ConnectInfo };
 
 export interface ExecOptions {
   stdin?: boolean;
@@ -43,7 +36,10 @@ export interface ClientProcess extends RemoteProcess {
   wait(): Promise<number>;
 }
 
-export type SessionRequest = Partial<Omit<CreateSessionRequest, 'env'>> & { env?: Record<string, string> };
+/** The API's create request: the document's fields, and limits as `cpu`, `memory`, `pids`, `disk`. */
+export type SessionRequest = Partial<Omit<CreateSessionRequest, 'env' | 'limits'>> & {
+  env?: Record<string, string>;
+} & LimitsInput;
 
 export class OnMemOSClient {
   private readonly remote: RemoteProvider;
@@ -52,9 +48,25 @@ export class OnMemOSClient {
     this.remote = new RemoteProvider({ server: baseUrl, apiKey });
   }
 
-  /** Creates a session; fields and defaults as the document gives them (provider `auto`, template `python`...). */
-  async createSession(request: SessionRequest = {}): Promise<Session> {
-    return this.remote.create(normalizeCreateRequest(request));
+  /**
+   * Creates a session; fields and defaults as the document gives them (provider `auto`, template `python`...).
+   * `onProgress` receives the server's progress events; aborting `signal` makes the server remove what it made.
+   */
+  async createSession(request: SessionRequest = {}, opts: CreateOptions = {}): Promise<Session> {
+    return this.remote.create(parseCreateRequest(request), opts);
+  }
+
+  startSession(id: string): Promise<Session> {
+    return this.remote.start(id);
+  }
+
+  stopSession(id: string): Promise<Session> {
+    return this.remote.stop(id);
+  }
+
+  /** Moves the session's expiry to `minutes` from now. */
+  extendSession(id: string, minutes: number): Promise<Session> {
+    return this.remote.extend(id, minutes);
   }
 
   getSession(id: string): Promise<Session> {
@@ -77,8 +89,9 @@ export class OnMemOSClient {
     return this.remote.delete(id);
   }
 
+  /** How to reach the session; its WebSocket URLs are absolute URLs of this server. */
   connectSession(id: string): Promise<ConnectInfo> {
-    return this.remote.call('GET', `/v1/sessions/${encodeURIComponent(id)}/connect`);
+    return this.remote.connect(id);
   }
 
   /** Streams argv (passed exactly) in a session over the v5.channel.k8s.io WebSocket. */
@@ -87,7 +100,7 @@ export class OnMemOSClient {
     if (!opts.stdin) proc.stdin.end();
     return {
       ...proc,
-      wait: async () => exitCodeOf(await proc.exit, osConstants.signals as unknown as Record<string, number>),
+      wait: async () => exitCodeOf(await proc.exit),
     };
   }
 

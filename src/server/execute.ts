@@ -8,10 +8,9 @@
  * case is bounded: 2 streams x cap per execute in flight, plus the response being written.
  */
 
-import { constants as osConstants } from 'node:os';
 import type { Readable } from 'node:stream';
+import { exitCodeOf } from '../exec/process.js';
 import type { Provider } from '../providers/provider.js';
-import { exitCodeOf } from '../providers/provider.js';
 import { type ExecuteResult, validateArgument } from '../session/model.js';
 
 /** Default cap on each of stdout and stderr (the same as the request body and WebSocket message limits). */
@@ -42,7 +41,7 @@ export async function executeBuffered(
   }, timeoutSeconds * 1000);
   try {
     const status = await proc.exit;
-    const returncode = timedOut ? 124 : exitCodeOf(status, osConstants.signals as unknown as Record<string, number>);
+    const returncode = timedOut ? 124 : exitCodeOf(status);
     const result: ExecuteResult = { stdout: out.text(), stderr: err.text(), returncode, success: returncode === 0 };
     if (timedOut) result.stderr += `onmemos: timed out after ${timeoutSeconds} s\n`;
     if (out.truncated() || err.truncated()) result.truncated = true;

@@ -13,7 +13,7 @@
  * The concurrency cap per API key (serve --max-concurrent) is here too: it guards memory and processes the same way.
  */
 import type { IncomingMessage, Server } from 'node:http';
-import { HttpError } from './http.js';
+import { apiError } from './http.js';
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
 
@@ -41,31 +41,25 @@ export class RequestGuard {
     return hosts;
   }
 
-  /** Throws the HttpError that refuses `req` (421 wrong Host, 403 foreign Origin, 415 a body that is not JSON). */
+  /** Throws the error that refuses `req` (421 wrong Host, 403 foreign Origin, 415 a body that is not JSON). */
   check(req: IncomingMessage, opts: { body: boolean }): void {
     const host = (req.headers.host ?? '').toLowerCase();
     const allowed = this.allowedHosts();
     if (allowed && !allowed.includes(host)) {
-      throw new HttpError(
-        421,
+      throw apiError(
         'misdirected_request',
         `this server answers to Host ${allowed[0]} (or localhost, 127.0.0.1, [::1] with its port), not ${JSON.stringify(host)}`,
       );
     }
     const origin = req.headers.origin;
     if (origin !== undefined && !this.allowOrigins.includes(origin) && !isOwnOrigin(origin, allowed ?? [host])) {
-      throw new HttpError(
-        403,
+      throw apiError(
         'forbidden',
         `requests from web pages of other origins are refused (Origin ${JSON.stringify(origin)}); serve --allow-origin allows one`,
       );
     }
     if (opts.body && hasBody(req) && !isJson(req.headers['content-type'])) {
-      throw new HttpError(
-        415,
-        'unsupported_media_type',
-        'a request body must be JSON, sent with Content-Type: application/json',
-      );
+      throw apiError('unsupported_media_type', 'a request body must be JSON, sent with Content-Type: application/json');
     }
   }
 }
@@ -99,8 +93,7 @@ export class ConcurrencyLimit {
   acquire(key: string): () => void {
     const n = this.inFlight.get(key) ?? 0;
     if (n >= this.max) {
-      throw new HttpError(
-        429,
+      throw apiError(
         'too_many_requests',
         `this API key already has ${n} executes, exec streams and shells in flight, the most serve --max-concurrent allows; retry when one ends`,
       );

@@ -1,15 +1,10 @@
 /** Small HTTP helpers: JSON responses, the `{"error":{"code","message"}}` shape, bounded JSON bodies. */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { OnmemosError } from '../errors.js';
+import { type ErrorCode, OnmemosError } from '../errors.js';
 
-export class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
+/** An error of the API, in the one vocabulary of src/errors.ts (its code decides the status). */
+export function apiError(code: ErrorCode, message: string): OnmemosError {
+  return new OnmemosError(message, { code });
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
@@ -19,23 +14,8 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 }
 
 /** The HTTP status for an error: our own codes map to the document's statuses; anything else is a 500. */
-export function errorStatus(e: unknown): { status: number; code: string; message: string } {
-  if (e instanceof HttpError) return { status: e.status, code: e.code, message: e.message };
-  if (e instanceof OnmemosError) {
-    const status =
-      {
-        usage: 400,
-        invalid_argument: 422,
-        not_found: 404,
-        conflict: 409,
-        unavailable: 503,
-        auth: 401,
-        forbidden: 403,
-        provider_error: 502,
-        internal: 500,
-      }[e.code] ?? 500;
-    return { status, code: e.code, message: e.message };
-  }
+export function errorStatus(e: unknown): { status: number; code: ErrorCode; message: string } {
+  if (e instanceof OnmemosError) return { status: e.status, code: e.code, message: e.message };
   return { status: 500, code: 'internal', message: 'internal error' };
 }
 
@@ -48,12 +28,12 @@ export function sendError(res: ServerResponse, e: unknown): void {
 /** Reads a JSON object body of at most `limit` bytes: 413 past it, 400 for anything that is not an object. */
 export async function readJsonBody(req: IncomingMessage, limit: number): Promise<Record<string, unknown>> {
   const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > limit) throw new HttpError(413, 'too_large', `request body over ${limit} bytes`);
+  if (declared > limit) throw apiError('too_large', `request body over ${limit} bytes`);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > limit) throw new HttpError(413, 'too_large', `request body over ${limit} bytes`);
+    if (size > limit) throw apiError('too_large', `request body over ${limit} bytes`);
     chunks.push(chunk as Buffer);
   }
   if (size === 0) return {};
@@ -61,10 +41,10 @@ export async function readJsonBody(req: IncomingMessage, limit: number): Promise
   try {
     body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
   } catch {
-    throw new HttpError(400, 'bad_request', 'the request body is not valid JSON');
+    throw apiError('bad_request', 'the request body is not valid JSON');
   }
   if (!body || typeof body !== 'object' || Array.isArray(body)) {
-    throw new HttpError(400, 'bad_request', 'the request body must be a JSON object');
+    throw apiError('bad_request', 'the request body must be a JSON object');
   }
   return body as Record<string, unknown>;
 }

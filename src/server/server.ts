@@ -10,7 +10,7 @@
  *   POST   /v1/sessions/{id}/execute         {command, timeout} → {stdout, stderr, returncode, success}
  *   GET    /v1/sessions/{id}/connect
  *   GET    /v1/sessions/{id}/exec?command=…&stdin=1&tty=1&env=K=V&workdir=/dir&cols=&rows=
- *                                            WebSocket, v5.channel.k8s.io (src/tty/channel.ts)
+ *                                            WebSocket, v5.channel.k8s.io (src/exec/v5.ts)
  *
  * Clients are not trusted. Every request and upgrade passes the guard (guard.ts: Host, Origin, content type);
  * every socket, stream and process has its errors handled, so a client's fault ends that client's connection only;
@@ -21,24 +21,25 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Duplex } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
 import { ConflictError, NotFoundError, UserError } from '../errors.js';
-import { findSession, type ProviderRegistry } from '../providers/index.js';
+import { execSpecFromQuery, execWebSocketServer, serveExec } from '../exec/server.js';
+import { SERVER_SUBPROTOCOLS, V5 } from '../exec/v5.js';
+import { createSession, type ProviderRegistry } from '../providers/index.js';
 import type { Provider } from '../providers/provider.js';
 import {
-  type CreateSessionRequest,
-  normalizeCreateRequest,
+  type ConnectInfo,
+  parseCreateRequest,
   type Session,
   type SessionFilter,
+  UNREACHABLE_HEADER,
   validateArgument,
   validateName,
   validateSessionId,
 } from '../session/model.js';
-import { SERVER_SUBPROTOCOLS, V5 } from '../tty/channel.js';
-import { execSpecFromQuery, execWebSocketServer, serveExec } from '../tty/exec-server.js';
 import { VERSION } from '../version.js';
 import { type Auth, allows, type Principal } from './auth.js';
 import { executeBuffered } from './execute.js';
 import { ConcurrencyLimit, RequestGuard } from './guard.js';
-import { errorStatus, HttpError, readJsonBody, sendError, sendJson } from './http.js';
+import { apiError, errorStatus, readJsonBody, sendError, sendJson } from './http.js';
 
 export interface ServerOptions {
   registry: ProviderRegistry;
@@ -102,7 +103,7 @@ function requestUrl(req: IncomingMessage): URL {
       return new URL(`http://onmemos${target}`);
     } catch {}
   }
-  throw new HttpError(400, 'bad_request', 'the request target must be a path');
+  throw apiError('bad_request', 'the request target must be a path');
 }
 
 /** The API key's principal. `?api_key=` is for WebSocket upgrades only (browsers cannot set headers there). */
@@ -110,11 +111,11 @@ function principalOf(opts: ServerOptions, req: IncomingMessage, url: URL, upgrad
   const header = req.headers['x-api-key'];
   const queryKey = url.searchParams.get('api_key');
   if (queryKey !== null && !upgrade && opts.auth.enabled) {
-    throw new HttpError(401, 'auth', '?api_key= is accepted on WebSocket upgrades only: send the key as X-API-Key');
+    throw apiError('auth', '?api_key= is accepted on WebSocket upgrades only: send the key as X-API-Key');
   }
   const key = (Array.isArray(header) ? header[0] : header) ?? queryKey ?? undefined;
   const p = opts.auth.check(key);
-  if (!p) throw new HttpError(401, 'auth', key ? 'invalid API key' : 'an API key is required (X-API-Key)');
+  if (!p) throw apiError('auth', key ? 'invalid API key' : 'an API key is required (X-API-Key)');
   return p;
 }
 
@@ -123,7 +124,7 @@ function decodeSegment(raw: string): string {
   try {
     return decodeURIComponent(raw);
   } catch {
-    throw new HttpError(400, 'bad_request', `malformed percent-encoding in ${JSON.stringify(raw.slice(0, 200))}`);
+    throw apiError('bad_request', `malformed percent-encoding in ${JSON.stringify(raw.slice(0, 200))}`);
   }
 }
 
@@ -137,10 +138,10 @@ async function authorizedSession(
   rawId: string,
 ): Promise<{ provider: Provider; session: Session }> {
   const id = validateSessionId(decodeSegment(rawId));
-  const notFound = () => new HttpError(404, 'not_found', `no such session: ${id}`);
+  const notFound = () => apiError('not_found', `no such session: ${id}`);
   let found: { provider: Provider; session: Session };
   try {
-    found = await findSession(opts.registry, id);
+    found = await opts.registry.locate(id);
   } catch (e) {
     throw e instanceof NotFoundError ? notFound() : e;
   }
@@ -165,34 +166,29 @@ async function handle(state: State, req: IncomingMessage, res: ServerResponse): 
   if (path === '/v1/sessions') {
     if (method === 'POST') {
       const body = await readJsonBody(req, opts.maxBodyBytes ?? 1 << 20);
-      const request = createRequestFrom(body);
+      const request = parseCreateRequest(body);
       if (!allows(principal, request.namespace)) {
-        throw new HttpError(403, 'forbidden', `this API key may not use namespace ${request.namespace}`);
+        throw apiError('forbidden', `this API key may not use namespace ${request.namespace}`);
       }
-      const { provider, reason } = await opts.registry.forCreate(request);
-      const session = await provider.create(request);
-      return sendJson(res, 200, shown({ ...session, details: { ...session.details, provider_reason: reason } }));
+      const session = await createSession(opts.registry, request, { signal: gone(res) });
+      return sendJson(res, 200, shown(session));
     }
     if (method === 'GET') {
-      const filter = filterFrom(url);
-      const all: Session[] = [];
-      for (const p of await opts.registry.all()) {
-        if (filter.provider && p.kind !== filter.provider) continue;
-        all.push(...(await p.list(filter)));
-      }
+      const { sessions, unreachable } = await opts.registry.list(filterFrom(url));
+      if (unreachable.length > 0) res.setHeader(UNREACHABLE_HEADER, encodeURIComponent(JSON.stringify(unreachable)));
       return sendJson(
         res,
         200,
-        all.filter((s) => allows(principal, s.namespace)).map((s) => shown(s)),
+        sessions.filter((s) => allows(principal, s.namespace)).map((s) => shown(s)),
       );
     }
-    throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
+    throw apiError('method_not_allowed', `${method} is not allowed on ${path}`);
   }
 
   if (path.startsWith('/v1/cloudrun/workspaces')) return legacy(state, principal, req, res, url, path, method);
 
   const m = /^\/v1\/sessions\/([^/]+)(?:\/(execute|connect))?$/.exec(path);
-  if (!m) throw new HttpError(404, 'not_found', `no route for ${method} ${path}`);
+  if (!m) throw apiError('not_found', `no route for ${method} ${path}`);
   const [, rawId, action] = m;
   const { provider, session } = await authorizedSession(opts, principal, rawId!);
 
@@ -205,23 +201,20 @@ async function handle(state: State, req: IncomingMessage, res: ServerResponse): 
     const body = await readJsonBody(req, opts.maxBodyBytes ?? 1 << 20);
     const command = body.command;
     if (typeof command !== 'string' || command.length === 0) {
-      throw new HttpError(400, 'bad_request', '"command" must be a non-empty string');
+      throw apiError('bad_request', '"command" must be a non-empty string');
     }
     return execute(state, principal, res, provider, session.id, command, checkTimeout(body.timeout ?? 120));
   }
   if (action === 'connect' && method === 'GET') {
+    const info = await provider.connect(session.id);
+    // The provider's own exec URL (a socket on this host) is not the client's: it reaches the session through here.
     return sendJson(res, 200, {
-      id: session.id,
-      provider: session.provider,
-      status: session.status,
-      url: session.url,
-      ssh: session.ssh,
-      exec: `/v1/sessions/${session.id}/exec`,
-      exec_protocol: V5,
-      shell: provider.loginShell ? await provider.loginShell(session.id) : null,
-    });
+      ...info,
+      exec: { url: `/v1/sessions/${session.id}/exec`, protocol: V5 },
+      json_shell: `/v1/sessions/${session.id}/shell`,
+    } satisfies ConnectInfo);
   }
-  throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
+  throw apiError('method_not_allowed', `${method} is not allowed on ${path}`);
 }
 
 /** The buffered execute of both APIs, counted against the key's concurrency limit. */
@@ -276,29 +269,21 @@ async function legacy(
   if (path === '/v1/cloudrun/workspaces' && method === 'POST') {
     const body = await readJsonBody(req, opts.maxBodyBytes ?? 1 << 20);
     const { storage_options, ...rest } = body;
-    const request = createRequestFrom({ ...rest, storage: storage_options, provider: 'cloud_run' });
+    const request = parseCreateRequest({ ...rest, storage: storage_options });
     if (!allows(principal, request.namespace)) {
-      throw new HttpError(403, 'forbidden', `this API key may not use namespace ${request.namespace}`);
+      throw apiError('forbidden', `this API key may not use namespace ${request.namespace}`);
     }
-    let chosen: { provider: Provider; reason: string };
-    try {
-      chosen = await opts.registry.forCreate(request);
-    } catch {
-      const local = await opts.registry.forCreate({ ...request, provider: 'local' });
-      chosen = { provider: local.provider, reason: 'Cloud Run is not configured: the local sandbox stands in' };
-    }
-    const session = await chosen.provider.create({
-      ...request,
-      provider: chosen.provider.kind as CreateSessionRequest['provider'],
-    });
-    return sendJson(
-      res,
-      200,
-      shown({ ...session, details: { ...session.details, provider_reason: chosen.reason } }, legacyShell(session.id)),
+    // Cloud Run where it is configured; where it is not, the auto rule's stand-in, and the reason says so.
+    const configured = opts.registry.kinds().some((k) => k.kind === 'cloud_run' && k.configured);
+    const session = await createSession(
+      opts.registry,
+      { ...request, provider: configured ? 'cloud_run' : 'auto' },
+      { signal: gone(res) },
     );
+    return sendJson(res, 200, shown(session, legacyShell(session.id)));
   }
   const m = /^\/v1\/cloudrun\/workspaces\/([^/]+)(?:\/(execute))?$/.exec(path);
-  if (!m) throw new HttpError(404, 'not_found', `no route for ${method} ${path}`);
+  if (!m) throw apiError('not_found', `no route for ${method} ${path}`);
   const { provider, session } = await authorizedSession(opts, principal, m[1]!);
   if (!m[2] && method === 'GET') return sendJson(res, 200, shown(session, legacyShell(session.id)));
   if (!m[2] && method === 'DELETE') {
@@ -307,7 +292,7 @@ async function legacy(
   }
   if (m[2] === 'execute' && method === 'POST') {
     const command = url.searchParams.get('command');
-    if (!command) throw new HttpError(400, 'bad_request', 'give the command as ?command=');
+    if (!command) throw apiError('bad_request', 'give the command as ?command=');
     const raw = url.searchParams.get('timeout');
     return execute(
       state,
@@ -319,60 +304,7 @@ async function legacy(
       checkTimeout(raw === null ? 120 : Number(raw)),
     );
   }
-  throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
-}
-
-/** The document's request fields, with types checked here (400) and values by the session model (422). */
-function createRequestFrom(body: Record<string, unknown>): CreateSessionRequest {
-  const str = (k: string) => {
-    const v = body[k];
-    if (v !== undefined && typeof v !== 'string') throw new HttpError(400, 'bad_request', `"${k}" must be a string`);
-    return v as string | undefined;
-  };
-  const num = (k: string) => {
-    const v = body[k];
-    if (v !== undefined && typeof v !== 'number') throw new HttpError(400, 'bad_request', `"${k}" must be a number`);
-    return v as number | undefined;
-  };
-  const bool = (k: string) => {
-    const v = body[k];
-    if (v !== undefined && typeof v !== 'boolean') throw new HttpError(400, 'bad_request', `"${k}" must be a boolean`);
-    return v as boolean | undefined;
-  };
-  const env = body.env;
-  if (env !== undefined && (typeof env !== 'object' || env === null || Array.isArray(env))) {
-    throw new HttpError(400, 'bad_request', '"env" must be an object of strings');
-  }
-  for (const v of Object.values((env as Record<string, unknown>) ?? {})) {
-    if (typeof v !== 'string') throw new HttpError(400, 'bad_request', '"env" must be an object of strings');
-  }
-  const storage = body.storage;
-  if (storage !== undefined && (typeof storage !== 'object' || storage === null || Array.isArray(storage))) {
-    throw new HttpError(400, 'bad_request', '"storage" must be an object');
-  }
-  const size = (k: string) => {
-    const v = body[k];
-    if (v !== undefined && typeof v !== 'number' && typeof v !== 'string') {
-      throw new HttpError(400, 'bad_request', `"${k}" must be a number or a string such as "2g"`);
-    }
-    return v as number | string | undefined;
-  };
-  return normalizeCreateRequest({
-    provider: str('provider') as CreateSessionRequest['provider'] | undefined,
-    template: str('template') as CreateSessionRequest['template'] | undefined,
-    namespace: str('namespace'),
-    user: str('user'),
-    ttl_minutes: num('ttl_minutes'),
-    env: env as Record<string, string> | undefined,
-    network: str('network') as CreateSessionRequest['network'] | undefined,
-    storage: storage as CreateSessionRequest['storage'],
-    needs_ssh: bool('needs_ssh'),
-    long_lived: bool('long_lived'),
-    expected_duration_minutes: num('expected_duration_minutes'),
-    limits: { cpu: size('cpu'), memory: size('memory'), pids: size('pids'), disk: size('disk') },
-    require_limits: bool('require_limits'),
-    nested_userns: bool('nested_userns'),
-  });
+  throw apiError('method_not_allowed', `${method} is not allowed on ${path}`);
 }
 
 function filterFrom(url: URL): SessionFilter {
@@ -430,7 +362,7 @@ async function upgrade(state: State, req: IncomingMessage, socket: Duplex, head:
   state.guard.check(req, { body: false });
   const shell = /^\/v1\/(?:sessions|cloudrun\/workspaces)\/([^/]+)\/shell\/?$/.exec(url.pathname);
   const m = shell ?? /^\/v1\/sessions\/([^/]+)\/exec\/?$/.exec(url.pathname);
-  if (!m) throw new HttpError(404, 'not_found', `no WebSocket route for ${url.pathname}`);
+  if (!m) throw apiError('not_found', `no WebSocket route for ${url.pathname}`);
   const principal = principalOf(opts, req, url, true);
   const { provider, session } = await authorizedSession(opts, principal, m[1]!);
   if (session.status !== 'running') {
@@ -440,7 +372,7 @@ async function upgrade(state: State, req: IncomingMessage, socket: Duplex, head:
   if (spec) {
     const protocols = String(req.headers['sec-websocket-protocol'] ?? '');
     if (!SERVER_SUBPROTOCOLS.some((p) => protocols.split(/\s*,\s*/).includes(p))) {
-      throw new HttpError(400, 'bad_request', `offer the ${V5} subprotocol`);
+      throw apiError('bad_request', `offer the ${V5} subprotocol`);
     }
   }
   const release = state.limit.acquire(principal.id);

@@ -66,7 +66,55 @@ export interface LimitsInput {
   disk?: number | string;
 }
 
-export type SessionStatus = 'creating' | 'running' | 'exited' | 'expired';
+/**
+ * A session's life: creating → (starting →) running ⇄ stopping → stopped → starting → running; it ends as exited
+ * (its processes are gone), failed (the backend could not run it) or expired (past its TTL, not yet removed).
+ */
+export const SESSION_STATUSES = [
+  'creating',
+  'starting',
+  'running',
+  'stopping',
+  'stopped',
+  'exited',
+  'failed',
+  'expired',
+] as const;
+export type SessionStatus = (typeof SESSION_STATUSES)[number];
+
+/** One step of a long operation (a create), for a progress line; `--json` output never carries them. */
+export interface ProgressEvent {
+  /** A stable name for the step: `provider`, `prepare`, `limits`, `launch`, `network`, `ready`, … */
+  step: string;
+  message: string;
+  /** The session's id, once it has one. */
+  id?: string;
+}
+
+/** The header in which GET /v1/sessions names the providers it could not reach (URI-encoded JSON array). */
+export const UNREACHABLE_HEADER = 'x-onmemos-unreachable';
+/**
+ * The media type of a create that streams its progress (POST /v1/sessions with this in Accept): one JSON object per
+ * line, `{"progress":{...}}` for each step, then `{"session":{...}}` or `{"error":{"code","message"}}`.
+ */
+export const NDJSON = 'application/x-ndjson';
+
+/** How to reach a session, as its provider knows it (GET /v1/sessions/{id}/connect, `onmemos connect`). */
+export interface ConnectInfo {
+  id: string;
+  provider: ProviderKind;
+  status: SessionStatus;
+  /** The session's own web address (a Cloud Run service, a workstation), or null. */
+  url: string | null;
+  /** The exec WebSocket (v5.channel.k8s.io). Through a server: a path on that server. */
+  exec: { url: string; protocol: string } | null;
+  /** The interactive shell: this argv through the exec WebSocket with a tty. */
+  shell: { argv: string[] } | null;
+  /** The document's JSON shell WebSocket (`{"type":"command"}`), where one is served. */
+  json_shell: string | null;
+  /** For backends reached over SSH: where, as whom, and the tunnel that carries it. */
+  ssh: { host: string; port: number; user: string; tunnel?: string } | null;
+}
 
 /** The document's response fields, plus times the CLI shows. */
 export interface Session {
@@ -237,6 +285,85 @@ export function normalizeLimits(input: LimitsInput = {}): Limits {
   };
 }
 
+/**
+ * A create request as the API, the CLI and the SDK receive it (the document's fields, plus `cpu`, `memory`, `pids`,
+ * `disk`, `env`, `network`, `require_limits`, `nested_userns`): types are checked here (bad_request, 400), values
+ * by normalizeCreateRequest (invalid_argument, 422).
+ */
+export function parseCreateRequest(input: unknown): CreateSessionRequest {
+  if (input === undefined || input === null) input = {};
+  if (typeof input !== 'object' || Array.isArray(input)) throw badRequest('the create request must be an object');
+  const body = input as Record<string, unknown>;
+  const typed = <T>(k: string, type: string, ok: (v: unknown) => boolean): T | undefined => {
+    const v = body[k];
+    if (v === undefined || v === null) return undefined;
+    if (!ok(v)) throw badRequest(`"${k}" must be ${type}`);
+    return v as T;
+  };
+  const str = (k: string) => typed<string>(k, 'a string', (v) => typeof v === 'string');
+  const num = (k: string) => typed<number>(k, 'a number', (v) => typeof v === 'number');
+  const bool = (k: string) => typed<boolean>(k, 'a boolean', (v) => typeof v === 'boolean');
+  const size = (k: string) =>
+    typed<number | string>(
+      k,
+      'a number or a string such as "2g"',
+      (v) => typeof v === 'number' || typeof v === 'string',
+    );
+  const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const env = typed<Record<string, string>>(
+    'env',
+    'an object of strings',
+    (v) => isObject(v) && Object.values(v as object).every((x) => typeof x === 'string'),
+  );
+  const storage = typed<Record<string, unknown>>('storage', 'an object', isObject);
+  return normalizeCreateRequest({
+    provider: str('provider') as ProviderChoice | undefined,
+    template: str('template') as Template | undefined,
+    namespace: str('namespace'),
+    user: str('user'),
+    ttl_minutes: num('ttl_minutes'),
+    env,
+    network: str('network') as NetworkMode | undefined,
+    storage: storage === undefined ? undefined : parseStorage(storage),
+    needs_ssh: bool('needs_ssh'),
+    long_lived: bool('long_lived'),
+    expected_duration_minutes: num('expected_duration_minutes'),
+    limits: { cpu: size('cpu'), memory: size('memory'), pids: size('pids'), disk: size('disk') },
+    require_limits: bool('require_limits'),
+    nested_userns: bool('nested_userns'),
+  });
+}
+
+const badRequest = (message: string) => new UserError(message, { code: 'bad_request' });
+
+/** The document's storage options: `{bucket?: "name", filestore?: {ip, share}}`. */
+function parseStorage(raw: Record<string, unknown>): NonNullable<CreateSessionRequest['storage']> {
+  const out: NonNullable<CreateSessionRequest['storage']> = {};
+  for (const k of Object.keys(raw)) {
+    if (k !== 'bucket' && k !== 'filestore')
+      throw badRequest(`unknown storage option "${k}": expected bucket, filestore`);
+  }
+  if (raw.bucket !== undefined && raw.bucket !== null) {
+    if (typeof raw.bucket !== 'string') throw badRequest('"storage.bucket" must be a string');
+    if (!/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/.test(raw.bucket)) {
+      throw new UserError(`invalid bucket name ${JSON.stringify(raw.bucket.slice(0, 80))}`);
+    }
+    out.bucket = raw.bucket;
+  }
+  const fs = raw.filestore;
+  if (fs !== undefined && fs !== null) {
+    const f = fs as Record<string, unknown>;
+    if (typeof fs !== 'object' || typeof f.ip !== 'string' || typeof f.share !== 'string') {
+      throw badRequest('"storage.filestore" must be {"ip": "10.0.0.2", "share": "name"}');
+    }
+    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(f.ip) || !/^[A-Za-z0-9_-]{1,64}$/.test(f.share)) {
+      throw new UserError('invalid filestore: ip must be an IPv4 address and share a file share name');
+    }
+    out.filestore = { ip: f.ip, share: f.share };
+  }
+  return out;
+}
+
 /** Applies the document's defaults and validates every field; throws UserError before anything is made. */
 export function normalizeCreateRequest(
   input: Partial<Omit<CreateSessionRequest, 'limits'>> & { limits?: LimitsInput },
@@ -261,7 +388,7 @@ export function normalizeCreateRequest(
     require_limits: input.require_limits ?? false,
     nested_userns: input.nested_userns ?? false,
   };
-  if (input.storage) req.storage = input.storage;
+  if (input.storage && (input.storage.bucket || input.storage.filestore)) req.storage = input.storage;
   if (input.expected_duration_minutes !== undefined) req.expected_duration_minutes = input.expected_duration_minutes;
   return req;
 }

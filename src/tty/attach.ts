@@ -5,10 +5,16 @@
  */
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
-import type { CliIO } from '../commands/context.js';
-import type { RemoteProcess } from '../providers/provider.js';
-import { exitCodeOf } from '../providers/provider.js';
+import type { RemoteProcess } from '../exec/process.js';
+import { exitCodeOf } from '../exec/process.js';
 import { EscapeFilter } from './escape.js';
+
+/** The terminal or pipes a command runs on (the CLI's own, or a test's). */
+export interface CliIO {
+  stdin: Readable & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown; fd?: number };
+  stdout: Writable & { isTTY?: boolean; columns?: number; rows?: number };
+  stderr: Writable & { isTTY?: boolean };
+}
 
 export interface AttachOptions {
   tty: boolean;

@@ -61,7 +61,9 @@ describe('OnMemOSClient', () => {
     expect(outputs[0]).toBe('/workspace\n');
     expect(outputs[2]).toBe('Hello from OnMemOS!\n');
     expect((await client.listSessions({ namespace: 'my-project' })).map((s) => s.id)).toEqual([session.id]);
-    expect((await client.connectSession(session.id)).exec).toBe(`/v1/sessions/${session.id}/exec`);
+    expect((await client.connectSession(session.id)).exec?.url).toMatch(
+      new RegExp(`^ws://127\\.0\\.0\\.1:\\d+/v1/sessions/${session.id}/exec$`),
+    );
     await client.deleteSession(session.id);
     await expect(client.getSession(session.id)).rejects.toBeInstanceOf(NotFoundError);
   });

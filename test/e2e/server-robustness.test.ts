@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { CHANNEL, closeFrame, exitFromStatus, frame, parseFrame, V5 } from '../../src/tty/channel.js';
+import { CHANNEL, closeFrame, exitFromStatus, frame, parseFrame, V5 } from '../../src/exec/v5.js';
 import { StateDir, waitFor } from '../helpers/cli.js';
 import { clientFrame, rawHttp, rawUpgrade, type Served, startServe, watchRss } from '../helpers/serve.js';
 

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { V5 } from '../../src/tty/channel.js';
+import { V5 } from '../../src/exec/v5.js';
 import { StateDir } from '../helpers/cli.js';
 import { rawHttp, rawUpgrade, type Served, startServe } from '../helpers/serve.js';
 

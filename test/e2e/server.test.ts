@@ -3,10 +3,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import type { Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { CHANNEL, closeFrame, exitFromStatus, frame, parseFrame, V5 } from '../../src/exec/v5.js';
 import { defaultRegistry } from '../../src/providers/index.js';
 import { Auth, parseApiKeys } from '../../src/server/auth.js';
 import { createOnmemosServer } from '../../src/server/server.js';
-import { CHANNEL, closeFrame, exitFromStatus, frame, parseFrame, V5 } from '../../src/tty/channel.js';
 import { BIN, StateDir, waitFor } from '../helpers/cli.js';
 
 const KEY = 'test-key-all-namespaces-0123456789';
@@ -59,7 +59,7 @@ describe('the document examples', () => {
       expect(s).toHaveProperty(k);
     expect(s).toMatchObject({ provider: 'local', namespace: 'my-project', user: 'developer', status: 'running' });
     expect(s.details.provider_reason).toBe(
-      'auto picks cloud_run (short-lived by default), which is not configured: the local sandbox stands in',
+      'auto picks cloud_run (short-lived by default), which is not configured: this build of onmemos has no cloud_run provider yet; local stands in',
     );
     const gke = (await api('POST', '/v1/sessions', { namespace: 'ml-training', user: 'researcher', long_lived: true }))
       .body;
@@ -106,17 +106,20 @@ describe('the document examples', () => {
 
 describe('the legacy Cloud Run API and the JSON shell', () => {
   it('creates, executes, gets and deletes a workspace through /v1/cloudrun/workspaces', async () => {
-    const created = await api('POST', '/v1/cloudrun/workspaces', {
-      template: 'python',
-      namespace: 'team-a',
-      user: 'alice',
-      ttl_minutes: 30,
+    const request = { template: 'python', namespace: 'team-a', user: 'alice', ttl_minutes: 30 };
+    // The local stand-in cannot mount storage: the document's storage_options are refused, not ignored.
+    const refused = await api('POST', '/v1/cloudrun/workspaces', {
+      ...request,
       storage_options: { bucket: 'my-bucket', filestore: { ip: '10.0.0.1', share: 'workspace' } },
     });
+    expect(refused.status).toBe(422);
+    expect(refused.body.error).toMatchObject({ code: 'unsupported', message: 'provider local cannot mount a bucket' });
+    expect((await api('GET', '/v1/sessions?namespace=team-a')).body).toEqual([]);
+    const created = await api('POST', '/v1/cloudrun/workspaces', request);
     expect(created.status).toBe(200);
     const w = created.body;
     expect(w.websocket).toBe(`/v1/cloudrun/workspaces/${w.id}/shell`);
-    expect(w.details.provider_reason).toMatch(/Cloud Run is not configured/);
+    expect(w.details.provider_reason).toMatch(/auto picks cloud_run .*, which is not configured.*; local stands in/);
     const r = await api('POST', `/v1/cloudrun/workspaces/${w.id}/execute?command=pwd&timeout=30`);
     expect(r.body).toEqual({ stdout: '/workspace\n', stderr: '', returncode: 0, success: true });
     expect((await api('POST', `/v1/cloudrun/workspaces/${w.id}/execute`)).status).toBe(400);

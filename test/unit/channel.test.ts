@@ -9,7 +9,7 @@ import {
   resizeFrame,
   startFailureStatus,
   statusFor,
-} from '../../src/tty/channel.js';
+} from '../../src/exec/v5.js';
 
 describe('v5.channel.k8s.io framing', () => {
   it('frames and parses a channel byte plus payload, binary-safe', () => {

@@ -170,17 +170,19 @@ describe('onmemos (in-process)', () => {
 });
 
 describe('create interrupted', () => {
-  it('holds SIGINT until the session is made, then removes it and exits 130', async () => {
-    const p = new FakeProvider();
+  it('SIGINT during a create aborts it, removes what was made and exits 130', async () => {
+    const p = new FakeProvider({ createMs: 400 });
     const deps = fakeDeps(p);
-    const create = p.create.bind(p);
-    p.create = async (req) => {
-      deps.signals.emit('SIGINT');
-      return create(req);
-    };
-    const code = await runCli(['create'], deps);
-    expect(code).toBe(130);
-    expect(deps.stderr.text).toMatch(/^onmemos: interrupted by SIGINT: session ws-\S+ was removed\n$/);
+    const run = runCli(['create', '--json'], deps);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(p.sessions.size).toBe(1); // half made
+    deps.signals.emit('SIGINT');
+    expect(await run).toBe(130);
+    expect(JSON.parse(deps.stderr.text).error).toMatchObject({
+      code: 'interrupted',
+      message: expect.stringMatching(/^interrupted: session ws-\S+ was removed$/),
+    });
+    expect(deps.stdout.text).toBe('');
     expect(p.sessions.size).toBe(0);
   });
 });

@@ -3,10 +3,10 @@ import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { errorFromResponse, UserError } from '../../src/errors.js';
+import { openExec } from '../../src/exec/client.js';
+import { execSpecFromQuery, serveExec } from '../../src/exec/server.js';
+import { SERVER_SUBPROTOCOLS } from '../../src/exec/v5.js';
 import type { RemoteProcess } from '../../src/providers/provider.js';
-import { SERVER_SUBPROTOCOLS } from '../../src/tty/channel.js';
-import { openExec } from '../../src/tty/exec-client.js';
-import { execSpecFromQuery, serveExec } from '../../src/tty/exec-server.js';
 
 let server: Server;
 let url = '';

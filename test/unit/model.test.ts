@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { UserError } from '../../src/errors.js';
+import { execSpecFromQuery } from '../../src/exec/server.js';
 import {
   bucketNameFor,
   chooseProvider,
@@ -14,7 +15,6 @@ import {
   validateSessionId,
   validateTtl,
 } from '../../src/session/model.js';
-import { execSpecFromQuery } from '../../src/tty/exec-server.js';
 
 describe('session model', () => {
   it('accepts DNS labels and rejects everything else', () => {

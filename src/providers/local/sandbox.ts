@@ -213,7 +213,7 @@ export const A_SCRIPT = [
  * network namespaces, bwrap — and, in outbound mode, slirp4netns on that network namespace, as the same
  * unprivileged uid, inside the session's outer user namespace (so its own sandbox can drop what it does not need:
  * from the host's namespace, as an unprivileged uid, it could not). bwrap and slirp4netns die with the launcher (--die-with-parent, --pdeathsig); it ends
- * them at the session's expiry, and then removes the session with `onmemos rm`.
+ * them at the session's expiry (read again from its expires file whenever the timer ends), and then removes the session with `onmemos rm`.
  */
 export const LAUNCHER = [
   'read -r go || exit 125',
@@ -237,12 +237,21 @@ export const LAUNCHER = [
   '  net=$!',
   'fi',
   `exec ${FD.netReady}>&- ${dataFds()}`,
-  '/usr/bin/setpriv --pdeathsig KILL -- /usr/bin/sleep "$ONMEMOS_TTL_SECONDS" &',
-  'timer=$!',
-  'wait -n $sandbox $timer',
+  // The expiry is read from the session's expires file each time the timer ends, so `onmemos extend` moves it.
+  'expiry() { local e=0; read -r e < "$ONMEMOS_EXPIRES_FILE" 2>/dev/null; [[ $e =~ ^[0-9]+$ ]] || e=0; echo "$e"; }',
+  'timer=',
+  'while :; do',
+  '  printf -v now "%(%s)T" -1; exp=$(expiry)',
+  '  [ "$now" -lt "$exp" ] || break',
+  '  /usr/bin/setpriv --pdeathsig KILL -- /usr/bin/sleep $((exp - now)) &',
+  '  timer=$!',
+  '  wait -n $sandbox $timer',
+  '  kill -0 $sandbox 2>/dev/null || break',
+  'done',
   'kill -KILL $sandbox $timer $net 2>/dev/null',
   'wait',
-  '[ "$(date +%s)" -lt "$ONMEMOS_EXPIRES_AT" ] || exec "$ONMEMOS_NODE" "$ONMEMOS_BIN" --local rm --force -- "$ONMEMOS_SESSION"',
+  'printf -v now "%(%s)T" -1',
+  '[ "$now" -lt "$(expiry)" ] || exec "$ONMEMOS_NODE" "$ONMEMOS_BIN" --local rm --force -- "$ONMEMOS_SESSION"',
 ].join('\n');
 
 /** `3>&- 4>&- 6>&- …`: closes the descriptors only the sandbox needs. */

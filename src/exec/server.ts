@@ -5,12 +5,11 @@
  * checked, stdin is written with backpressure (reading from the socket pauses while the process's stdin is full),
  * output pauses while the socket is backed up, and the process dies with the connection.
  */
-import { constants as osConstants } from 'node:os';
 import type { Readable } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
 import { UserError } from '../errors.js';
-import { type ExecSpec, exitCodeOf, type RemoteProcess } from '../providers/provider.js';
 import { parseEnvAssignment, validateArgument, validateEnvTotal } from '../session/model.js';
+import { type ExecSpec, exitCodeOf, type RemoteProcess } from './process.js';
 import {
   CHANNEL,
   FORWARDED_SIGNALS,
@@ -22,7 +21,7 @@ import {
   startFailureStatus,
   statusFor,
   V5,
-} from './channel.js';
+} from './v5.js';
 
 /** Pause a process's output while this much is queued on its WebSocket. */
 const WS_HIGH_WATER = 1 << 20;
@@ -175,6 +174,6 @@ export async function serveExec(ws: WebSocket, spec: ExecSpec, start: () => Prom
   ended = true;
   release(); // the process is gone: read on, so the closing handshake below is seen
   if (interrupted) proc.kill('SIGKILL');
-  const code = exitCodeOf(status, osConstants.signals as unknown as Record<string, number>);
+  const code = exitCodeOf(status);
   if (ws.readyState === ws.OPEN) ws.send(frame(CHANNEL.status, JSON.stringify(statusFor(code))), () => ws.close(1000));
 }

@@ -6,7 +6,7 @@
  */
 import { PassThrough, Writable } from 'node:stream';
 import { type OnmemosError, UnavailableError } from '../errors.js';
-import type { ExecSpec, ExitStatus, RemoteProcess } from '../providers/provider.js';
+import type { ExecSpec, ExitStatus, RemoteProcess } from './process.js';
 import {
   CHANNEL,
   closeFrame,
@@ -18,7 +18,7 @@ import {
   resizeFrame,
   signalFrame,
   V5,
-} from './channel.js';
+} from './v5.js';
 
 /** stdin goes in frames of at most this much payload, so that no frame exceeds what the server accepts. */
 const STDIN_FRAME_PAYLOAD = MAX_MESSAGE_BYTES - 1;

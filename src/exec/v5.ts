@@ -5,7 +5,7 @@
  * half-close a stream, `[255, 0]` being stdin EOF. Channel 16 is onmemos' own (client to server only): a signal
  * name (`SIGINT`) for the remote process; servers that do not know it ignore it, as kubectl never sends it.
  */
-import type { ExitStatus } from '../providers/provider.js';
+import type { ExitStatus } from './process.js';
 
 export const CHANNEL = { stdin: 0, stdout: 1, stderr: 2, status: 3, resize: 4, signal: 16, close: 255 } as const;
 export const V5 = 'v5.channel.k8s.io';

@@ -1,0 +1,350 @@
+/**
+ * The launch of one sandbox: given a session directory and its record, write the files the sandbox receives by
+ * descriptor, start the launcher (sandbox.ts LAUNCHER) with the agent's listening socket, and wait until the agent
+ * answers. The local provider (local.ts) owns the record and what happens around this; nothing here decides a
+ * session's state.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { InterruptedError, ProviderError, UnavailableError } from '../../errors.js';
+import { binPath, packageRoot } from '../../paths.js';
+import { sessionEnvironment } from '../../session/model.js';
+import type { CgroupSystem } from './cgroups.js';
+import { MKFS } from './disk.js';
+import { tunOpenToAll } from './host.js';
+import { killTree, type ProcRef, procRef } from './proc.js';
+import {
+  A_SCRIPT,
+  bwrapArgs,
+  FD,
+  groupFile,
+  LAUNCHER,
+  LAUNCHER_FDS,
+  passwdFile,
+  type resolveToolchain,
+  SANDBOX_HOME_ROOT,
+  sessionPath,
+} from './sandbox.js';
+import type { LocalRecord } from './store.js';
+
+export const BIN = {
+  bash: '/bin/bash',
+  bwrap: '/usr/bin/bwrap',
+  setpriv: '/usr/bin/setpriv',
+  slirp4netns: '/usr/bin/slirp4netns',
+  unshare: '/usr/bin/unshare',
+};
+/** Every program the local provider runs, with the Debian package that has it (for a clear error). */
+const NEEDED: [string, string][] = [
+  [BIN.bwrap, 'bubblewrap'],
+  [BIN.slirp4netns, 'slirp4netns'],
+  [BIN.setpriv, 'util-linux'],
+  [BIN.unshare, 'util-linux'],
+  [BIN.bash, 'bash'],
+  ['/usr/bin/mount', 'mount'],
+  ['/usr/bin/nsenter', 'util-linux'],
+];
+const NEEDED_AS_ROOT: [string, string][] = [[MKFS, 'e2fsprogs']];
+
+const START_TIMEOUT_MS = 15_000;
+const SHM_BYTES = 64 * 1024 * 1024;
+const RUN_BYTES = 16 * 1024 * 1024;
+
+/** Throws UnavailableError naming the package for the first program this machine lacks. */
+export function checkHost(root: boolean, stateRoot: string): void {
+  for (const [path, pkg] of root ? [...NEEDED, ...NEEDED_AS_ROOT] : NEEDED) {
+    if (!existsSync(path)) {
+      throw new UnavailableError(`the local provider needs ${path}, which is missing`, {
+        hint: `apt-get install -y ${pkg}`,
+      });
+    }
+  }
+  if (stateRoot.includes(':')) {
+    throw new UnavailableError(`the state directory ${stateRoot} contains ':', which socket URLs cannot carry`, {
+      hint: 'set ONMEMOS_STATE_DIR to another directory',
+    });
+  }
+}
+
+export interface LaunchPlan {
+  /** The session directory (0700), where the socket, the log and the files go. */
+  dir: string;
+  rec: LocalRecord;
+  stateRoot: string;
+  root: boolean;
+  toolchain: ReturnType<typeof resolveToolchain>;
+  seccomp: Buffer;
+  userEnv: Record<string, string>;
+  /** The session's cgroup, for the agent (as it sees it) and the launcher (the files it joins). */
+  cgroups?: { sandboxDirs: { controller: string | null; dir: string }[]; joinFiles: string[]; inside: CgroupSystem };
+  /** As root: the session's disk image, mounted at the data directory by the launcher. */
+  image?: string;
+  diskBytes: number;
+  signal?: AbortSignal;
+  /** Called as soon as the launcher runs (so a concurrent `rm` can kill it) and once the sandbox's pid is known. */
+  onLauncher(ref: ProcRef): void;
+  onInit(ref: ProcRef): void;
+}
+
+/** Starts the sandbox and resolves once its agent answers; on failure the launcher is killed. */
+export async function launchSandbox(plan: LaunchPlan): Promise<void> {
+  const { dir, rec } = plan;
+  const opened: number[] = [];
+  let launcher: ChildProcess | undefined;
+  try {
+    const node = nodeLayout();
+    const files = sessionFiles(plan);
+    const fd = (path: string) => {
+      const n = openSync(path, 'r');
+      opened.push(n);
+      return n;
+    };
+    const listen = await listenSocket(join(dir, 'agent.sock'));
+    const stdio: (number | 'pipe' | 'ignore')[] = Array(13).fill('ignore');
+    const logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
+    opened.push(logFd);
+    stdio[0] = 'pipe';
+    stdio[1] = logFd;
+    stdio[2] = logFd;
+    stdio[FD.listen] = listen.fd;
+    stdio[FD.info] = 'pipe';
+    stdio[FD.netReady] = 'pipe';
+    stdio[FD.agent] = fd(agentBundle());
+    stdio[FD.ptyNode] = fd(ptyNative());
+    stdio[FD.config] = fd(files.config);
+    stdio[FD.passwd] = fd(files.passwd);
+    stdio[FD.group] = fd(files.group);
+    stdio[FD.resolvConf] = fd(files.resolvConf);
+    stdio[FD.seccomp] = fd(files.seccomp);
+    const bwrap = bwrapArgs({
+      hostname: rec.id.slice(0, 63),
+      user: rec.user,
+      network: rec.network,
+      toolchain: plan.toolchain,
+      nodePrefix: node.hostPrefix,
+      ownResolvConf: rec.network === 'outbound',
+      cgroupDirs: plan.cgroups?.sandboxDirs ?? [],
+      allowNestedUserns: rec.nested_userns,
+      shmBytes: SHM_BYTES,
+      runBytes: RUN_BYTES,
+    });
+    const joinFiles = plan.cgroups?.joinFiles ?? [];
+    if (joinFiles.some((f) => /\s/.test(f))) throw new UnavailableError('cgroup paths with spaces are not supported');
+    const env: Record<string, string> = {
+      PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+      ONMEMOS_KEEP_FDS: LAUNCHER_FDS.join(' '),
+      ONMEMOS_A_SCRIPT: A_SCRIPT,
+      ONMEMOS_NETWORK: rec.network,
+      ONMEMOS_UNSHARE_NET: rec.network === 'host' ? '' : '--net',
+      ONMEMOS_CGROUP_JOIN: joinFiles.join(' '),
+      ONMEMOS_EXPIRES_FILE: join(dir, 'expires'),
+      ONMEMOS_NODE: process.execPath,
+      ONMEMOS_BIN: binPath(),
+      ONMEMOS_SESSION: rec.id,
+      ONMEMOS_STATE_DIR: plan.stateRoot,
+    };
+    if (plan.root) {
+      env.ONMEMOS_UID = String(rec.host_uid);
+      env.ONMEMOS_IMAGE = plan.image!;
+      if (rec.network === 'outbound' && !tunOpenToAll()) env.ONMEMOS_TUN_NODE = '1';
+    } else {
+      env.ONMEMOS_DATA_TMPFS = String(plan.diskBytes);
+    }
+    // --norc: bash reads ~/.bashrc when its stdin is a socket (it guesses rshd), and ours is one.
+    const bash = [BIN.bash, '--norc', '--noprofile', '-c', LAUNCHER, 'onmemos-launcher'];
+    const argv = plan.root
+      ? [BIN.unshare, '--mount', '--propagation', 'private', '--', ...bash, ...bwrap]
+      : [...bash, ...bwrap];
+    const { spawn } = await import('node:child_process');
+    launcher = spawn(argv[0]!, argv.slice(1), { detached: true, stdio, env });
+    launcher.on('error', () => {});
+    for (const n of opened.splice(0)) closeSync(n);
+    listen.close();
+    const ref = procRef(launcher.pid ?? -1);
+    if (!ref) throw new ProviderError(`the launcher did not start: ${sandboxLog(dir)}`);
+    plan.onLauncher(ref); // a claim by `rm` from now on finds the launcher and kills it
+    const pipes = launcher.stdio as unknown as (Readable | null)[];
+    launcher.stdin!.end('go\n');
+    const [started, net] = await Promise.all([
+      readJson(launcher, pipes[FD.info]!, plan.signal),
+      readUntil(launcher, pipes[FD.netReady]!, (s) => s.includes('1'), plan.signal, true),
+    ]).catch((e: Error) => {
+      if (e instanceof InterruptedError) throw e;
+      throw new ProviderError(`${e.message}: ${sandboxLog(dir)}`, { cause: e });
+    });
+    const init = procRef(Number(started['child-pid']));
+    if (init) plan.onInit(init);
+    if (rec.network === 'outbound' && !net.includes('1')) {
+      throw new ProviderError(`could not start the session network: ${sandboxLog(dir)}`);
+    }
+    await waitForAgent(dir, rec.id, plan.signal);
+    launcher.unref();
+  } catch (e) {
+    for (const n of opened) closeSync(n);
+    if (launcher?.pid) killTree(launcher.pid, { includeRoot: true });
+    throw e;
+  }
+}
+
+/** The files bwrap copies into the session from descriptors (so no host path shows inside). */
+function sessionFiles(plan: LaunchPlan): Record<'config' | 'passwd' | 'group' | 'resolvConf' | 'seccomp', string> {
+  const { dir, rec } = plan;
+  const shell = existsSync('/usr/bin/bash') ? '/bin/bash' : '/bin/sh';
+  const env: Record<string, string> = {
+    PATH: sessionPath(plan.toolchain),
+    HOME: `${SANDBOX_HOME_ROOT}/${rec.user}`,
+    LOGNAME: rec.user,
+    SHELL: shell,
+    LANG: 'C.UTF-8',
+    HOSTNAME: rec.id.slice(0, 63),
+    ...plan.userEnv,
+    ...sessionEnvironment(rec),
+  };
+  const config = { env, workdir: '/workspace', cgroups: plan.cgroups?.inside };
+  const files = {
+    config: join(dir, 'config.json'),
+    passwd: join(dir, 'passwd'),
+    group: join(dir, 'group'),
+    resolvConf: join(dir, 'resolv.conf'),
+    seccomp: join(dir, 'seccomp.bpf'),
+  };
+  writeFileSync(files.config, JSON.stringify(config), { mode: 0o600 });
+  writeFileSync(files.passwd, passwdFile(rec.user), { mode: 0o600 });
+  writeFileSync(files.group, groupFile(rec.user), { mode: 0o600 });
+  writeFileSync(files.resolvConf, 'nameserver 10.0.2.3\n', { mode: 0o600 });
+  writeFileSync(files.seccomp, plan.seccomp, { mode: 0o600 });
+  return files;
+}
+
+/** The agent answers /health once it serves; until then the connection waits in the socket's backlog. */
+async function waitForAgent(dir: string, id: string, signal?: AbortSignal): Promise<void> {
+  const { request } = await import('node:http');
+  const ok = await new Promise<boolean>((resolve, reject) => {
+    const req = request(
+      { socketPath: join(dir, 'agent.sock'), path: '/health', timeout: START_TIMEOUT_MS, signal },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      },
+    );
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => (signal?.aborted ? reject(interrupted()) : resolve(false)));
+    req.end();
+  });
+  if (!ok) throw new ProviderError(`the sandbox for ${id} did not start: ${sandboxLog(dir)}`);
+}
+
+const interrupted = () => new InterruptedError('interrupted while the sandbox was starting');
+
+/** The last lines of the sandbox's log, for an error message. */
+export function sandboxLog(dir: string): string {
+  try {
+    const text = readFileSync(join(dir, 'sandbox.log'), 'utf8').trim();
+    return text.split('\n').slice(-3).join(' / ') || 'no output';
+  } catch {
+    return 'no output';
+  }
+}
+
+/** node inside the session: the host's, at the same path when it is under /usr, else its prefix bound read-only. */
+function nodeLayout(): { hostPrefix?: string } {
+  const real = realpathSync(process.execPath);
+  if (real.startsWith('/usr/')) {
+    if (real !== '/usr/bin/node')
+      throw new UnavailableError(`node at ${real}: the local provider expects /usr/bin/node or a prefix outside /usr`);
+    return {};
+  }
+  return { hostPrefix: dirname(dirname(real)) };
+}
+
+function agentBundle(): string {
+  const p = join(packageRoot(), 'dist', 'agent.cjs');
+  if (!existsSync(p)) throw new UnavailableError(`${p} is missing`, { hint: 'run npm run build' });
+  return p;
+}
+
+function ptyNative(): string {
+  const req = createRequire(join(packageRoot(), 'package.json'));
+  return join(dirname(req.resolve('node-pty/package.json')), 'build', 'Release', 'pty.node');
+}
+
+/**
+ * The agent's listening socket, made here so its path stays in the host's session directory. libuv unlinks a
+ * socket's path when its server closes, so it is bound under a temporary name and renamed before that.
+ */
+async function listenSocket(path: string): Promise<{ fd: number; close(): void }> {
+  const { createServer } = await import('node:net');
+  const tmp = `${path}.${process.pid}`;
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ path: tmp, backlog: 128 }, resolve);
+  });
+  const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+  return {
+    fd,
+    close() {
+      renameSync(tmp, path);
+      server.close();
+    },
+  };
+}
+
+/** Reads `stream` until `done` holds; with `eofOk`, the end of the stream resolves with what came. */
+function readUntil(
+  child: ChildProcess,
+  stream: Readable,
+  done: (s: string) => boolean,
+  signal: AbortSignal | undefined,
+  eofOk = false,
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const finish = (err?: Error) => {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      child.off('exit', onExit);
+      signal?.removeEventListener('abort', onAbort);
+      stream.destroy();
+      if (err) reject(err);
+      else resolve(buf);
+    };
+    const onData = (d: Buffer) => {
+      if (buf.length < 65536) buf += d.toString('utf8');
+      if (done(buf)) finish();
+    };
+    const onEnd = () =>
+      finish(
+        done(buf) || eofOk ? undefined : new ProviderError('the sandbox closed its status pipe before it started'),
+      );
+    const onExit = (code: number | null) => {
+      if (!done(buf) && !eofOk) finish(new ProviderError(`the sandbox's launcher exited with ${code}`));
+    };
+    const onAbort = () => finish(interrupted());
+    const timer = setTimeout(
+      () => finish(new ProviderError(`the sandbox did not start within ${START_TIMEOUT_MS / 1000}s`)),
+      START_TIMEOUT_MS,
+    );
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    child.on('exit', onExit);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+async function readJson(child: ChildProcess, stream: Readable, signal?: AbortSignal): Promise<Record<string, unknown>> {
+  const isJson = (s: string) => {
+    try {
+      JSON.parse(s);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  return JSON.parse(await readUntil(child, stream, isJson, signal)) as Record<string, unknown>;
+}
