@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { configCommand } from './commands/config.js';
+import { connectCommand } from './commands/connect.js';
 import type { CliDeps, Ctx } from './commands/context.js';
 import { createCommand } from './commands/create.js';
 import { execCommand } from './commands/exec.js';
@@ -91,6 +92,7 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     shellCommand(ctx, setExit),
     lsCommand(ctx),
     getCommand(ctx),
+    connectCommand(ctx),
     rmCommand(ctx),
     startCommand(ctx),
     stopCommand(ctx),

@@ -104,7 +104,6 @@ export class FakeProvider implements Provider {
       }
     }
     s.status = 'running';
-    s.expires_at = new Date(Date.now() + req.ttl_minutes * 60_000).toISOString();
     return { ...s };
   }
 

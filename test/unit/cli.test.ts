@@ -1,7 +1,7 @@
 /** The whole CLI in-process (runCli), against a fake provider: parsing, output formats, exit codes, errors. */
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli.js';
-import { FakeProvider, fakeDeps } from '../helpers/fake-provider.js';
+import { FakeProvider, fakeDeps, fakeRegistry } from '../helpers/fake-provider.js';
 
 async function cli(args: string[], p = new FakeProvider(), input = '') {
   const deps = fakeDeps(p, input);
@@ -184,5 +184,60 @@ describe('create interrupted', () => {
     });
     expect(deps.stdout.text).toBe('');
     expect(p.sessions.size).toBe(0);
+  });
+});
+
+describe('lifecycle verbs, connect and ls across providers', () => {
+  it('extend, stop and start through the provider that holds the session', async () => {
+    const p = new FakeProvider();
+    const id = (await cli(['create'], p)).out.trim();
+    const ext = await cli(['extend', id, '--ttl', '90', '--json'], p);
+    expect(ext.code).toBe(0);
+    expect(Date.parse(JSON.parse(ext.out).expires_at)).toBeGreaterThan(Date.now() + 89 * 60_000);
+    expect(JSON.parse((await cli(['stop', id, '--json'], p)).out).status).toBe('stopped');
+    const refused = await cli(['exec', id, '--', 'true'], p);
+    expect(refused.code).toBe(125);
+    expect(refused.err).toMatch(/^onmemos: session \S+ is not running \(stopped\)/);
+    expect(JSON.parse((await cli(['start', id, '--json'], p)).out).status).toBe('running');
+    expect((await cli(['extend', id], p)).code).toBe(2); // --ttl is required
+  });
+
+  it('a provider without stop/start refuses in one line, exit 2', async () => {
+    const p = new FakeProvider({ capabilities: { lifecycle: { start: false, stop: false, extend: false } } });
+    const id = (await cli(['create'], p)).out.trim();
+    for (const verb of ['stop', 'start']) {
+      const r = await cli([verb, id], p);
+      expect(r.code).toBe(2);
+      expect(r.err).toBe(
+        `onmemos: provider local cannot ${verb} a session (its sessions run until they are removed or expire)\n`,
+      );
+    }
+    const j = await cli(['extend', id, '--ttl', '5', '--json'], p);
+    expect(JSON.parse(j.err).error).toEqual({ code: 'unsupported', message: 'provider local cannot extend a session' });
+  });
+
+  it('connect prints the ConnectInfo', async () => {
+    const p = new FakeProvider();
+    const id = (await cli(['create'], p)).out.trim();
+    const j = JSON.parse((await cli(['connect', id, '--json'], p)).out);
+    expect(j).toMatchObject({ id, provider: 'local', status: 'running', shell: { argv: ['/bin/sh'] }, ssh: null });
+    expect((await cli(['connect', id], p)).out).toMatch(/^id: +ws-\S+\nprovider: +local\nstatus: +running\n/);
+  });
+
+  it('ls names an unreachable provider on stderr and lists the others', async () => {
+    const local = new FakeProvider();
+    const gke = new FakeProvider({ kind: 'gke' });
+    gke.list = async () => {
+      throw new Error('the cluster did not answer');
+    };
+    const deps = fakeDeps(local);
+    deps.registry = fakeRegistry(local, gke);
+    await runCli(['create'], deps);
+    deps.stdout.chunks.length = 0;
+    expect(await runCli(['ls', '--json'], deps)).toBe(0);
+    expect(JSON.parse(deps.stdout.text)).toHaveLength(1);
+    expect(deps.stderr.text).toBe('onmemos: warning: gke not listed: the cluster did not answer\n');
+    local.dispose();
+    gke.dispose();
   });
 });
