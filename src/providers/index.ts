@@ -263,6 +263,11 @@ export function checkRequest(kind: ProviderKind, caps: Capabilities, req: Create
   }
   if (req.ttl_minutes > caps.maxTtlMinutes) refuse(`allows a TTL of at most ${caps.maxTtlMinutes} minutes`);
   if (req.nested_userns && !caps.nestedUserns) refuse('cannot allow user namespaces inside a session');
+  const missing = (['cpus', 'memoryBytes', 'pids', 'diskBytes'] as const).filter((l) => !caps.limits.includes(l));
+  if (req.require_limits && missing.length > 0) {
+    const names = { cpus: 'cpu', memoryBytes: 'memory', pids: 'pids', diskBytes: 'disk' };
+    refuse(`cannot enforce ${missing.map((l) => names[l]).join(', ')} (--require-limits)`);
+  }
 }
 
 /**

@@ -141,6 +141,10 @@ describe('capabilities', () => {
     expect(() => checkRequest('local', { ...local, networks: ['isolated'] }, req())).toThrow(
       'provider local cannot give network mode outbound',
     );
+    expect(() =>
+      checkRequest('gke', { ...local, limits: ['cpus', 'memoryBytes'] }, req({ require_limits: true })),
+    ).toThrow('provider gke cannot enforce pids, disk (--require-limits)');
+    expect(() => checkRequest('gke', { ...local, limits: ['cpus'] }, req())).not.toThrow();
     expect(() => checkRequest('local', local, req())).not.toThrow();
   });
 
