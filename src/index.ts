@@ -4,8 +4,16 @@ export { main, runCli } from './cli.js';
 export * from './errors.js';
 /** For bench/ only; no stability promised. */
 export * as internals from './internals.js';
+export { type ProviderEntry, type ProviderRegistry, tableRegistry } from './providers/index.js';
 export { LocalProvider } from './providers/local/local.js';
-export type { Capabilities, ExecSpec, ExitStatus, Provider, RemoteProcess } from './providers/provider.js';
+export type {
+  Capabilities,
+  CreateOptions,
+  ExecSpec,
+  ExitStatus,
+  Provider,
+  RemoteProcess,
+} from './providers/provider.js';
 export { RemoteProvider } from './providers/remote.js';
 export {
   type ClientProcess,
