@@ -1,3 +1,4 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: the prologue is sh, where ${x} is sh's own
 /**
  * Runs one command inside the session, as the agent's child, and turns it into a RemoteProcess (the shape every
  * transport shares, src/exec/process.ts): through pipes, or through a pty from the session's own devpts
@@ -17,21 +18,41 @@ import { descendants, processTable } from '../providers/local/proc.js';
 export const AGENT_LISTEN_FD = 3;
 
 /**
- * $1: how many cgroup.procs files follow; then the files; then the working directory; then argv. A missing
- * directory exits 125, as docker exec reports it; a missing command 127 and one that cannot run 126 (sh's own).
+ * The arguments: the cgroup.procs files to join, `--`, the working directory, then argv. A missing directory
+ * exits 125, as docker exec reports it. argv[0] is looked up before the exec, so that a command that is not
+ * there or cannot run gets onmemos' own one line and docker exec's code, not sh's message: a name without a
+ * slash is searched in PATH (an executable regular file; 127 `command not found`), a path must exist (127),
+ * not be a directory (126) and be executable (126). The shell's own variables live only in a function, as
+ * locals, so a variable of the same name in the command's environment reaches the command unchanged.
  */
 export const EXEC_PROLOGUE = [
-  'n=$1; shift',
-  'while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done',
+  'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift',
   `exec ${AGENT_LISTEN_FD}>&-`,
   'echo 500 > /proc/self/oom_score_adj 2>/dev/null',
-  'cd -- "$1" 2>/dev/null || { echo "onmemos: no such directory: $1" >&2; exit 125; }',
+  `cd -- "$1" 2>/dev/null || { printf 'onmemos: no such directory: %s\\n' "$1" >&2; exit 125; }`,
   'shift',
+  'onmemos_lookup() {',
+  '  local d p',
+  '  case $1 in',
+  '  */*)',
+  `    if [ -d "$1" ]; then printf 'onmemos: %s: is a directory\\n' "$1" >&2; return 126; fi`,
+  `    if [ ! -e "$1" ]; then printf 'onmemos: %s: no such file or directory\\n' "$1" >&2; return 127; fi`,
+  `    if [ ! -x "$1" ]; then printf 'onmemos: %s: permission denied\\n' "$1" >&2; return 126; fi`,
+  '    return 0 ;;',
+  '  esac',
+  '  p=$PATH:',
+  '  while [ -n "$p" ]; do',
+  '    d=${p%%:*}; p=${p#*:}; [ -n "$d" ] || d=.',
+  '    if [ -f "$d/$1" ] && [ -x "$d/$1" ]; then return 0; fi',
+  '  done',
+  `  printf 'onmemos: %s: command not found\\n' "$1" >&2; return 127`,
+  '}',
+  'onmemos_lookup "$1" || exit',
   'exec "$@"',
 ].join('\n');
 
 export function prologueArgv(procsFiles: string[], cwd: string, argv: string[]): string[] {
-  return ['/bin/sh', '-c', EXEC_PROLOGUE, 'onmemos-exec', String(procsFiles.length), ...procsFiles, cwd, ...argv];
+  return ['/bin/sh', '-c', EXEC_PROLOGUE, 'onmemos-exec', ...procsFiles, '--', cwd, ...argv];
 }
 
 /** How an exec's processes are found and signalled: its cgroup when the session has them, else its process tree. */

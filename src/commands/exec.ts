@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { UserError } from '../errors.js';
 import { validateEnvTotal, validateSessionId } from '../session/model.js';
 import { attach } from '../tty/attach.js';
@@ -50,39 +50,95 @@ export async function execInSession(ctx: Ctx, id: string, argv: string[], o: Exe
   });
 }
 
-export function execCommand(ctx: () => Ctx, setExit: (code: number) => void): Command {
-  return new Command('exec')
-    .description('run a command in a session; exits with its exit code')
-    .argument('<id>', 'session id')
-    .argument('[command...]', 'the command and its arguments, after --')
-    .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable)', collectEnv)
-    .option('-w, --workdir <dir>', 'working directory inside the session (default /workspace)')
-    .option('-t, --tty', 'allocate a tty (default: when stdin and stdout are terminals)')
-    .option('-T, --no-tty', 'never allocate a tty')
-    .option('-i, --interactive', 'attach stdin even when it is a terminal')
-    .option(
+/** exec's own options, defined once: on the command (before the id) and for the tokens after the id (before `--`). */
+function execOptions(): Option[] {
+  return [
+    new Option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable)').argParser(collectEnv),
+    new Option('-w, --workdir <dir>', 'working directory inside the session (default /workspace)'),
+    new Option('-t, --tty', 'allocate a tty (default: when stdin and stdout are terminals)'),
+    new Option('-T, --no-tty', 'never allocate a tty'),
+    new Option('-i, --interactive', 'attach stdin even when it is a terminal'),
+    new Option(
       '--timeout <seconds>',
       'kill the command (and everything it started) after this long; exit 124',
-      parseSeconds,
-    )
+    ).argParser(parseSeconds),
+  ];
+}
+
+const USAGE = 'onmemos exec <id> [options] -- <command> [args...]';
+
+/** Whether a token after the id names one of exec's own options (`--timeout`, `--env=X`, `-it`, `-eK=V`, ...). */
+function isExecOption(token: string): boolean {
+  if (!token.startsWith('-') || token === '-' || token === '--') return false;
+  const flag = token.startsWith('--') ? token.split('=')[0]! : token.slice(0, 2);
+  return execOptions().some((o) => o.short === flag || o.long === flag);
+}
+
+/**
+ * Splits what follows the id into exec options and the command. `<id> [options] -- <command>`: the tokens before
+ * the `--` are exec options, parsed with the same definitions (and errors) as before the id, and everything after
+ * it is the command, exactly. Without options after the id, everything is the command, as with docker exec
+ * (`exec ID python3 -c ...`, `exec ID git log -- file`); an exec option there without a `--` is refused.
+ */
+function splitAfterId(rest: string[], parent: Command): { argv: string[]; options: Record<string, unknown> } {
+  // commander keeps the `--` that follows the id (with pass-through options it is an operand).
+  if (rest[0] === '--') return { argv: rest.slice(1), options: {} };
+  if (!rest[0]?.startsWith('-') || rest[0] === '-') return { argv: rest, options: {} };
+  const sep = rest.indexOf('--');
+  if (sep < 0) {
+    if (isExecOption(rest[0])) {
+      throw new UserError(`options after the id need a -- before the command (${USAGE})`, { code: 'usage' });
+    }
+    return { argv: rest, options: {} };
+  }
+  const sub = new Command('exec')
+    .copyInheritedSettings(parent)
+    .helpOption(false)
+    .argument('[stray...]')
+    .action(() => {});
+  for (const o of execOptions()) sub.addOption(o);
+  sub.parse(rest.slice(0, sep), { from: 'user' });
+  const stray = sub.args[0];
+  if (stray !== undefined) {
+    throw new UserError(
+      `unexpected argument ${JSON.stringify(stray)}: between the id and the -- only exec options may come (${USAGE})`,
+      { code: 'usage' },
+    );
+  }
+  return { argv: rest.slice(sep + 1), options: sub.opts() };
+}
+
+export function execCommand(ctx: () => Ctx, setExit: (code: number) => void): Command {
+  const cmd = new Command('exec')
+    .description('run a command in a session; exits with its exit code')
+    .usage('[options] <id> [options] -- <command> [args...]')
+    .argument('<id>', 'session id')
+    .argument('[command...]', 'the command and its arguments, after --');
+  for (const o of execOptions()) cmd.addOption(o);
+  return cmd
     .passThroughOptions()
     .addHelpText(
       'after',
       `
-The command is passed exactly as given (never re-split by a shell); use sh -c for shell syntax.
+Options go before or after the id; after it, a -- ends them. The command is passed exactly as given (never
+re-split by a shell); use sh -c for shell syntax. Without a --, everything after the id is the command.
 Exit status: the command's own; 128+N if it was killed by signal N; 124 on --timeout;
 125 if onmemos itself failed; 126 if the command cannot run; 127 if it was not found.
 
 Examples:
   onmemos exec "$id" -- pytest -q
   printf 'a\\nb\\n' | onmemos exec "$id" -- wc -l
-  onmemos exec -e DEBUG=1 -w /workspace/app "$id" -- sh -c 'make && ./app'
-  onmemos exec --timeout 30 "$id" -- ./long-job
+  onmemos exec "$id" -e DEBUG=1 -w /workspace/app -- sh -c 'make && ./app'
+  onmemos exec "$id" --timeout 30 -- ./long-job
   onmemos exec -it "$id" -- python3                # interactive, with a tty`,
     )
-    .action(async (id: string, rest: string[], o) => {
-      // With pass-through options commander keeps the `--` that separates the command: drop exactly one.
-      const argv = rest[0] === '--' ? rest.slice(1) : rest;
+    .action(async (id: string, rest: string[], before: Record<string, unknown>, self: Command) => {
+      const { argv, options: after } = splitAfterId(rest, self);
+      // Options after the id come later on the line: they win, and -e adds to the variables given before it.
+      const o = { ...before, ...after } as ExecOptions & { tty?: boolean };
+      if (before.env || after.env) {
+        o.env = { ...(before.env as Record<string, string>), ...(after.env as Record<string, string>) };
+      }
       const tty = o.tty === false ? false : o.tty === true ? true : undefined;
       setExit(await execInSession(ctx(), id, argv, { ...o, tty }));
     });

@@ -37,9 +37,61 @@ describe('exec through pipes', () => {
     expect((await exec(['sh', '-c', 'kill -KILL $$'])).code).toBe(137);
   });
 
-  it('127 for a missing command, 126 for one that cannot run', async () => {
-    expect((await exec(['no-such-command'])).code).toBe(127);
-    expect((await exec(['/etc/passwd'])).code).toBe(126);
+  it("127 for a missing command, 126 for one that cannot run, with onmemos' own line", async () => {
+    const made = await exec([
+      'sh',
+      '-c',
+      'mkdir -p /tmp/codes && cd /tmp/codes && echo "echo ran" > plain && cp plain run && chmod +x run && mkdir -p dir',
+    ]);
+    expect(made.code).toBe(0);
+    const inCodes = (args: string[]) => state.run(['exec', id, '-w', '/tmp/codes', '--', ...args]);
+    expect(await exec(['python9', '-c', '1'])).toEqual(
+      expect.objectContaining({ code: 127, stdout: '', stderr: 'onmemos: python9: command not found\n' }),
+    );
+    expect(await exec(['/etc/passwd'])).toMatchObject({
+      code: 126,
+      stdout: '',
+      stderr: 'onmemos: /etc/passwd: permission denied\n',
+    });
+    expect(await inCodes(['./plain'])).toMatchObject({
+      code: 126,
+      stdout: '',
+      stderr: 'onmemos: ./plain: permission denied\n',
+    });
+    expect(await inCodes(['./dir'])).toMatchObject({
+      code: 126,
+      stdout: '',
+      stderr: 'onmemos: ./dir: is a directory\n',
+    });
+    expect(await exec(['/tmp'])).toMatchObject({ code: 126, stdout: '', stderr: 'onmemos: /tmp: is a directory\n' });
+    expect(await inCodes(['./missing'])).toMatchObject({
+      code: 127,
+      stdout: '',
+      stderr: 'onmemos: ./missing: no such file or directory\n',
+    });
+    // A builtin of sh is no command of the session.
+    expect(await exec(['cd'])).toMatchObject({ code: 127, stderr: 'onmemos: cd: command not found\n' });
+    // What can run still runs: by name, by path, and a script in the working directory.
+    expect(await inCodes(['./run'])).toMatchObject({ code: 0, stdout: 'ran\n', stderr: '' });
+    expect(await exec(['/usr/bin/env', 'true'])).toMatchObject({ code: 0, stderr: '' });
+    expect(await exec(['echo', 'ok'])).toMatchObject({ code: 0, stdout: 'ok\n', stderr: '' });
+    // A command found through the PATH the exec itself sets.
+    const viaPath = await state.run(['exec', id, '-e', 'PATH=/tmp/codes:/usr/bin:/bin', '--', 'run']);
+    expect(viaPath).toMatchObject({ code: 0, stdout: 'ran\n' });
+  });
+
+  it('126 and 127 under a tty too, the line on the terminal', async () => {
+    const r = await state.run(['exec', '-t', id, '--', 'python9']);
+    expect(r).toMatchObject({ code: 127, stdout: 'onmemos: python9: command not found\r\n' });
+    expect(await state.run(['exec', '-t', id, '--', '/tmp'])).toMatchObject({
+      code: 126,
+      stdout: 'onmemos: /tmp: is a directory\r\n',
+    });
+  });
+
+  it("the start of an exec leaves the command's environment alone", async () => {
+    const r = await state.run(['exec', id, '-e', 'n=5', '-e', 'd=x', '-e', 'p=y', '--', 'sh', '-c', 'echo "$n $d $p"']);
+    expect(r.stdout).toBe('5 x y\n');
   });
 
   it('delivers piped stdin with EOF', async () => {
@@ -126,6 +178,28 @@ describe('exec through pipes', () => {
     expect(r.stdout.trim()).toBe(`1 x=y /tmp ${id} team-a alice onmemos-${id.slice(3)} hello world /home/alice`);
     expect((await exec(['pwd'])).stdout).toBe('/workspace\n');
     expect((await state.run(['exec', '-w', '/nope', id, '--', 'true'])).code).toBe(125);
+  });
+
+  it('takes its options after the id too, before a --', async () => {
+    const r = await state.run([
+      'exec',
+      id,
+      '--timeout',
+      '1',
+      '-e',
+      'A=1',
+      '-w',
+      '/tmp',
+      '--',
+      'sh',
+      '-c',
+      'echo "$A $PWD"; sleep 30',
+    ]);
+    expect(r).toMatchObject({ code: 124, stdout: '1 /tmp\n' });
+    const refused = await state.run(['exec', id, '--timeout', '1', 'sleep', '5']);
+    expect(refused.code).toBe(125);
+    expect(refused.stderr).toMatch(/^onmemos: options after the id need a -- before the command/);
+    expect((await state.run(['exec', id, 'sh', '-c', 'echo "$@"', 'x', '--', '-e'])).stdout).toBe('-- -e\n');
   });
 
   it('--timeout kills the remote process tree and exits 124', async () => {

@@ -117,6 +117,24 @@ describe('templates', () => {
     expect((await state.run(['exec', node, '--', 'node', '-e', 'console.log(6*7)'])).stdout).toBe('42\n');
   });
 
+  it('have their usual command names: python, nodejs (and npm where the host has it)', async () => {
+    const py = await state.create('--template', 'python');
+    expect(await state.run(['exec', py, '--', 'python', '-c', 'print(6*7)'])).toMatchObject({
+      code: 0,
+      stdout: '42\n',
+    });
+    const v = await state.run(['exec', py, '--', 'python', '-c', 'import sys; print(sys.version_info[0])']);
+    expect(v.stdout).toBe('3\n');
+    const node = await state.create('--template', 'nodejs');
+    for (const name of ['node', 'nodejs']) {
+      const r = await state.run(['exec', node, '--', name, '-e', 'console.log(6*7)']);
+      expect(r, name).toMatchObject({ code: 0, stdout: '42\n' });
+    }
+    if (existsSync('/usr/bin/npm')) {
+      expect((await state.run(['exec', node, '--', 'npm', '--version'])).stdout).toMatch(/^\d+\.\d+/);
+    }
+  });
+
   it('go works where Go is installed, and otherwise fails clearly with nothing made', async () => {
     const sessions = () =>
       existsSync(join(state.path, 'local', 'sessions')) ? readdirSync(join(state.path, 'local', 'sessions')).length : 0;

@@ -1,5 +1,5 @@
 /** End to end through a real pty (node-pty): tty detection, the interactive shell, keys, resize, restore. */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, cliShell, StateDir, waitFor } from '../helpers/cli.js';
@@ -89,6 +89,22 @@ describe('exec in a terminal', () => {
     ]);
     await never.exited();
     expect(never.out).toMatch(/no-tty/);
+  });
+
+  it("exec -t runs on a pty of the session's own devpts, with stdin not a terminal too", async () => {
+    const script = 'tty; [ -t 0 ] && [ -t 1 ] && echo on-a-tty; stat -c %d /dev/pts; ls /dev/pts';
+    const forced = await state.run(['exec', '-t', id, '--', 'sh', '-c', script]);
+    expect(forced.code).toBe(0);
+    const [path, onTty, dev, ...listing] = forced.stdout.split('\r\n');
+    expect(path).toMatch(/^\/dev\/pts\/\d+$/);
+    expect(onTty).toBe('on-a-tty');
+    // A devpts instance of the session's own, not the host's: another device, holding only the session's ptys.
+    expect(Number(dev)).not.toBe(statSync('/dev/pts').dev);
+    expect(listing.join(' ').split(/\s+/)).toContain(path!.slice('/dev/pts/'.length));
+    // The same from a terminal, through options after the id.
+    const t = new Term(CLI[0]!, [...CLI.slice(1), 'exec', id, '-t', '--', 'tty']);
+    expect((await t.exited()).exitCode).toBe(0);
+    expect(t.out).toMatch(/^\/dev\/pts\/\d+\r+\n$/);
   });
 
   it('exits with the remote code under a tty too', async () => {

@@ -151,6 +151,86 @@ describe('onmemos (in-process)', () => {
     expect((await cli(['exec', '--timeout', 'x', id, '--', 'true'], p)).code).toBe(125);
   });
 
+  it('exec options after the id, before a --; the command after it exactly', async () => {
+    const p = new FakeProvider();
+    const id = (await cli(['create'], p)).out.trim();
+    const last = () => p.execs[p.execs.length - 1]!;
+    // After the id, with a --
+    let r = await cli(['exec', id, '-e', 'X=1', '--env=Y=2', '-w', '/tmp', '-T', '--', 'sh', '-c', 'exit 3'], p);
+    expect(r.code).toBe(3);
+    expect(last()).toMatchObject({ env: { X: '1', Y: '2' }, cwd: '/tmp', tty: false, argv: ['sh', '-c', 'exit 3'] });
+    // Before the id (unchanged)
+    expect((await cli(['exec', '-e', 'X=1', '-w', '/tmp', id, '--', 'true'], p)).code).toBe(0);
+    expect(last()).toMatchObject({ env: { X: '1' }, cwd: '/tmp', argv: ['true'] });
+    // Mixed: -e adds up, a later option wins
+    r = await cli(['exec', '-e', 'A=1', '-w', '/tmp', id, '-eB=2', '-w', '/', '--', 'true'], p);
+    expect(r.code).toBe(0);
+    expect(last()).toMatchObject({ env: { A: '1', B: '2' }, cwd: '/', argv: ['true'] });
+    // A -- inside the command is the command's
+    expect((await cli(['exec', id, '-w', '/', '--', 'printf', '%s|', '--', '-e', '--timeout'], p)).out).toBe(
+      '--|-e|--timeout|',
+    );
+    expect(last().argv).toEqual(['printf', '%s|', '--', '-e', '--timeout']);
+    // `exec ID -- --timeout` runs a command named --timeout
+    await cli(['exec', id, '--', '--timeout', '1'], p);
+    expect(last().argv).toEqual(['--timeout', '1']);
+    // Without a --, everything after the id is the command, as with docker exec
+    expect((await cli(['exec', id, 'sh', '-c', 'echo "$@"', 'sh', '-e', '--', '-w'], p)).out).toBe('-e -- -w\n');
+    expect(last().argv).toEqual(['sh', '-c', 'echo "$@"', 'sh', '-e', '--', '-w']);
+  });
+
+  it('exec --timeout after the id kills the command and exits 124', async () => {
+    const p = new FakeProvider();
+    const id = (await cli(['create'], p)).out.trim();
+    expect((await cli(['exec', id, '--timeout', '0.2', '--', 'sleep', '30'], p)).code).toBe(124);
+  });
+
+  it('exec refuses its own options after the id without a --, and checks them as before the id, exit 125', async () => {
+    const p = new FakeProvider();
+    const id = (await cli(['create'], p)).out.trim();
+    for (const opts of [
+      ['--timeout', '1'],
+      ['-e', 'X=1'],
+      ['--env=X=1'],
+      ['-w', '/tmp'],
+      ['-t'],
+      ['-T'],
+      ['-it'],
+      ['-i'],
+      ['--workdir', '/'],
+    ]) {
+      const r = await cli(['exec', id, ...opts, 'sleep', '5'], p);
+      expect(r.code, opts.join(' ')).toBe(125);
+      expect(r.err).toBe(
+        'onmemos: options after the id need a -- before the command (onmemos exec <id> [options] -- <command> [args...])\n',
+      );
+    }
+    for (const [args, message] of [
+      [
+        ['--timeout', 'x'],
+        /^onmemos: option '--timeout <seconds>' argument 'x' is invalid\. expected a positive number of seconds\n$/,
+      ],
+      [['-e', 'NOEQUALS'], /^onmemos: option .*--env <KEY=VALUE>.* argument 'NOEQUALS' is invalid/],
+      [['--bogus'], /^onmemos: unknown option '--bogus'/],
+      [
+        ['--timeout', '1', 'sleep'],
+        /^onmemos: unexpected argument "sleep": between the id and the -- only exec options/,
+      ],
+      [['-w'], /^onmemos: option '-w, --workdir <dir>' argument missing\n$/],
+      [['-w', 'rel'], /^onmemos: --workdir must be an absolute path/],
+    ] as const) {
+      const r = await cli(['exec', id, ...args, '--', 'true'], p);
+      expect(r.code, args.join(' ')).toBe(125);
+      expect(r.err, args.join(' ')).toMatch(message);
+      expect(r.err.trim().split('\n')).toHaveLength(1);
+    }
+    // The same errors as before the id
+    const before = await cli(['exec', '--timeout', 'x', id, '--', 'true'], p);
+    const after = await cli(['exec', id, '--timeout', 'x', '--', 'true'], p);
+    expect(after.err).toBe(before.err);
+    expect(p.execs).toHaveLength(0);
+  });
+
   it('exec --timeout kills the command and exits 124', async () => {
     const p = new FakeProvider();
     const id = (await cli(['create'], p)).out.trim();

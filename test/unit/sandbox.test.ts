@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,8 @@ import {
   resolveToolchain,
   SANDBOX_UID,
   type SandboxLayout,
+  SESSION_PATH,
+  sessionPath,
 } from '../../src/providers/local/sandbox.js';
 
 const layout = (over: Partial<SandboxLayout> = {}): SandboxLayout => ({
@@ -76,6 +78,36 @@ describe('bwrapArgs', () => {
     expect(binds(a)).toContainEqual(['--ro-bind', '/opt/go', '/opt/onmemos/toolchain']);
   });
 
+  it("links the template's missing command names in /opt/onmemos/bin before the root is made read-only", () => {
+    const links = [
+      { name: 'python', target: '/usr/bin/python3' },
+      { name: 'pip', target: '/opt/onmemos/toolchain/bin/pip3' },
+    ];
+    const a = bwrapArgs(layout({ toolchain: { template: 'python', path: [], links } }));
+    const at = (i: number) => a.slice(i, i + 3);
+    const dir = a.indexOf('/opt/onmemos/bin') - 1;
+    expect(at(dir).slice(0, 2)).toEqual(['--dir', '/opt/onmemos/bin']);
+    const python = a.indexOf('/opt/onmemos/bin/python') - 2;
+    expect(at(python)).toEqual(['--symlink', '/usr/bin/python3', '/opt/onmemos/bin/python']);
+    const pip = a.indexOf('/opt/onmemos/bin/pip') - 2;
+    expect(at(pip)).toEqual(['--symlink', '/opt/onmemos/toolchain/bin/pip3', '/opt/onmemos/bin/pip']);
+    expect(dir).toBeLessThan(python);
+    expect(Math.max(python, pip)).toBeLessThan(a.indexOf('--remount-ro'));
+    expect(bwrapArgs(layout({ toolchain: { template: 'python', path: [], links: [] } })).join(' ')).not.toContain(
+      '/opt/onmemos/bin',
+    );
+    expect(bwrapArgs(layout()).join(' ')).not.toContain('/opt/onmemos/bin');
+  });
+
+  it('puts the links directory last on the PATH, and only when there are links', () => {
+    const tc = { template: 'python' as const, path: ['/opt/onmemos/toolchain/bin'] };
+    expect(sessionPath(tc)).toBe(`/opt/onmemos/toolchain/bin:${SESSION_PATH}`);
+    expect(sessionPath({ ...tc, links: [] })).toBe(`/opt/onmemos/toolchain/bin:${SESSION_PATH}`);
+    expect(sessionPath({ ...tc, links: [{ name: 'python', target: '/usr/bin/python3' }] })).toBe(
+      `/opt/onmemos/toolchain/bin:${SESSION_PATH}:/opt/onmemos/bin`,
+    );
+  });
+
   it('bounds /dev/shm and /run', () => {
     const a = bwrapArgs(layout());
     expect(a.slice(a.indexOf('/dev/shm') - 5, a.indexOf('/dev/shm') + 1)).toEqual([
@@ -115,13 +147,50 @@ afterAll(() => {
 
 describe('resolveToolchain', () => {
   it('finds a toolchain under /usr and needs no extra mount', () => {
-    expect(resolveToolchain('nodejs', '/usr/bin')).toEqual({ template: 'nodejs', path: [] });
+    const tc = resolveToolchain('nodejs', '/usr/bin');
+    expect(tc).toMatchObject({ template: 'nodejs', path: [] });
+    expect(tc.hostPrefix).toBeUndefined();
   });
 
   it('says clearly which toolchain is missing', () => {
     const empty = tempDir('onmemos-path-');
     expect(() => resolveToolchain('go', empty, [])).toThrow(UnavailableError);
     expect(() => resolveToolchain('go', empty, [])).toThrow(/^template go needs Go \(`go`\), which is not installed/);
+  });
+
+  it("links the template's other names the session lacks to the tool, and never shadows one it has", () => {
+    const root = tempDir('onmemos-tc-');
+    const bin = join(root, 'py', 'bin');
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(join(bin, 'python3'), '#!/bin/sh\n', { mode: 0o755 });
+    expect(resolveToolchain('python', bin, [], [])).toEqual({
+      template: 'python',
+      hostPrefix: join(root, 'py'),
+      path: ['/opt/onmemos/toolchain/bin'],
+      links: [{ name: 'python', target: '/opt/onmemos/toolchain/bin/python3' }],
+    });
+    writeFileSync(join(bin, 'python'), '#!/bin/sh\n', { mode: 0o644 }); // not executable: not a command
+    expect(resolveToolchain('python', bin, [], []).links).toEqual([
+      { name: 'python', target: '/opt/onmemos/toolchain/bin/python3' },
+    ]);
+    chmodSync(join(bin, 'python'), 0o755);
+    expect(resolveToolchain('python', bin, [], []).links).toEqual([]);
+    // nodejs: `nodejs` is another name of node; npm and npx beside it are on the PATH already.
+    const node = join(root, 'node', 'bin');
+    mkdirSync(node, { recursive: true });
+    for (const f of ['node', 'npm', 'npx']) writeFileSync(join(node, f), '#!/bin/sh\n', { mode: 0o755 });
+    expect(resolveToolchain('nodejs', node, [], []).links).toEqual([
+      { name: 'nodejs', target: '/opt/onmemos/toolchain/bin/node' },
+    ]);
+  });
+
+  it("links python to the host's python3 under /usr where the host has no python", () => {
+    if (!existsSync('/usr/bin/python3')) return;
+    const tc = resolveToolchain('python', '/usr/bin', []);
+    const hostHas = ['/usr/local/bin/python', '/usr/bin/python', '/usr/local/sbin/python', '/usr/sbin/python'].some(
+      (p) => existsSync(p),
+    );
+    expect(tc.links).toEqual(hostHas ? [] : [{ name: 'python', target: '/usr/bin/python3' }]);
   });
 
   it('skips version-manager shims and binds a prefix outside /usr', () => {

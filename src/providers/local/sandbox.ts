@@ -4,7 +4,7 @@
  * drops every privilege, the bubblewrap argv of the sandbox itself, the session's /etc/passwd, and the host
  * toolchain a template maps to. Kept free of I/O except toolchain lookup, so their shapes have unit tests.
  */
-import { accessSync, constants, realpathSync } from 'node:fs';
+import { accessSync, constants, realpathSync, statSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import { UnavailableError } from '../../errors.js';
 import type { NetworkMode, Template } from '../../session/model.js';
@@ -15,10 +15,26 @@ export const SANDBOX_HOME_ROOT = '/home';
 export const TOOLCHAIN_MOUNT = '/opt/onmemos/toolchain';
 export const SESSION_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-const TEMPLATE_TOOLS: Record<Template, { tool: string; label: string; install: string }> = {
-  python: { tool: 'python3', label: 'Python', install: 'apt-get install python3' },
-  nodejs: { tool: 'node', label: 'Node.js', install: 'apt-get install nodejs' },
-  go: { tool: 'go', label: 'Go', install: 'apt-get install golang-go' },
+/** Where a session's template command names (`python` for python3, ...) are linked, when the host lacks them. */
+export const COMMANDS_DIR = '/opt/onmemos/bin';
+
+/**
+ * Each template's toolchain, and the other command names its sessions have: an `alias` is another name of the
+ * tool itself (`python` runs python3), a `sibling` a command installed beside it (`gofmt` beside `go`).
+ */
+const TEMPLATE_TOOLS: Record<
+  Template,
+  { tool: string; label: string; install: string; aliases: string[]; siblings: string[] }
+> = {
+  python: { tool: 'python3', label: 'Python', install: 'apt-get install python3', aliases: ['python'], siblings: [] },
+  nodejs: {
+    tool: 'node',
+    label: 'Node.js',
+    install: 'apt-get install nodejs',
+    aliases: ['nodejs'],
+    siblings: ['npm', 'npx'],
+  },
+  go: { tool: 'go', label: 'Go', install: 'apt-get install golang-go', aliases: [], siblings: ['gofmt'] },
 };
 
 export interface Toolchain {
@@ -27,49 +43,110 @@ export interface Toolchain {
   hostPrefix?: string;
   /** Extra PATH entries inside the session. */
   path: string[];
+  /** Command names the session gets as symlinks in COMMANDS_DIR (`python` → `/usr/bin/python3`). */
+  links?: { name: string; target: string }[];
 }
 
-function isExecutable(p: string): boolean {
+function isExecutableFile(p: string): boolean {
   try {
     accessSync(p, constants.X_OK);
-    return true;
+    return statSync(p).isFile();
   } catch {
     return false;
   }
 }
 
+/** The host directories of SESSION_PATH (inside, /bin and /sbin are links into /usr). */
+const SESSION_HOST_DIRS = SESSION_PATH.split(':').map((d) => (d === '/bin' || d === '/sbin' ? `/usr${d}` : d));
+
 /**
  * Finds the host toolchain for a template on the host PATH. Under /usr it is visible in every session as is;
  * elsewhere (say /opt/go) its prefix is bound read-only at TOOLCHAIN_MOUNT. Version-manager shims are
- * skipped: they are scripts that need the manager's home, which a session cannot see.
+ * skipped: they are scripts that need the manager's home, which a session cannot see. The template's other
+ * command names that the session would not find on its PATH become links (`sessionDirs`: the host directories
+ * the session's PATH shows).
  */
 export function resolveToolchain(
   template: Template,
   hostPath = process.env.PATH ?? '',
   alwaysLook: string[] = ['/usr/local/bin', '/usr/bin'],
+  sessionDirs: string[] = SESSION_HOST_DIRS,
 ): Toolchain {
   const { tool, label, install } = TEMPLATE_TOOLS[template];
   const candidates: { dir: string; real: string }[] = [];
   for (const dir of [...hostPath.split(delimiter), ...alwaysLook]) {
     if (!dir.startsWith('/') || dir.includes('/shims')) continue;
     const p = join(dir, tool);
-    if (!isExecutable(p)) continue;
+    if (!isExecutableFile(p)) continue;
     try {
       candidates.push({ dir, real: realpathSync(p) });
     } catch {}
   }
   const underUsr = candidates.find((c) => c.dir.startsWith('/usr/') && c.real.startsWith('/usr/'));
   if (underUsr) {
-    return { template, path: SESSION_PATH.split(':').includes(underUsr.dir) ? [] : [underUsr.dir] };
+    const path = SESSION_PATH.split(':').includes(underUsr.dir) ? [] : [underUsr.dir];
+    const tc: Toolchain = { template, path };
+    const found = { path: join(underUsr.dir, tool), real: underUsr.real };
+    return { ...tc, links: commandLinks(tc, found, [underUsr.dir, ...sessionDirs]) };
   }
   const other = candidates.find((c) => !/^\/(root|home)(\/|$)/.test(c.real));
-  if (other) return { template, hostPrefix: dirname(dirname(other.real)), path: [`${TOOLCHAIN_MOUNT}/bin`] };
+  if (other) {
+    const hostPrefix = dirname(dirname(other.real));
+    const tc: Toolchain = { template, hostPrefix, path: [`${TOOLCHAIN_MOUNT}/bin`] };
+    const found = { path: other.real, real: other.real };
+    return { ...tc, links: commandLinks(tc, found, [join(hostPrefix, 'bin'), ...sessionDirs]) };
+  }
   throw new UnavailableError(
     `template ${template} needs ${label} (\`${tool}\`), which is not installed on this machine`,
     {
       hint: `install it (${install}) or choose another --template`,
     },
   );
+}
+
+/** Where a host file shows inside the session (under /usr, or the toolchain prefix), if it does. */
+function insidePath(tc: Toolchain, host: string): string | undefined {
+  if (tc.hostPrefix && host.startsWith(`${tc.hostPrefix}/`)) return TOOLCHAIN_MOUNT + host.slice(tc.hostPrefix.length);
+  return host.startsWith('/usr/') ? host : undefined;
+}
+
+/**
+ * The template's aliases and siblings that the session would not find in `hostDirs` (the host directories its
+ * PATH shows), as links: an alias to the tool, a sibling to the file of that name beside the tool or beside its
+ * real file. A name the session already has (a real `python`) is never shadowed.
+ */
+function commandLinks(
+  tc: Toolchain,
+  tool: { path: string; real: string },
+  hostDirs: string[],
+): { name: string; target: string }[] {
+  const { aliases, siblings } = TEMPLATE_TOOLS[tc.template];
+  /** The path inside the session of an executable host file, if the session sees it (and the file it links to). */
+  const inside = (host: string): string | undefined => {
+    if (!isExecutableFile(host)) return undefined;
+    let real: string;
+    try {
+      real = realpathSync(host);
+    } catch {
+      return undefined;
+    }
+    if (insidePath(tc, real) === undefined) return undefined;
+    return insidePath(tc, host) ?? insidePath(tc, real);
+  };
+  const wanted: [string, string[]][] = [
+    ...aliases.map((name): [string, string[]] => [name, [tool.path]]),
+    ...siblings.map((name): [string, string[]] => [
+      name,
+      [join(dirname(tool.path), name), join(dirname(tool.real), name)],
+    ]),
+  ];
+  const links: { name: string; target: string }[] = [];
+  for (const [name, sources] of wanted) {
+    if (hostDirs.some((d) => inside(join(d, name)))) continue;
+    const target = sources.map(inside).find((t) => t !== undefined);
+    if (target) links.push({ name, target });
+  }
+  return links;
 }
 
 export function passwdFile(user: string): string {
@@ -172,6 +249,10 @@ export function bwrapArgs(l: SandboxLayout): string[] {
   a.push('--bind', `${DATA_MOUNT}/workspace`, '/workspace');
   a.push('--size', '65536', '--tmpfs', SANDBOX_HOME_ROOT);
   a.push('--bind', `${DATA_MOUNT}/home`, `${SANDBOX_HOME_ROOT}/${l.user}`);
+  // The template's command names the host lacks (python for python3, ...), in a directory last on the PATH.
+  const links = l.toolchain.links ?? [];
+  if (links.length > 0) a.push('--dir', COMMANDS_DIR);
+  for (const link of links) a.push('--symlink', link.target, `${COMMANDS_DIR}/${link.name}`);
   if (l.toolchain.hostPrefix) a.push('--ro-bind', l.toolchain.hostPrefix, TOOLCHAIN_MOUNT);
   if (l.nodePrefix) a.push('--ro-bind', l.nodePrefix, INSIDE.nodePrefix);
   for (const c of l.cgroupDirs)
@@ -266,5 +347,5 @@ function dataFds(): string {
 export const LAUNCHER_FDS: number[] = Object.values(FD);
 
 export function sessionPath(tc: Toolchain): string {
-  return [...tc.path, SESSION_PATH].join(':');
+  return [...tc.path, SESSION_PATH, ...(tc.links?.length ? [COMMANDS_DIR] : [])].join(':');
 }
