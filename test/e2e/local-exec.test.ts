@@ -268,6 +268,13 @@ describe('a session is long-lived, like a container', () => {
     expect(got).toBe(true);
   });
 
+  it('a login shell (onmemos shell) keeps the session PATH: the template names are found there too', async () => {
+    const r = await state.run(['shell', id], { input: 'python -c "print(6*7)"; echo "$PATH"; exit 3\n' });
+    expect(r.code).toBe(3);
+    expect(r.stdout).toMatch(/\b42\r?\n/);
+    expect(r.stdout).toMatch(/:\/opt\/onmemos\/bin\r?\n/);
+  });
+
   it('files in /workspace, $HOME and /tmp persist between execs', async () => {
     await exec(['sh', '-c', 'echo w > /workspace/f; echo h > ~/f; echo t > /tmp/f']);
     expect((await exec(['sh', '-c', 'cat /workspace/f ~/f /tmp/f'])).stdout).toBe('w\nh\nt\n');

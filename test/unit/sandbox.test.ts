@@ -10,6 +10,7 @@ import {
   LAUNCHER,
   LAUNCHER_FDS,
   passwdFile,
+  profileFile,
   resolveToolchain,
   SANDBOX_UID,
   type SandboxLayout,
@@ -208,4 +209,13 @@ describe('resolveToolchain', () => {
 
 it('passwd names the session user at the sandbox uid with its home', () => {
   expect(passwdFile('alice')).toContain(`alice:x:${SANDBOX_UID}:${SANDBOX_UID}:alice:/home/alice:/bin/bash`);
+});
+
+describe('profileFile', () => {
+  it("appends the session PATH, quoted, after the host's profile", () => {
+    expect(profileFile('PATH=/usr/bin\nexport PATH', "/a b:/it's")).toBe(
+      "PATH=/usr/bin\nexport PATH\n# onmemos: the session's PATH, which the lines above may have reset\nPATH='/a b:/it'\\''s'\nexport PATH\n",
+    );
+    expect(profileFile('', '/bin').startsWith('\n# onmemos')).toBe(true);
+  });
 });

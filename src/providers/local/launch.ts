@@ -24,6 +24,7 @@ import {
   LAUNCHER,
   LAUNCHER_FDS,
   passwdFile,
+  profileFile,
   type resolveToolchain,
   SANDBOX_HOME_ROOT,
   sessionPath,
@@ -103,7 +104,7 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
       return n;
     };
     const listen = await listenSocket(join(dir, 'agent.sock'));
-    const stdio: (number | 'pipe' | 'ignore')[] = Array(13).fill('ignore');
+    const stdio: (number | 'pipe' | 'ignore')[] = Array(Math.max(...Object.values(FD)) + 1).fill('ignore');
     const logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
     opened.push(logFd);
     stdio[0] = 'pipe';
@@ -119,6 +120,7 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     stdio[FD.group] = fd(files.group);
     stdio[FD.resolvConf] = fd(files.resolvConf);
     stdio[FD.seccomp] = fd(files.seccomp);
+    stdio[FD.profile] = fd(files.profile);
     const bwrap = bwrapArgs({
       hostname: rec.id.slice(0, 63),
       user: rec.user,
@@ -190,7 +192,9 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
 }
 
 /** The files bwrap copies into the session from descriptors (so no host path shows inside). */
-function sessionFiles(plan: LaunchPlan): Record<'config' | 'passwd' | 'group' | 'resolvConf' | 'seccomp', string> {
+function sessionFiles(
+  plan: LaunchPlan,
+): Record<'config' | 'passwd' | 'group' | 'resolvConf' | 'seccomp' | 'profile', string> {
   const { dir, rec } = plan;
   const shell = existsSync('/usr/bin/bash') ? '/bin/bash' : '/bin/sh';
   const env: Record<string, string> = {
@@ -210,12 +214,18 @@ function sessionFiles(plan: LaunchPlan): Record<'config' | 'passwd' | 'group' | 
     group: join(dir, 'group'),
     resolvConf: join(dir, 'resolv.conf'),
     seccomp: join(dir, 'seccomp.bpf'),
+    profile: join(dir, 'profile'),
   };
   writeFileSync(files.config, JSON.stringify(config), { mode: 0o600 });
   writeFileSync(files.passwd, passwdFile(rec.user), { mode: 0o600 });
   writeFileSync(files.group, groupFile(rec.user), { mode: 0o600 });
   writeFileSync(files.resolvConf, 'nameserver 10.0.2.3\n', { mode: 0o600 });
   writeFileSync(files.seccomp, plan.seccomp, { mode: 0o600 });
+  let hostProfile = '';
+  try {
+    hostProfile = readFileSync('/etc/profile', 'utf8');
+  } catch {}
+  writeFileSync(files.profile, profileFile(hostProfile, env.PATH!), { mode: 0o600 });
   return files;
 }
 

@@ -187,6 +187,7 @@ export const FD = {
   group: 10,
   resolvConf: 11,
   seccomp: 12,
+  profile: 13,
 } as const;
 
 /** How much of the sandbox's own output reaches the session log on the host. */
@@ -239,6 +240,8 @@ export function bwrapArgs(l: SandboxLayout): string[] {
   for (const [target, link] of USR_MERGED_LINKS) a.push('--symlink', target, link);
   a.push('--ro-bind-data', String(FD.passwd), '/etc/passwd', '--ro-bind-data', String(FD.group), '/etc/group');
   if (l.ownResolvConf) a.push('--ro-bind-data', String(FD.resolvConf), '/etc/resolv.conf');
+  // The host's /etc/profile with the session's PATH restored at its end: Debian's resets PATH in login shells.
+  a.push('--ro-bind-data', String(FD.profile), '/etc/profile');
   a.push('--proc', '/proc', '--dev', '/dev');
   a.push('--size', String(l.shmBytes), '--perms', '1777', '--tmpfs', '/dev/shm');
   a.push('--size', String(l.runBytes), '--tmpfs', '/run', '--dir', INSIDE.runDir);
@@ -345,6 +348,12 @@ function dataFds(): string {
 
 /** The descriptors the launcher keeps (the rest are closed before anything starts). */
 export const LAUNCHER_FDS: number[] = Object.values(FD);
+
+/** The session's /etc/profile: the host's, then the session's PATH (what `onmemos shell`, a login shell, sees). */
+export function profileFile(hostProfile: string, path: string): string {
+  const quoted = `'${path.replaceAll("'", "'\\''")}'`;
+  return `${hostProfile.replace(/\n?$/, '\n')}# onmemos: the session's PATH, which the lines above may have reset\nPATH=${quoted}\nexport PATH\n`;
+}
 
 export function sessionPath(tc: Toolchain): string {
   return [...tc.path, SESSION_PATH, ...(tc.links?.length ? [COMMANDS_DIR] : [])].join(':');
