@@ -8,20 +8,29 @@
  *   DELETE /v1/sessions/{id}
  *   POST   /v1/sessions/{id}/execute         {command, timeout} → {stdout, stderr, returncode, success}
  *   GET    /v1/sessions/{id}/connect         ConnectInfo
+ *   POST   /v1/sessions/{id}/start | stop    → the session
+ *   POST   /v1/sessions/{id}/extend          {ttl_minutes} → the session, expiring that long from now
  */
+import { UnsupportedError } from '../errors.js';
 import { V5 } from '../exec/v5.js';
+import type { Provider } from '../providers/provider.js';
 import {
   type ConnectInfo,
   parseCreateRequest,
+  type Session,
   type SessionFilter,
   UNREACHABLE_HEADER,
   validateName,
+  validateTtl,
 } from '../session/model.js';
 import { allows } from './auth.js';
 import { type ApiRequest, authorizedSession, bodyLimit, checkNamespace, shown } from './context.js';
 import { respondCreate } from './create.js';
 import { checkTimeout, respondExecute } from './execute.js';
 import { apiError, readJsonBody, sendJson } from './http.js';
+
+const LIFECYCLE = ['start', 'stop', 'extend'] as const;
+type LifecycleVerb = (typeof LIFECYCLE)[number];
 
 /** Answers a request whose path is /v1/sessions or under it. */
 export async function sessionRoutes(a: ApiRequest): Promise<void> {
@@ -44,7 +53,7 @@ export async function sessionRoutes(a: ApiRequest): Promise<void> {
     throw apiError('method_not_allowed', `${method} is not allowed on ${path}`);
   }
 
-  const m = /^\/v1\/sessions\/([^/]+)(?:\/(execute|connect))?$/.exec(path);
+  const m = /^\/v1\/sessions\/([^/]+)(?:\/(execute|connect|start|stop|extend))?$/.exec(path);
   if (!m) throw apiError('not_found', `no route for ${method} ${path}`);
   const [, rawId, action] = m;
   const { provider, session } = await authorizedSession(ctx.opts, principal, rawId!);
@@ -71,7 +80,39 @@ export async function sessionRoutes(a: ApiRequest): Promise<void> {
       json_shell: `/v1/sessions/${session.id}/shell`,
     } satisfies ConnectInfo);
   }
+  if (isLifecycle(action) && method === 'POST') {
+    const body = await readJsonBody(req, bodyLimit(ctx));
+    return sendJson(res, 200, shown(await lifecycle(provider, session.id, action, body)));
+  }
   throw apiError('method_not_allowed', `${method} is not allowed on ${path}`);
+}
+
+const isLifecycle = (action: string | undefined): action is LifecycleVerb =>
+  (LIFECYCLE as readonly (string | undefined)[]).includes(action);
+
+/**
+ * start, stop or extend, where the provider can (capabilities.lifecycle, and the method): 422 unsupported where
+ * it cannot. extend's `ttl_minutes` must be a number (400), a valid TTL (422) within the provider's maximum (422).
+ */
+async function lifecycle(
+  provider: Provider,
+  id: string,
+  verb: LifecycleVerb,
+  body: Record<string, unknown>,
+): Promise<Session> {
+  let minutes = 0;
+  if (verb === 'extend') {
+    if (typeof body.ttl_minutes !== 'number') throw apiError('bad_request', '"ttl_minutes" must be a number');
+    minutes = validateTtl(body.ttl_minutes);
+  }
+  if (!provider.capabilities.lifecycle[verb] || !provider[verb]) {
+    throw new UnsupportedError(`provider ${provider.kind} cannot ${verb} a session`);
+  }
+  if (verb === 'start') return provider.start!(id);
+  if (verb === 'stop') return provider.stop!(id);
+  const max = provider.capabilities.maxTtlMinutes;
+  if (minutes > max) throw new UnsupportedError(`provider ${provider.kind} allows a TTL of at most ${max} minutes`);
+  return provider.extend!(id, minutes);
 }
 
 function filterFrom(url: URL): SessionFilter {
