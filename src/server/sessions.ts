@@ -1,7 +1,7 @@
 /**
  * The /v1/sessions routes (the WebSocket ones are in exec-route.ts and json-shell.ts):
  *
- *   POST   /v1/sessions                      create (create.ts)
+ *   POST   /v1/sessions                      create; streamed progress with Accept: application/x-ndjson (create.ts)
  *   GET    /v1/sessions?namespace=&user=&provider=
  *                                            list; providers that did not answer are named in x-onmemos-unreachable
  *   GET    /v1/sessions/{id}

@@ -1,12 +1,20 @@
 /**
- * The /v1 API over the in-process FakeProvider, so it needs no root: start/stop/extend, connect, lists with
- * partial results, the routes of the split server (execute, the exec WebSocket, the JSON shell), and the remote
- * provider and the SDK against it. Every server listens on 127.0.0.1 port 0 and is closed in afterAll.
+ * The /v1 API over the in-process FakeProvider, so it needs no root: start/stop/extend, the create that streams its
+ * progress (NDJSON) and its abort, connect, lists with partial results, the routes of the split server (execute,
+ * the exec WebSocket, the JSON shell), and the remote provider and the SDK against it. Every server listens on 127.0.0.1 port 0 and is closed in afterAll.
  */
-import type { Server } from 'node:http';
+import { request, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { ConflictError, NotFoundError, UnavailableError, UnsupportedError, UserError } from '../../src/errors.js';
+import {
+  ConflictError,
+  InterruptedError,
+  NotFoundError,
+  ProviderError,
+  UnavailableError,
+  UnsupportedError,
+  UserError,
+} from '../../src/errors.js';
 import { V5 } from '../../src/exec/v5.js';
 import { type ProviderRegistry, tableRegistry } from '../../src/providers/index.js';
 import type { Provider } from '../../src/providers/provider.js';
@@ -14,7 +22,13 @@ import { RemoteProvider } from '../../src/providers/remote.js';
 import { OnMemOSClient } from '../../src/sdk/client.js';
 import { Auth, parseApiKeys } from '../../src/server/auth.js';
 import { createOnmemosServer } from '../../src/server/server.js';
-import { MAX_TTL_MINUTES, type Session, UNREACHABLE_HEADER } from '../../src/session/model.js';
+import {
+  MAX_TTL_MINUTES,
+  NDJSON,
+  type ProgressEvent,
+  type Session,
+  UNREACHABLE_HEADER,
+} from '../../src/session/model.js';
 import { FakeProvider, fakeRegistry } from '../helpers/fake-provider.js';
 
 const KEY = 'api-test-key-all-namespaces-0123';
@@ -74,6 +88,274 @@ async function api(
   const json: any = text ? JSON.parse(text) : undefined;
   return { status: res.status, headers: res.headers, body: json };
 }
+
+/** Polls `check` every 20 ms until it holds, for at most `ms`. */
+async function eventually(check: () => boolean, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`not so within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: lines are JSON whose shape the assertions check
+type Line = any;
+interface Streamed {
+  status: number;
+  type: string;
+  lines: Line[];
+}
+
+/**
+ * A create over node:http, with `Accept: application/x-ndjson` unless told otherwise: the status, the content type
+ * and the lines as they arrive (a plain JSON answer is one line). `onLine` sees each line as it comes and may
+ * `stop()`: the request is destroyed there, as a client that goes away (so does aborting `signal`). Bounded: 15 s without an answer fails.
+ */
+function streamCreate(
+  base: string,
+  path: string,
+  body: unknown,
+  opts: {
+    accept?: string | null;
+    key?: string | null;
+    onLine?: (line: Line, stop: () => void) => void;
+    /** Aborting it stops the request, as `stop()` does. */
+    signal?: AbortSignal;
+  } = {},
+): Promise<Streamed> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    const accept = opts.accept === undefined ? NDJSON : opts.accept;
+    if (accept) headers.accept = accept;
+    const key = opts.key === undefined ? KEY : opts.key;
+    if (key) headers['x-api-key'] = key;
+    const out: Streamed = { status: 0, type: '', lines: [] };
+    let stopped = false;
+    let pending = '';
+    const done = () => resolve(out);
+    const stop = () => {
+      stopped = true;
+      req.destroy();
+      done();
+    };
+    const req = request(`${base}${path}`, { method: 'POST', headers, timeout: 15_000 }, (res) => {
+      out.status = res.statusCode ?? 0;
+      out.type = String(res.headers['content-type'] ?? '');
+      res.on('data', (d: Buffer) => {
+        pending += d.toString('utf8');
+        for (let nl = pending.indexOf('\n'); nl >= 0 && !stopped; nl = pending.indexOf('\n')) {
+          const line = JSON.parse(pending.slice(0, nl));
+          pending = pending.slice(nl + 1);
+          out.lines.push(line);
+          opts.onLine?.(line, stop);
+        }
+      });
+      res.on('end', () => {
+        if (pending.trim()) out.lines.push(JSON.parse(pending));
+        done();
+      });
+      res.on('error', () => (stopped ? done() : reject(new Error(`${path}: the answer broke off`))));
+    });
+    req.on('timeout', () => req.destroy(new Error(`${path}: no answer in 15 s`)));
+    req.on('error', (e) => (stopped ? done() : reject(e)));
+    opts.signal?.addEventListener('abort', stop);
+    req.end(JSON.stringify(body));
+  });
+}
+
+const inNamespace = (f: FakeProvider, ns: string) => [...f.sessions.values()].filter((s) => s.namespace === ns);
+
+describe('create with streamed progress (Accept: application/x-ndjson)', () => {
+  let base = '';
+  let local: FakeProvider;
+  let slow: FakeProvider;
+  let failing: FakeProvider;
+
+  beforeAll(async () => {
+    local = fake();
+    slow = fake({ kind: 'gke', createMs: 400 });
+    failing = fake({ kind: 'workstations' });
+    failing.create = async (_req, o = {}) => {
+      o.onProgress?.({ step: 'prepare', message: 'asking the backend' });
+      throw new ProviderError('the backend said no');
+    };
+    base = await serveApi(fakeRegistry(local, slow, failing));
+  });
+
+  it('streams each progress line as it happens, then the session line', async () => {
+    const statusAtStep1: (string | undefined)[] = [];
+    const r = await streamCreate(
+      base,
+      '/v1/sessions',
+      { provider: 'gke', namespace: 'team-a', user: 'kim' },
+      {
+        onLine: (line) => {
+          if (line.progress?.step === 'step1') statusAtStep1.push(slow.sessions.get(line.progress.id)?.status);
+        },
+      },
+    );
+    expect(r.status).toBe(200);
+    expect(r.type).toBe(NDJSON);
+    // The first step reached the client while the session was still being made.
+    expect(statusAtStep1).toEqual(['creating']);
+    const progress = r.lines.slice(0, -1);
+    expect(progress.map((l) => Object.keys(l))).toEqual(progress.map(() => ['progress']));
+    expect(progress.map((l) => l.progress.step)).toEqual(['provider', 'step1', 'step2', 'step3', 'step4']);
+    expect(progress[0].progress).toEqual({ step: 'provider', message: 'provider gke (requested)' });
+    const last = r.lines.at(-1);
+    expect(Object.keys(last)).toEqual(['session']);
+    const s = last.session;
+    expect(progress[1].progress).toEqual({ step: 'step1', message: 'fake step 1 of 4', id: s.id });
+    expect(s).toMatchObject({
+      provider: 'gke',
+      namespace: 'team-a',
+      user: 'kim',
+      status: 'running',
+      websocket: `/v1/sessions/${s.id}/shell`,
+      details: { provider_reason: 'requested' },
+    });
+    // The same object the plain answer gives: GET shows the session, the create adds why its provider was chosen.
+    const { provider_reason, ...details } = s.details;
+    expect((await api(base, 'GET', `/v1/sessions/${s.id}`)).body).toEqual({ ...s, details });
+  });
+
+  it('without that Accept (or with q=0), the answer is the document’s plain JSON', async () => {
+    for (const accept of [null, 'application/json', `${NDJSON};q=0, application/json`]) {
+      const r = await streamCreate(base, '/v1/sessions', { namespace: 'team-a', user: 'lee' }, { accept });
+      expect([accept, r.status, r.type]).toEqual([accept, 200, 'application/json']);
+      expect(r.lines).toHaveLength(1);
+      expect(r.lines[0]).toMatchObject({ provider: 'local', status: 'running', user: 'lee' });
+      expect(r.lines[0].details.provider_reason).toMatch(/^auto picks cloud_run .* local stands in$/);
+    }
+  });
+
+  it('the legacy create streams the same way, with its own shell path', async () => {
+    const r = await streamCreate(base, '/v1/cloudrun/workspaces', { namespace: 'team-a', user: 'max' });
+    expect([r.status, r.type]).toEqual([200, NDJSON]);
+    expect(r.lines.slice(0, -1).map((l) => l.progress.step)).toEqual(['provider', 'step1', 'step2', 'step3', 'step4']);
+    const s = r.lines.at(-1).session;
+    expect(s).toMatchObject({ provider: 'local', websocket: `/v1/cloudrun/workspaces/${s.id}/shell` });
+  });
+
+  it('refusals before anything starts are plain HTTP errors, and nothing is made', async () => {
+    const before = local.sessions.size + slow.sessions.size;
+    const cases: [unknown, string | null, number, string][] = [
+      ['{not json', KEY, 400, 'bad_request'],
+      [{ namespace: 7 }, KEY, 400, 'bad_request'],
+      [{ namespace: 'Bad_Name' }, KEY, 422, 'invalid_argument'],
+      [{ storage: { bucket: 'my-bucket' } }, KEY, 422, 'unsupported'],
+      [{ provider: 'cloud_run' }, KEY, 503, 'unavailable'],
+      [{ namespace: 'team-b' }, SCOPED, 403, 'forbidden'],
+      [{}, null, 401, 'auth'],
+    ];
+    for (const [body, key, status, code] of cases) {
+      const r = await streamCreate(base, '/v1/sessions', body, { key });
+      expect([JSON.stringify(body), r.status, r.type, r.lines[0]?.error?.code]).toEqual([
+        JSON.stringify(body),
+        status,
+        'application/json',
+        code,
+      ]);
+    }
+    expect(local.sessions.size + slow.sessions.size).toBe(before);
+  });
+
+  it('a failure after the stream began is its last line; plain JSON and the SDK get it as an error', async () => {
+    const r = await streamCreate(base, '/v1/sessions', { provider: 'workstations' });
+    expect([r.status, r.type]).toEqual([200, NDJSON]);
+    expect(r.lines.map((l) => l.progress?.step ?? Object.keys(l)[0])).toEqual(['provider', 'prepare', 'error']);
+    expect(r.lines.at(-1)).toEqual({ error: { code: 'provider_error', message: 'the backend said no' } });
+
+    const plain = await streamCreate(base, '/v1/sessions', { provider: 'workstations' }, { accept: null });
+    expect([plain.status, plain.lines[0]]).toEqual([502, { error: r.lines.at(-1).error }]);
+
+    const steps: string[] = [];
+    const sdk = new OnMemOSClient(base, KEY).createSession(
+      { provider: 'workstations' },
+      { onProgress: (e) => steps.push(e.step) },
+    );
+    await expect(sdk).rejects.toBeInstanceOf(ProviderError);
+    await expect(sdk).rejects.toThrow('the backend said no');
+    expect(steps).toEqual(['provider', 'prepare']);
+  });
+
+  it('a client that goes away mid-create aborts it, and the provider removes what it made (NDJSON and plain)', async () => {
+    const r = await streamCreate(
+      base,
+      '/v1/sessions',
+      { provider: 'gke', namespace: 'abort-stream' },
+      { onLine: (line, stop) => line.progress?.step === 'step1' && stop() },
+    );
+    expect(r.lines.map((l) => l.progress.step)).toEqual(['provider', 'step1']);
+    const id = r.lines[1].progress.id;
+    await eventually(() => !slow.sessions.has(id));
+    expect(inNamespace(slow, 'abort-stream')).toEqual([]);
+
+    // The plain create: the client goes away once the provider has begun.
+    const ac = new AbortController();
+    const plain = streamCreate(
+      base,
+      '/v1/sessions',
+      { provider: 'gke', namespace: 'abort-plain' },
+      { accept: null, signal: ac.signal },
+    );
+    await eventually(() => inNamespace(slow, 'abort-plain').length === 1);
+    const [half] = inNamespace(slow, 'abort-plain');
+    expect(half!.status).toBe('creating');
+    ac.abort();
+    expect((await plain).lines).toEqual([]);
+    await eventually(() => inNamespace(slow, 'abort-plain').length === 0);
+  });
+
+  it('the SDK: createSession reports progress; aborting its signal removes the session being made', async () => {
+    const client = new OnMemOSClient(base, KEY);
+    const events: ProgressEvent[] = [];
+    const s = await client.createSession(
+      { provider: 'gke', namespace: 'team-a' },
+      { onProgress: (e) => events.push(e) },
+    );
+    expect(events.map((e) => e.step)).toEqual(['provider', 'step1', 'step2', 'step3', 'step4']);
+    expect(events.slice(1).every((e) => e.id === s.id)).toBe(true);
+    expect(s).toMatchObject({ provider: 'gke', status: 'running', details: { provider_reason: 'requested' } });
+
+    const ac = new AbortController();
+    let id = '';
+    const aborted = client.createSession(
+      { provider: 'gke', namespace: 'abort-sdk' },
+      {
+        signal: ac.signal,
+        onProgress: (e) => {
+          if (e.step === 'step1') {
+            id = e.id ?? '';
+            ac.abort();
+          }
+        },
+      },
+    );
+    await expect(aborted).rejects.toBeInstanceOf(InterruptedError);
+    expect(id).toMatch(/^ws-abort-sdk-/);
+    await eventually(() => inNamespace(slow, 'abort-sdk').length === 0);
+  });
+});
+
+describe('a provider that finishes a create its client left', () => {
+  it('has the session removed by the server, since nobody has its id', async () => {
+    const ignoring = fake({ createMs: 400 });
+    const create = ignoring.create.bind(ignoring);
+    ignoring.create = (req, o = {}) => create(req, { onProgress: o.onProgress }); // never sees the abort
+    const base = await serveApi(fakeRegistry(ignoring));
+    const r = await streamCreate(
+      base,
+      '/v1/sessions',
+      { namespace: 'team-a' },
+      { onLine: (line, stop) => line.progress?.step === 'step1' && stop() },
+    );
+    const id = r.lines[1].progress.id;
+    expect(ignoring.sessions.has(id)).toBe(true);
+    await eventually(() => ignoring.calls.includes('delete'));
+    expect(ignoring.sessions.size).toBe(0);
+  });
+});
 
 describe('start, stop and extend', () => {
   let base = '';
