@@ -8,13 +8,49 @@
  * case is bounded: 2 streams x cap per execute in flight, plus the response being written.
  */
 
+import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
+import { UserError } from '../errors.js';
 import { exitCodeOf } from '../exec/process.js';
 import type { Provider } from '../providers/provider.js';
 import { type ExecuteResult, validateArgument } from '../session/model.js';
+import type { Principal } from './auth.js';
+import { gone, type ServerContext } from './context.js';
+import { sendJson } from './http.js';
 
 /** Default cap on each of stdout and stderr (the same as the request body and WebSocket message limits). */
 export const DEFAULT_OUTPUT_CAP = 1 << 20;
+/** The longest timeout an execute may ask for, in seconds. */
+const MAX_EXECUTE_TIMEOUT = 24 * 3600;
+
+/** An execute's `timeout`: seconds, more than 0 and at most a day (422 otherwise). */
+export function checkTimeout(timeout: unknown): number {
+  if (typeof timeout !== 'number' || !(timeout > 0) || timeout > MAX_EXECUTE_TIMEOUT) {
+    throw new UserError(`"timeout" must be a number of seconds, more than 0 and at most ${MAX_EXECUTE_TIMEOUT}`);
+  }
+  return timeout;
+}
+
+/**
+ * The buffered execute of both APIs as an HTTP answer, counted against the key's concurrency limit; a client that
+ * goes away kills the command.
+ */
+export async function respondExecute(
+  ctx: ServerContext,
+  principal: Principal,
+  res: ServerResponse,
+  provider: Provider,
+  id: string,
+  command: string,
+  timeout: number,
+): Promise<void> {
+  const release = ctx.limit.acquire(principal.id);
+  try {
+    sendJson(res, 200, await executeBuffered(provider, id, command, timeout, ctx.opts.outputCap, gone(res)));
+  } finally {
+    release();
+  }
+}
 
 export async function executeBuffered(
   provider: Provider,
