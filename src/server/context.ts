@@ -114,8 +114,9 @@ export function gone(res: ServerResponse): AbortSignal {
 /** Answers a refused upgrade as plain HTTP (`{"error":{"code","message"}}` with its status), then closes. */
 export function refuseUpgrade(socket: Duplex, e: unknown): void {
   if (socket.destroyed || !socket.writable) return void socket.destroy();
-  const { status, code, message } = errorStatus(e);
-  const body = JSON.stringify({ error: { code, message } });
+  const { status, ...error } = errorStatus(e);
+  const { code } = error;
+  const body = JSON.stringify({ error });
   socket.end(
     `HTTP/1.1 ${status} ${code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );

@@ -59,8 +59,8 @@ export async function respondCreate(
     session = await create(ctx, request, { signal, onProgress });
   } catch (e) {
     if (!streaming) throw e; // nothing was sent yet: a plain HTTP error
-    const { code, message } = errorStatus(e);
-    line({ error: { code, message } });
+    const { status: _, ...error } = errorStatus(e);
+    line({ error });
     res.end();
     return;
   }

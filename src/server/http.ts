@@ -14,14 +14,17 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 }
 
 /** The HTTP status for an error: our own codes map to the document's statuses; anything else is a 500. */
-export function errorStatus(e: unknown): { status: number; code: ErrorCode; message: string } {
-  if (e instanceof OnmemosError) return { status: e.status, code: e.code, message: e.message };
+export function errorStatus(e: unknown): { status: number; code: ErrorCode; message: string; hint?: string } {
+  if (e instanceof OnmemosError) {
+    return { status: e.status, code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
+  }
   return { status: 500, code: 'internal', message: 'internal error' };
 }
 
+/** `{"error":{"code","message","hint"?}}` with the code's status; the hint reaches a remote CLI's error line. */
 export function sendError(res: ServerResponse, e: unknown): void {
-  const { status, code, message } = errorStatus(e);
-  if (!res.headersSent) sendJson(res, status, { error: { code, message } });
+  const { status, ...error } = errorStatus(e);
+  if (!res.headersSent) sendJson(res, status, { error });
   else res.destroy();
 }
 
