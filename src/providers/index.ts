@@ -44,7 +44,10 @@ export interface ProviderRegistry {
   remember(id: string, kind: ProviderKind): void;
   /** The provider that holds a session, and the session (NotFoundError when none does). */
   locate(id: string): Promise<{ provider: Provider; session: Session }>;
-  /** Every configured provider's sessions at once; one that fails or does not answer in time is named, not fatal. */
+  /**
+   * Every configured provider's sessions at once; one that fails or does not answer in time is named, not fatal.
+   * Expired sessions are removed as they are seen, and not listed.
+   */
   list(filter?: SessionFilter): Promise<SessionList>;
   /** Removes expired sessions: on the configured providers of these kinds, or on every one configured. */
   reapExpired(opts?: { kinds?: ProviderKind[] }): Promise<string[]>;
@@ -193,7 +196,11 @@ export function tableRegistry(
         asked.map(async (e) => {
           try {
             const provider = await load(e);
-            return { kind: e.kind, sessions: await withTimeout(provider.list(filter), LIST_TIMEOUT_MS, e.kind) };
+            const listed = await withTimeout(provider.list(filter), LIST_TIMEOUT_MS, e.kind);
+            // An expired session is removed by whoever notices first, as locate does; it is not listed.
+            const expired = listed.filter((x) => x.status === 'expired');
+            await Promise.all(expired.map((x) => provider.delete(x.id).catch(() => {})));
+            return { kind: e.kind, sessions: listed.filter((x) => x.status !== 'expired') };
           } catch (error) {
             return { kind: e.kind, error };
           }

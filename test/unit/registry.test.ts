@@ -94,12 +94,17 @@ describe('the registry', () => {
     await expect(registry.locate('ws-nobody-here-1-abcd')).rejects.toMatchObject({ code: 'not_found' });
   });
 
-  it('an expired session is removed by whoever looks, and is then not found', async () => {
+  it('an expired session is removed by whoever looks (locate or list), and is then not found', async () => {
     const { registry, fakes } = setup(['local']);
     const s = await fakes.get('local')!.create(req({ ttl_minutes: 0.001 }));
     await new Promise((r) => setTimeout(r, 100));
     await expect(registry.locate(s.id)).rejects.toThrow(/it expired at/);
     expect(fakes.get('local')!.sessions.size).toBe(0);
+    const t = await fakes.get('local')!.create(req({ ttl_minutes: 0.001 }));
+    const kept = await fakes.get('local')!.create(req());
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await registry.list()).sessions.map((x) => x.id)).toEqual([kept.id]);
+    expect(fakes.get('local')!.sessions.has(t.id)).toBe(false);
   });
 
   it('list asks every provider; one that fails is named, the others still listed', async () => {
