@@ -45,13 +45,13 @@ function verbCommand(ctx: () => Ctx, verb: 'start' | 'stop', description: string
 }
 
 export const startCommand = (ctx: () => Ctx) =>
-  verbCommand(ctx, 'start', 'start a stopped session (providers that can stop: workstations)');
+  verbCommand(ctx, 'start', 'start a stopped session (providers that can stop one)');
 export const stopCommand = (ctx: () => Ctx) =>
   verbCommand(ctx, 'stop', 'stop a session, keeping its workspace, until start (providers that can stop)');
 
 export function extendCommand(ctx: () => Ctx): Command {
   return new Command('extend')
-    .description('move a session’s expiry: it is removed this many minutes from now')
+    .description("move a session's expiry: it is removed this many minutes from now")
     .argument('<id>', 'session id')
     .requiredOption('--ttl <minutes>', 'minutes from now until the session is removed', parseTtlMinutes)
     .option('--json', 'print the session as JSON')
