@@ -13,6 +13,7 @@ import type { Duplex } from 'node:stream';
 import type { RemoteProcess } from '../exec/process.js';
 import { execSpecFromQuery, execWebSocketServer, serveExec } from '../exec/server.js';
 import { AGENT_LISTEN_FD, type ExecGroup, spawnPiped, spawnTty, treeGroup } from './spawn.js';
+import { type WarmStarter, warmStarter } from './warm.js';
 
 export interface AgentConfig {
   /** The environment of every command: the session's base variables, the create-time env, the document's. */
@@ -53,11 +54,21 @@ export function closeInheritedFds(keep: number): number[] {
 export async function runAgent(config: AgentConfig, listen: { fd: number } | { port: number; host: string }) {
   const wss = await execWebSocketServer();
   let execs = 0;
+  const execGroups = config.execGroups;
+  // With cgroups, a process waits in the next exec group (warm.ts): joining one is most of a short command's time.
+  const warm: WarmStarter | undefined = execGroups && warmStarter(() => execGroups(`e${++execs}`));
   const start = async (spec: ReturnType<typeof execSpecFromQuery>): Promise<RemoteProcess> => {
-    const group = config.execGroups ? config.execGroups(`e${++execs}`) : treeGroup();
     const env: Record<string, string> = { ...config.env, ...spec.env };
     if (spec.tty) env.TERM = spec.term || 'xterm-256color';
     const cwd = spec.cwd ?? config.workdir;
+    const parked = warm?.take(spec, env, cwd);
+    const proc = parked ?? (await startNew(spec, env, cwd));
+    // The next one is parked once this command has ended, so that its start takes nothing from this one.
+    if (warm) proc.exit.finally(() => setImmediate(() => warm.refill()));
+    return proc;
+  };
+  const startNew = (spec: ReturnType<typeof execSpecFromQuery>, env: Record<string, string>, cwd: string) => {
+    const group = execGroups ? execGroups(`e${++execs}`) : treeGroup();
     return spec.tty ? spawnTty(spec, env, cwd, group) : spawnPiped(spec, env, cwd, group);
   };
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -88,6 +99,7 @@ export async function runAgent(config: AgentConfig, listen: { fd: number } | { p
     if ('fd' in listen) server.listen({ fd: listen.fd }, resolve);
     else server.listen(listen.port, listen.host, resolve);
   });
+  if (warm) setImmediate(() => warm.refill());
   return server;
 }
 
