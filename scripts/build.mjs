@@ -4,7 +4,7 @@
 //   not use (the local provider, node-pty) is evaluated only when first needed.
 // - dist/index.js: the SDK, an ES module (the package is ESM).
 import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { build } from 'esbuild';
 
 rmSync('dist', { recursive: true, force: true });
@@ -20,6 +20,7 @@ const common = {
 };
 await build({
   ...common,
+  plugins: [...common.plugins, builtinImportsAsRequire()],
   entryPoints: ['src/cli.ts'],
   outfile: 'dist/cli.cjs',
   format: 'cjs',
@@ -31,6 +32,7 @@ await build({
 await build({
   ...common,
   external: ['bufferutil', 'utf-8-validate'],
+  plugins: [...common.plugins, builtinImportsAsRequire()],
   entryPoints: ['src/agent/entry.ts'],
   outfile: 'dist/agent.cjs',
   format: 'cjs',
@@ -82,6 +84,25 @@ function lazyRequires() {
           return { contents: src, loader: 'js' };
         });
       }
+    },
+  };
+}
+
+/**
+ * In a CommonJS bundle, `await import('node:x')` of a built-in stays a real import(): the first one starts Node's
+ * ES-module loader, ~4 ms (create paid it for child_process, http and net). A built-in's namespace has the same
+ * named exports as its require(), so these become a resolved require().
+ */
+function builtinImportsAsRequire() {
+  return {
+    name: 'builtin-imports-as-require',
+    setup(b) {
+      b.onEnd((result) => {
+        if (result.errors.length > 0) return;
+        const file = b.initialOptions.outfile;
+        const src = readFileSync(file, 'utf8');
+        writeFileSync(file, src.replace(/\bimport\(("node:[a-z_/]+")\)/g, 'Promise.resolve(require($1))'));
+      });
     },
   };
 }
