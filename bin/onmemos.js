@@ -35,9 +35,9 @@ const { runCli, defaultRegistry } = cli.exports;
 
 /**
  * dist/cli.cjs, compiled with V8's code cache when there is one: compiling the bundle is ~4 ms of every start-up
- * (Node 20 has no module.enableCompileCache). The cache is made once, after a command ran (so it holds the
- * functions that command compiled), in <state dir>/cache, named by the Node version and the bundle's size and
- * mtime; V8 rejects one that does not fit (then a new one is written). Only a file of our own uid that no one else
+ * (Node 20 has no module.enableCompileCache). A cache is made once per command (exec, ls, ...), after it ran, so
+ * it holds the functions that command compiled, in <state dir>/cache, named by the Node version, the bundle's size
+ * and mtime and the command; V8 rejects one that does not fit (then a new one is written). Only a file of our own uid that no one else
  * may write is used: it is code. Any trouble with the cache falls back to a plain require.
  */
 function loadCli() {
@@ -48,6 +48,7 @@ function loadCli() {
   let script;
   let cacheFile;
   let cached;
+  let key;
   try {
     const vm = require('node:vm');
     const Module = require('node:module');
@@ -56,8 +57,10 @@ function loadCli() {
     const state =
       env.ONMEMOS_STATE_DIR ||
       path.join(env.XDG_STATE_HOME || path.join(require('node:os').homedir(), '.local', 'state'), 'onmemos');
-    const key = `${process.version}-${process.arch}-${st.size}-${Math.floor(st.mtimeMs)}`;
-    cacheFile = path.join(state, 'cache', `cli-${key}.v8`);
+    key = `${process.version}-${process.arch}-${st.size}-${Math.floor(st.mtimeMs)}`;
+    // One cache per command: each holds what its command compiled (exec's path is not create's).
+    const verb = process.argv.slice(2).find((a) => !a.startsWith('-')) ?? '';
+    cacheFile = path.join(state, 'cache', `cli-${key}-${/^[a-z]{1,16}$/.test(verb) ? verb : 'other'}.v8`);
     try {
       const fd = fs.openSync(cacheFile, 'r');
       try {
@@ -90,7 +93,7 @@ function loadCli() {
         fs.writeFileSync(tmp, script.createCachedData(), { mode: 0o600 });
         fs.renameSync(tmp, cacheFile);
         for (const name of fs.readdirSync(path.dirname(cacheFile))) {
-          if (/^cli-.*\.v8$/.test(name) && name !== path.basename(cacheFile))
+          if (/^cli-.*\.v8$/.test(name) && !name.startsWith(`cli-${key}-`))
             fs.rmSync(path.join(path.dirname(cacheFile), name));
         }
       } catch {}
