@@ -153,17 +153,25 @@ export async function serveExec(ws: WebSocket, spec: ExecSpec, start: () => Prom
   ws.send(frame(CHANNEL.stdout)); // the stream is up
   const pump = (stream: Readable, channel: number) =>
     new Promise<void>((resolve) => {
+      // Bytes of this stream handed to the socket and not yet written out: the output pauses above WS_HIGH_WATER
+      // and resumes from the write callback that brings it to half of that (no polling: a timer would leave the
+      // pipe idle between checks).
+      let queued = 0;
+      let paused = false;
       stream.on('data', (d: Buffer) => {
         if (ws.readyState !== ws.OPEN) return;
-        ws.send(frame(channel, d));
-        if (ws.bufferedAmount > WS_HIGH_WATER) {
+        const f = frame(channel, d);
+        queued += f.length;
+        ws.send(f, () => {
+          queued -= f.length;
+          if (paused && queued <= WS_HIGH_WATER / 2) {
+            paused = false;
+            stream.resume();
+          }
+        });
+        if (queued > WS_HIGH_WATER && !paused) {
+          paused = true;
           stream.pause();
-          const wait = setInterval(() => {
-            if (ws.bufferedAmount <= WS_HIGH_WATER || ws.readyState !== ws.OPEN) {
-              clearInterval(wait);
-              stream.resume();
-            }
-          }, 2);
         }
       });
       stream.on('error', () => resolve());
