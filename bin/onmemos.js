@@ -15,6 +15,8 @@ closeInheritedFds();
 // A reader that goes away (`onmemos ls | head -1`) is not an error of ours.
 for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
 
+// dist/cli.cjs imports its ES-module dependencies through this (see scripts/build.mjs).
+globalThis.__onmemosImport = (specifier) => import(specifier);
 const cli = loadCli();
 const { runCli, defaultRegistry } = cli.exports;
 
@@ -73,7 +75,6 @@ function loadCli() {
     script = new vm.Script(Module.wrap(fs.readFileSync(file, 'utf8')), {
       filename: file,
       cachedData: cached,
-      importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
     });
   } catch {
     plain.exports = require(file);

@@ -20,12 +20,16 @@ const common = {
 };
 await build({
   ...common,
-  plugins: [...common.plugins, builtinImportsAsRequire()],
+  plugins: [...common.plugins, builtinImportsAsRequire({ viaBin: true })],
   entryPoints: ['src/cli.ts'],
   outfile: 'dist/cli.cjs',
   format: 'cjs',
   define: { 'import.meta.url': '__onmemos_import_meta_url' },
-  banner: { js: "const __onmemos_import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
+  banner: {
+    js:
+      "const __onmemos_import_meta_url = require('node:url').pathToFileURL(__filename).href;\n" +
+      'const __onmemos_import = globalThis.__onmemosImport ?? ((s) => import(s));',
+  },
 });
 // dist/agent.cjs: the agent inside each local session, self-contained (the session sees no node_modules): ws and
 // node-pty's JavaScript are bundled; node-pty's native module is copied in next to it (build/Release/pty.node).
@@ -91,9 +95,11 @@ function lazyRequires() {
 /**
  * In a CommonJS bundle, `await import('node:x')` of a built-in stays a real import(): the first one starts Node's
  * ES-module loader, ~4 ms (create paid it for child_process, http and net). A built-in's namespace has the same
- * named exports as its require(), so these become a resolved require().
+ * named exports as its require(), so these become a resolved require(). With `viaBin` (dist/cli.cjs), the other
+ * import()s (ES-module packages: conf, undici, chalk) go through bin/onmemos.js's import(): the bundle is compiled
+ * there as a vm.Script (for the code cache), whose own import() would need an experimental loader option.
  */
-function builtinImportsAsRequire() {
+function builtinImportsAsRequire({ viaBin = false } = {}) {
   return {
     name: 'builtin-imports-as-require',
     setup(b) {
@@ -101,7 +107,9 @@ function builtinImportsAsRequire() {
         if (result.errors.length > 0) return;
         const file = b.initialOptions.outfile;
         const src = readFileSync(file, 'utf8');
-        writeFileSync(file, src.replace(/\bimport\(("node:[a-z_/]+")\)/g, 'Promise.resolve(require($1))'));
+        let out = src.replace(/\bimport\(("node:[a-z_/]+")\)/g, 'Promise.resolve(require($1))');
+        if (viaBin) out = out.replace(/\bimport\(("[^"]+")\)/g, '__onmemos_import($1)');
+        writeFileSync(file, out);
       });
     },
   };
