@@ -34,7 +34,7 @@ export const WARM_SCRIPT = [
   `exec ${SPEC_FD}<&-`,
   'k=${s[0]}',
   '[[ $k =~ ^[0-9]+$ ]] && [ "${#s[@]}" -ge $((k + 3)) ] || exit 125',
-  `exec ${ENV} -i "\${s[@]:1:k}" /bin/sh -c "$p" onmemos-exec 0 "\${s[@]:k+1}"`,
+  `exec ${ENV} -i "\${s[@]:1:k}" /bin/sh -c "$p" onmemos-exec -- "\${s[@]:k+1}"`,
 ].join('\n');
 
 interface Parked {
