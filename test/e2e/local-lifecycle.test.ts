@@ -101,6 +101,22 @@ describe('TTL', () => {
     expect(await waitFor(() => !existsSync(dir), 20_000)).toBe(true);
   });
 
+  it('extend moves the expiry: the session outlives its first TTL, and its timer follows the new one', async () => {
+    const id = await state.create('--ttl', '0.05'); // 3 s
+    const ext = await state.run(['extend', id, '--ttl', '0.15', '--json']); // 9 s from now
+    expect(ext.code).toBe(0);
+    const expires = Date.parse(JSON.parse(ext.stdout).expires_at);
+    await new Promise((r) => setTimeout(r, 4500));
+    const got = await state.run(['get', id, '--json']);
+    expect(got.code).toBe(0);
+    expect(JSON.parse(got.stdout)).toMatchObject({ status: 'running', expires_at: new Date(expires).toISOString() });
+    expect((await state.run(['exec', id, '--', 'true'])).code).toBe(0);
+    // Then the launcher's timer removes it at the new expiry, with no onmemos invocation.
+    const dir = join(state.path, 'local', 'sessions', id);
+    expect(await waitFor(() => !existsSync(dir), 20_000)).toBe(true);
+    expect(Date.now()).toBeGreaterThanOrEqual(expires - 1000);
+  });
+
   it('removal is idempotent: rm after expiry is "not found", --force is fine', async () => {
     const id = await state.create('--ttl', '0.02');
     await new Promise((r) => setTimeout(r, 1500));

@@ -16,7 +16,14 @@
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ConflictError, errorFromResponse, InterruptedError, NotFoundError, UnavailableError } from '../../errors.js';
+import {
+  ConflictError,
+  errorFromResponse,
+  InterruptedError,
+  NotFoundError,
+  UnavailableError,
+  UserError,
+} from '../../errors.js';
 import { openExec } from '../../exec/client.js';
 import { V5 } from '../../exec/v5.js';
 import {
@@ -363,8 +370,8 @@ export class LocalProvider implements Provider {
     const createdMs = Date.parse(rec.created_at);
     const expires = Date.now() + minutes * 60_000;
     if (expires - createdMs > MAX_TTL_MINUTES * 60_000) {
-      throw new UnavailableError(
-        `a local session lives at most ${MAX_TTL_MINUTES} minutes from its creation; it can be extended by at most ${Math.floor((createdMs + MAX_TTL_MINUTES * 60_000 - Date.now()) / 60_000)} minutes now`,
+      throw new UserError(
+        `a session lives at most ${MAX_TTL_MINUTES} minutes from its creation: --ttl may be at most ${Math.floor((createdMs + MAX_TTL_MINUTES * 60_000 - Date.now()) / 60_000)} now`,
       );
     }
     rec.expires_at = new Date(expires).toISOString();
