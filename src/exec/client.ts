@@ -1,5 +1,5 @@
 /**
- * The client side of the exec WebSocket (v5.channel.k8s.io, channel.ts): one function that turns a WebSocket URL
+ * The client side of the exec WebSocket (v5.channel.k8s.io, v5.ts): one function that turns a WebSocket URL
  * into a RemoteProcess. The remote provider uses it against `onmemos serve`, the local provider against the agent
  * inside each sandbox (over a unix socket, `ws+unix:` URLs). The peer is not trusted: frames are parsed with
  * bounds, and a peer that floods output is paused, not buffered without bound.

@@ -1,5 +1,5 @@
 /**
- * The serving side of the exec WebSocket (v5.channel.k8s.io, channel.ts), shared by `onmemos serve` and the agent
+ * The serving side of the exec WebSocket (v5.channel.k8s.io, v5.ts), shared by `onmemos serve` and the agent
  * inside each sandbox: the exec query as the Kubernetes API gives it (plus onmemos' env=, workdir=, cols=, rows=,
  * term=), and the pump between one WebSocket and one RemoteProcess. The client is not trusted: every frame is
  * checked, stdin is written with backpressure (reading from the socket pauses while the process's stdin is full),
