@@ -256,7 +256,7 @@ export class LocalProvider implements Provider {
       checkAbort();
       let image: string | undefined;
       if (this.root) {
-        progress('disk', `making its ${Math.round(req.limits.diskBytes / 2 ** 20)} MiB disk`);
+        progress('disk', `making its ${shownLimits(req.limits).disk} disk`);
         image = await makeDiskImage(join(dir, 'disk.img'), req.limits.diskBytes, rec.host_uid);
       }
       checkAbort();
