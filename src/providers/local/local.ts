@@ -259,12 +259,16 @@ export class LocalProvider implements Provider {
         throw new UnavailableError(`--require-limits: cannot enforce ${unenforced.join('; ')}`);
       }
       checkAbort();
+      // As root the disk is made while the launcher starts (and its first process joins the cgroup); the
+      // launcher's go-ahead waits for it.
       let image: string | undefined;
+      let ready: Promise<string> | undefined;
       if (this.root) {
         progress('disk', `making its ${Math.round(req.limits.diskBytes / 2 ** 20)} MiB disk`);
-        image = await makeDiskImage(join(dir, 'disk.img'), req.limits.diskBytes, rec.host_uid);
+        image = join(dir, 'disk.img');
+        ready = makeDiskImage(image, req.limits.diskBytes, rec.host_uid);
+        ready.catch(() => {}); // awaited by launchSandbox; a launch that fails first must not leave it unhandled
       }
-      checkAbort();
       progress('launch', 'starting the sandbox');
       await launchSandbox({
         dir,
@@ -276,6 +280,7 @@ export class LocalProvider implements Provider {
         userEnv: req.env,
         cgroups,
         image,
+        ready,
         diskBytes: req.limits.diskBytes,
         signal,
         onLauncher: (ref) => {
