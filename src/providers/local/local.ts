@@ -259,16 +259,15 @@ export class LocalProvider implements Provider {
         throw new UnavailableError(`--require-limits: cannot enforce ${unenforced.join('; ')}`);
       }
       checkAbort();
-      // As root the disk is made while the launcher starts (and its first process joins the cgroup); the
-      // launcher's go-ahead waits for it.
-      let image: string | undefined;
-      let ready: Promise<string> | undefined;
-      if (this.root) {
-        progress('disk', `making its ${Math.round(req.limits.diskBytes / 2 ** 20)} MiB disk`);
-        image = join(dir, 'disk.img');
-        ready = makeDiskImage(image, req.limits.diskBytes, rec.host_uid);
-        ready.catch(() => {}); // awaited by launchSandbox; a launch that fails first must not leave it unhandled
-      }
+      // As root the disk is made once the launcher runs, while its first process joins the cgroup (the longer
+      // wait); the launcher's go-ahead waits for it.
+      const image = this.root ? join(dir, 'disk.img') : undefined;
+      const makeDisk = image
+        ? () => {
+            progress('disk', `making its ${Math.round(req.limits.diskBytes / 2 ** 20)} MiB disk`);
+            return makeDiskImage(image, req.limits.diskBytes, rec.host_uid);
+          }
+        : undefined;
       progress('launch', 'starting the sandbox');
       await launchSandbox({
         dir,
@@ -280,7 +279,7 @@ export class LocalProvider implements Provider {
         userEnv: req.env,
         cgroups,
         image,
-        ready,
+        prepare: makeDisk,
         diskBytes: req.limits.diskBytes,
         signal,
         onLauncher: (ref) => {
