@@ -52,7 +52,13 @@ export function closeInheritedFds(keep: number): number[] {
 }
 
 export async function runAgent(config: AgentConfig, listen: { fd: number } | { port: number; host: string }) {
-  const wss = await execWebSocketServer();
+  // ws is loaded once the first request has its answer (or by the first exec): ~5 ms that the creator's /health,
+  // which the create waits for, does not need.
+  let wss: ReturnType<typeof execWebSocketServer> | undefined;
+  const webSockets = () => {
+    wss ??= execWebSocketServer();
+    return wss;
+  };
   let execs = 0;
   const execGroups = config.execGroups;
   // With cgroups, a process waits in the next exec group (warm.ts): joining one is most of a short command's time.
@@ -71,7 +77,19 @@ export async function runAgent(config: AgentConfig, listen: { fd: number } | { p
     const group = execGroups ? execGroups(`e${++execs}`) : treeGroup();
     return spec.tty ? spawnTty(spec, env, cwd, group) : spawnPiped(spec, env, cwd, group);
   };
+  // The first process is parked once the first request has its answer (the creator's /health, or an exec): spawning
+  // it takes the event loop a few ms, which must not delay that answer. So is ws loaded.
+  let primed = false;
+  const prime = () => {
+    if (primed) return;
+    primed = true;
+    setImmediate(() => {
+      warm?.refill();
+      webSockets().catch(() => {});
+    });
+  };
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    res.on('finish', prime);
     const body = req.url === '/health' ? '{"status":"ok"}' : '{"error":{"code":"not_found","message":"no route"}}';
     res.writeHead(req.url === '/health' ? 200 : 404, { 'content-type': 'application/json' }).end(body);
   });
@@ -90,16 +108,20 @@ export async function runAgent(config: AgentConfig, listen: { fd: number } | { p
       );
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      serveExec(ws, spec, () => start(spec)).catch(() => ws.terminate());
-    });
+    prime();
+    webSockets().then(
+      (w) =>
+        w.handleUpgrade(req, socket, head, (ws) => {
+          serveExec(ws, spec, () => start(spec)).catch(() => ws.terminate());
+        }),
+      () => socket.destroy(),
+    );
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     if ('fd' in listen) server.listen({ fd: listen.fd }, resolve);
     else server.listen(listen.port, listen.host, resolve);
   });
-  if (warm) setImmediate(() => warm.refill());
   return server;
 }
 

@@ -32,6 +32,7 @@ import {
 import { join } from 'node:path';
 import { ProviderError, UnavailableError, UserError } from '../../errors.js';
 import { trySignal } from './proc.js';
+import { REMOVER } from './remover.js';
 
 export interface Limits {
   /** Fractional cores, at least 0.01 (the kernel's smallest quota is 1 ms per 100 ms period). */
@@ -342,9 +343,53 @@ export class SessionGroup {
     return listPids(this.groups);
   }
 
-  /** SIGKILLs everything in the subtree without racing forks; returns once it is empty or after bounded rounds. */
-  kill(): void {
-    killGroups(this.groups);
+  /**
+   * SIGKILLs everything in the subtree without racing forks; returns once it is empty or after bounded rounds.
+   * With `wait: false` it returns as soon as every process there has its SIGKILL (the subtree was frozen, or
+   * v2's cgroup.kill did it), without waiting for them to exit: removeInBackground then waits for that.
+   */
+  kill(opts: { wait?: boolean } = {}): void {
+    killGroups(this.groups, opts.wait ?? true);
+  }
+
+  /**
+   * The removal of a killed group, handed to a detached process (bash, as this uid) so that the caller need not
+   * wait for the killed processes to exit (tens of ms: the kernel tears down their namespaces first). Once the
+   * subtree holds no process it is removed (deepest first), then `parents` if empty, then `after` (paths removed
+   * with rm -rf: a host uid slot, say, which is free only once no process of the session is left). Bounded (10 s);
+   * whatever is still there then is the reaper's. Returns false if the process could not be started.
+   */
+  async removeInBackground(parents: string[], after: string[]): Promise<boolean> {
+    const { spawn } = await import('node:child_process');
+    const dirs = this.groups.map((g) => g.dir);
+    const args = [String(dirs.length), ...dirs, String(parents.length), ...parents, ...after];
+    try {
+      const child = spawn('/bin/bash', ['--norc', '--noprofile', '-c', REMOVER, 'onmemos-cgroup-remover', ...args], {
+        detached: true,
+        stdio: 'ignore',
+        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+      });
+      child.on('error', () => {});
+      child.unref();
+      return child.pid !== undefined;
+    } catch {
+      return false;
+    }
+  }
+
+  /** `<parent>` in every hierarchy where this group is, for removeInBackground. */
+  parentDirs(): string[] {
+    return this.groups.map((g) => join(g.dir, '..'));
+  }
+
+  /** Removes the subtree now if it holds no process (no waiting); true if it is gone. */
+  tryRemove(): boolean {
+    try {
+      for (const g of this.groups) rmdirTree(g.dir, 0);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Kills, then removes the subtree in every hierarchy, deepest first. Idempotent. */
@@ -553,21 +598,24 @@ export class ExecGroups {
  * without it (before 5.14) and v1 freeze the subtree, signal what is listed, then thaw so the signals land;
  * v1 without a freezer sets pids.max to 0 while signalling.
  */
-function killGroups(groups: Group[]): void {
+function killGroups(groups: Group[], wait = true): void {
   if (groups.length === 0) return;
   const v2 = groups.find((g) => g.controller === null);
   const freezer = groups.find((g) => g.controller === 'freezer');
   const pids = groups.find((g) => g.controller === 'pids');
   for (let round = 0; round < KILL_ROUNDS; round++) {
+    // Whether every process of the subtree has its SIGKILL now (none could fork meanwhile).
+    let all = false;
     if (v2 && tryWrite(join(v2.dir, 'cgroup.kill'), '1')) {
       // The kernel kills the whole subtree, forks in flight included.
+      all = true;
     } else if (v2 && tryWrite(join(v2.dir, 'cgroup.freeze'), '1')) {
-      waitFor(() => /^frozen 1$/m.test(readControl(join(v2.dir, 'cgroup.events')) ?? ''), 100, 2);
+      all = waitFor(() => /^frozen 1$/m.test(readControl(join(v2.dir, 'cgroup.events')) ?? ''), 100, 2);
       signalAll(groups);
       tryWrite(join(v2.dir, 'cgroup.freeze'), '0');
     } else if (freezer && tryWrite(join(freezer.dir, 'freezer.state'), 'FROZEN')) {
       // A task stuck in the kernel can keep the group FREEZING; signal anyway and catch stragglers next round.
-      waitFor(() => readControl(join(freezer.dir, 'freezer.state'))?.trim() === 'FROZEN', 100, 2);
+      all = waitFor(() => readControl(join(freezer.dir, 'freezer.state'))?.trim() === 'FROZEN', 100, 2);
       signalAll(groups);
       // A group frozen on its own (the agent may freeze its exec groups) stays frozen when its parent thaws.
       for (const d of subtree(freezer.dir)) tryWrite(join(d, 'freezer.state'), 'THAWED');
@@ -580,6 +628,7 @@ function killGroups(groups: Group[]): void {
     } else {
       signalAll(groups);
     }
+    if (!wait && all) return;
     if (waitFor(() => listPids(groups).length === 0, 50, 4)) return;
   }
 }
@@ -595,7 +644,7 @@ function listPids(groups: Group[]): number[] {
 }
 
 /** rmdir, deepest first. ENOENT is fine; EBUSY (processes still exiting) is retried a bounded number of times. */
-function rmdirTree(dir: string): void {
+function rmdirTree(dir: string, tries = 50): void {
   for (const d of subtree(dir)) {
     let busy: unknown;
     const gone = waitFor(
@@ -610,7 +659,7 @@ function rmdirTree(dir: string): void {
           return false;
         }
       },
-      50,
+      tries,
       10,
     );
     if (!gone) {

@@ -61,7 +61,16 @@ export class UidSlots {
   }
 
   release(slot: number): void {
-    rmSync(join(this.dir, String(slot)), { recursive: true, force: true });
+    rmSync(this.path(slot), { recursive: true, force: true });
+  }
+
+  /** The slot's directory: it is free once this is gone. */
+  path(slot: number): string {
+    return join(this.dir, String(slot));
+  }
+
+  uid(slot: number): number {
+    return this.base + slot;
   }
 
   /** slot → session directory, for the reaper. */

@@ -83,6 +83,8 @@ export interface LaunchPlan {
   cgroups?: { sandboxDirs: { controller: string | null; dir: string }[]; joinFiles: string[]; inside: CgroupSystem };
   /** As root: the session's disk image, mounted at the data directory by the launcher. */
   image?: string;
+  /** Started once the launcher runs; its go-ahead waits for it (the disk image being made, as root). */
+  prepare?: () => Promise<unknown>;
   diskBytes: number;
   signal?: AbortSignal;
   /** Called as soon as the launcher runs (so a concurrent `rm` can kill it) and once the sandbox's pid is known. */
@@ -169,6 +171,7 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     if (!ref) throw new ProviderError(`the launcher did not start: ${sandboxLog(dir)}`);
     plan.onLauncher(ref); // a claim by `rm` from now on finds the launcher and kills it
     const pipes = launcher.stdio as unknown as (Readable | null)[];
+    await plan.prepare?.();
     launcher.stdin!.end('go\n');
     const [started, net] = await Promise.all([
       readJson(launcher, pipes[FD.info]!, plan.signal),

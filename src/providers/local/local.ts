@@ -15,7 +15,7 @@
  */
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import {
   ConflictError,
   errorFromResponse,
@@ -54,12 +54,14 @@ import {
 import { makeDiskImage } from './disk.js';
 import { tunOpenToAll, UID_SLOTS_DIR, UidSlots, uidBase } from './host.js';
 import { checkHost, launchSandbox } from './launch.js';
-import { isAlive, killTree, procRef, signalRef } from './proc.js';
+import { isAlive, killTree, processUids, procRef, signalRef, trySignal } from './proc.js';
 import { INSIDE, resolveToolchain } from './sandbox.js';
 import { seccompFilter } from './seccomp.js';
-import { type LocalRecord, LocalStore, stateDir } from './store.js';
+import { claimedWithin, type LocalRecord, LocalStore, stateDir } from './store.js';
 
 const REAP_EVERY_MS = 10_000;
+/** How long a claimed session is left to its background removal before the reaper takes what is left. */
+const REMOVAL_MS = 60_000;
 
 export interface LocalProviderOptions {
   stateDir?: string;
@@ -120,7 +122,7 @@ export class LocalProvider implements Provider {
       // once. A record without a creator (an older onmemos) waits for the age rule.
       const orphaned = rec?.status === 'creating' && !!rec.procs.creator && !isAlive(rec.procs.creator);
       const abandoned = orphaned || ((!rec || rec.status === 'creating') && this.store.dirAgeMs(id) > 120_000);
-      if ((abandoned || (rec && isExpired(rec, now))) && this.destroy(id)) removed.push(id);
+      if ((abandoned || (rec && isExpired(rec, now))) && (await this.destroy(id))) removed.push(id);
     }
     this.store.emptyTrash();
     this.reapOrphans();
@@ -135,9 +137,12 @@ export class LocalProvider implements Provider {
   private reapOrphans(): void {
     const sys = this.cgroups();
     const parent = sys && this.cgroupParent(sys, false);
+    // A session claimed less than a minute ago is its remover's (destroy hands its cgroup and uid slot to a
+    // background removal that frees them once its processes are gone).
+    const removing = this.store.claimedWithin(REMOVAL_MS);
     if (sys && parent) {
       for (const name of SessionGroup.list(sys, parent)) {
-        if (existsSync(this.store.dir(name))) continue;
+        if (existsSync(this.store.dir(name)) || removing.has(name)) continue;
         try {
           SessionGroup.open(sys, parent, name).remove();
         } catch {}
@@ -145,10 +150,17 @@ export class LocalProvider implements Provider {
       if (this.store.ids().length === 0) removeEmptyParent(sys, parent);
     }
     if (this.root) {
+      // A slot goes back only once no process has its uid: a new session must never share a uid with a dying one.
       const slots = this.slots;
+      const candidates: number[] = [];
       for (const [slot, sessionDir] of slots.list()) {
-        if ((sessionDir === '' || !existsSync(sessionDir)) && slots.ageMs(slot) > 60_000) slots.release(slot);
+        if (sessionDir === '' ? slots.ageMs(slot) <= 60_000 : existsSync(sessionDir)) continue;
+        const trash = join(dirname(dirname(sessionDir)), 'trash');
+        if (sessionDir !== '' && claimedWithin(trash, REMOVAL_MS).has(basename(sessionDir))) continue;
+        candidates.push(slot);
       }
+      const inUse = candidates.length > 0 ? processUids() : new Set<number>();
+      for (const slot of candidates) if (!inUse.has(slots.uid(slot))) slots.release(slot);
     }
   }
 
@@ -254,12 +266,15 @@ export class LocalProvider implements Provider {
         throw new UnavailableError(`--require-limits: cannot enforce ${unenforced.join('; ')}`);
       }
       checkAbort();
-      let image: string | undefined;
-      if (this.root) {
-        progress('disk', `making its ${shownLimits(req.limits).disk} disk`);
-        image = await makeDiskImage(join(dir, 'disk.img'), req.limits.diskBytes, rec.host_uid);
-      }
-      checkAbort();
+      // As root the disk is made once the launcher runs, while its first process joins the cgroup (the longer
+      // wait); the launcher's go-ahead waits for it.
+      const image = this.root ? join(dir, 'disk.img') : undefined;
+      const makeDisk = image
+        ? () => {
+            progress('disk', `making its ${shownLimits(req.limits).disk} disk`);
+            return makeDiskImage(image, req.limits.diskBytes, rec.host_uid);
+          }
+        : undefined;
       progress('launch', 'starting the sandbox');
       await launchSandbox({
         dir,
@@ -271,6 +286,7 @@ export class LocalProvider implements Provider {
         userEnv: req.env,
         cgroups,
         image,
+        prepare: makeDisk,
         diskBytes: req.limits.diskBytes,
         signal,
         onLauncher: (ref) => {
@@ -290,7 +306,7 @@ export class LocalProvider implements Provider {
       // An `rm` (or the reaper) that claimed the session meanwhile is why it failed (ENOENT, or EACCES from binding
       // the agent's socket in a directory that is gone): say so rather than the symptom.
       const removedMeanwhile = !existsSync(dir);
-      this.destroy(id, rec); // what this process knows of it, which may be more than the record on disk
+      await this.destroy(id, rec); // what this process knows of it, which may be more than the record on disk
       if (e instanceof InterruptedError) throw new InterruptedError(`interrupted: session ${id} was removed`);
       if (removedMeanwhile) throw new ConflictError(`session ${id} was removed while it was being created`);
       throw e;
@@ -360,7 +376,7 @@ export class LocalProvider implements Provider {
 
   async delete(id: string): Promise<void> {
     this.record(id);
-    if (!this.destroy(id)) throw notFound(id);
+    if (!(await this.destroy(id))) throw notFound(id);
   }
 
   /** Moves the expiry to `minutes` from now; the launcher's timer follows. */
@@ -380,8 +396,12 @@ export class LocalProvider implements Provider {
     return this.toSession(rec);
   }
 
-  /** Idempotent removal; returns false when the session was not there. */
-  private destroy(id: string, known?: LocalRecord): boolean {
+  /**
+   * Idempotent removal; returns false when the session was not there. Every process of the session has its
+   * SIGKILL when this returns; their exit (tens of ms: the kernel tears down their namespaces) is waited for by a
+   * background removal, which then removes the cgroup and frees the uid slot (see SessionGroup.removeInBackground).
+   */
+  private async destroy(id: string, known?: LocalRecord): Promise<boolean> {
     const claimed = this.store.claim(id);
     if (!claimed) return false;
     const rec = known ?? this.store.readClaimed(claimed);
@@ -389,15 +409,31 @@ export class LocalProvider implements Provider {
       // Everything of the session is in its cgroup (with the launcher outside it); without cgroups, the launcher's
       // death takes bwrap (--die-with-parent), whose sandbox's pid 1 takes every process of the session.
       const sys = rec.cgroup_parent ? this.cgroups() : undefined;
-      if (sys && rec.cgroup_parent) SessionGroup.open(sys, rec.cgroup_parent, rec.id).kill();
+      const group = sys && rec.cgroup_parent ? SessionGroup.open(sys, rec.cgroup_parent, rec.id) : undefined;
+      group?.kill({ wait: false });
       // At the expiry this removal runs as the launcher itself (it execs onmemos rm), which must not kill itself.
       const launcher = rec.procs.launcher;
       if (launcher && launcher.pid !== process.pid && isAlive(launcher)) {
-        killTree(launcher.pid, { includeRoot: true });
+        // With a cgroup, the launcher's process group (it is a session leader; bash without job control keeps
+        // its children in it) holds all it ran outside the cgroup: one kill, which no fork escapes. Without one,
+        // its whole tree.
+        if (group) trySignal(-launcher.pid, 'SIGKILL');
+        else killTree(launcher.pid, { includeRoot: true });
       }
       signalRef(rec.procs.init, 'SIGKILL');
-      if (sys && rec.cgroup_parent) {
-        SessionGroup.open(sys, rec.cgroup_parent, rec.id).remove();
+      const slot = rec.uid_slot !== undefined ? [this.slots.path(rec.uid_slot)] : [];
+      // The slot and the session's files go after the cgroup: only an empty cgroup shows no process is left.
+      // A session that never ran a process (a create that failed early) has an empty cgroup: removed at once.
+      const ran = rec.procs.launcher !== undefined;
+      if (
+        group &&
+        (ran || !group.tryRemove()) &&
+        (await group.removeInBackground(group.parentDirs(), [...slot, claimed]))
+      ) {
+        return true;
+      }
+      if (sys && group && rec.cgroup_parent) {
+        group.remove();
         removeEmptyParent(sys, rec.cgroup_parent);
       }
       if (rec.uid_slot !== undefined) this.slots.release(rec.uid_slot);

@@ -65,6 +65,23 @@ export function processTable(): ProcEntry[] {
   return out;
 }
 
+/** Every uid (real, effective, saved, filesystem) that some process on this /proc has, zombies included. */
+export function processUids(): Set<number> {
+  const out = new Set<number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${name}/status`, 'utf8');
+    } catch {
+      continue;
+    }
+    const line = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$/m.exec(text);
+    for (const u of line?.slice(1) ?? []) out.add(Number(u));
+  }
+  return out;
+}
+
 /** Every live descendant of `root`, found from the parent links in /proc. */
 export function descendants(root: number, table: ProcEntry[] = processTable()): number[] {
   const children = new Map<number, number[]>();
@@ -85,13 +102,15 @@ export function descendants(root: number, table: ProcEntry[] = processTable()): 
 
 /**
  * SIGKILLs `root`'s process group and every descendant, repeating while new ones appear (a process may fork
- * between the scan and the kill). Bounded: at most 20 rounds.
+ * between the scan and the kill). A process already killed cannot fork: it is not waited for (it may take tens of
+ * ms to exit), only one not seen before makes another round. Bounded: at most 20 rounds.
  */
 export function killTree(root: number, opts: { group?: boolean; includeRoot?: boolean } = {}): void {
+  const killed = new Set<number>();
   for (let round = 0; round < 20; round++) {
-    const pids = descendants(root);
+    const pids = descendants(root).filter((pid) => !killed.has(pid));
     if (opts.group) trySignal(-root, 'SIGKILL');
-    for (const pid of pids) trySignal(pid, 'SIGKILL');
+    for (const pid of pids) if (trySignal(pid, 'SIGKILL')) killed.add(pid);
     if (opts.includeRoot) trySignal(root, 'SIGKILL');
     if (pids.length === 0) return;
   }

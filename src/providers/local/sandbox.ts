@@ -276,11 +276,12 @@ export function bwrapArgs(l: SandboxLayout): string[] {
  * network to them), and becomes bwrap. Values arrive as environment variables and "$@"; nothing is spliced.
  */
 export const A_SCRIPT = [
+  // The disk image comes with its directories (disk.ts makeDiskImage); the tmpfs is made here, so are they.
   'if [ -n "$ONMEMOS_DATA_TMPFS" ]; then',
   `  mount -t tmpfs -o "size=$ONMEMOS_DATA_TMPFS,mode=0755,nosuid,nodev" onmemos-data ${DATA_MOUNT} || exit 125`,
+  `  mkdir -p ${DATA_MOUNT}/workspace ${DATA_MOUNT}/home ${DATA_MOUNT}/tmp ${DATA_MOUNT}/vartmp || exit 125`,
+  `  chmod 1777 ${DATA_MOUNT}/tmp ${DATA_MOUNT}/vartmp && chmod 0700 ${DATA_MOUNT}/home || exit 125`,
   'fi',
-  `mkdir -p ${DATA_MOUNT}/workspace ${DATA_MOUNT}/home ${DATA_MOUNT}/tmp ${DATA_MOUNT}/vartmp || exit 125`,
-  `chmod 1777 ${DATA_MOUNT}/tmp ${DATA_MOUNT}/vartmp && chmod 0700 ${DATA_MOUNT}/home || exit 125`,
   "printf 'A\n'",
   // The sandbox's output (bwrap's errors, the agent's) goes to the session log through a bounded pipe: a session
   // process can write to its agent's descriptors, and must not fill the host's disk through them.
@@ -290,34 +291,40 @@ export const A_SCRIPT = [
 ].join('\n');
 
 /**
- * The launcher (bash), one per session, the session's lifeline and expiry timer. It waits for the creator's
- * go-ahead (EOF means the creator died first: nothing is started), closes every descriptor it was not meant to
- * have, mounts the data image and a private /dev/net/tun (as root, in its own mount namespace), then starts the
- * sandbox chain — joining the session's cgroup, dropping to the session's host uid, making the user and
+ * The launcher (bash), one per session, the session's lifeline and expiry timer. It closes every descriptor it
+ * was not meant to have, starts the sandbox's first process (which joins the session's cgroup and then waits), waits
+ * for the creator's go-ahead (EOF means the creator died first: nothing is started), mounts the data image and a
+ * private /dev/net/tun (as root, in its own mount namespace), then lets the sandbox chain go on — dropping to the
+ * session's host uid, making the user and
  * network namespaces, bwrap — and, in outbound mode, slirp4netns on that network namespace, as the same
  * unprivileged uid, inside the session's outer user namespace (so its own sandbox can drop what it does not need:
  * from the host's namespace, as an unprivileged uid, it could not). bwrap and slirp4netns die with the launcher (--die-with-parent, --pdeathsig); it ends
  * them at the session's expiry (read again from its expires file whenever the timer ends), and then removes the session with `onmemos rm`.
  */
 export const LAUNCHER = [
+  'for f in /proc/$$/fd/*; do n=${f##*/}; case " 0 1 2 $ONMEMOS_KEEP_FDS " in *" $n "*) ;; *) eval "exec $n>&-" 2>/dev/null;; esac; done',
+  'drop=(); [ -n "$ONMEMOS_UID" ] && drop=(/usr/bin/setpriv --reuid="$ONMEMOS_UID" --regid="$ONMEMOS_UID" --clear-groups --)',
+  'joincg() { for f in $ONMEMOS_CGROUP_JOIN; do echo "$BASHPID" > "$f" || return 125; done; }',
+  // The sandbox's first process joins the cgroup at once (on cgroup v1 a join waits for an RCU grace period,
+  // ~20 ms), while the creator makes the disk and this launcher mounts it; it goes on when told (a line on its
+  // stdin), and ends if the launcher does (EOF) first. As root, the sandbox starts with a low OOM score where root
+  // may lower one (CAP_SYS_RESOURCE): its agent must outlive a command that fills the memory limit. Each command
+  // raises its own score to 500 in any case.
+  `coproc SANDBOX { exec ${FD.netReady}>&-; joincg; j=$?; read -r go && [ $j = 0 ] || exit 125; exec </dev/null; [ -n "$ONMEMOS_UID" ] && { echo -500 > /proc/self/oom_score_adj; } 2>/dev/null; exec "\${drop[@]}" /usr/bin/unshare --user --map-root-user $ONMEMOS_UNSHARE_NET --mount --propagation private -- /bin/bash --norc --noprofile -c "$ONMEMOS_A_SCRIPT" onmemos-sandbox "$@"; }`,
+  'sandbox=$SANDBOX_PID',
+  // The creator's go-ahead: EOF means it died first, and nothing runs.
   'read -r go || exit 125',
   'exec 0</dev/null',
-  'for f in /proc/$$/fd/*; do n=${f##*/}; case " 0 1 2 $ONMEMOS_KEEP_FDS " in *" $n "*) ;; *) eval "exec $n>&-" 2>/dev/null;; esac; done',
   `if [ -n "$ONMEMOS_IMAGE" ]; then mount -t ext4 -o loop,nosuid,nodev "$ONMEMOS_IMAGE" ${DATA_MOUNT} || exit 125; fi`,
   'if [ "$ONMEMOS_TUN_NODE" = 1 ]; then',
   '  mount -t tmpfs -o size=4k,mode=0755 onmemos-tun /dev/net && mknod -m 0666 /dev/net/tun c 10 200 || exit 125',
   'fi',
-  'drop=(); [ -n "$ONMEMOS_UID" ] && drop=(/usr/bin/setpriv --reuid="$ONMEMOS_UID" --regid="$ONMEMOS_UID" --clear-groups --)',
-  'joincg() { for f in $ONMEMOS_CGROUP_JOIN; do echo "$BASHPID" > "$f" || exit 125; done; }',
-  // As root, the sandbox starts with a low OOM score where root may lower one (CAP_SYS_RESOURCE): its agent must
-  // outlive a command that fills the memory limit. Each command raises its own score to 500 in any case.
-  `coproc SANDBOX { exec ${FD.netReady}>&- </dev/null; joincg; [ -n "$ONMEMOS_UID" ] && { echo -500 > /proc/self/oom_score_adj; } 2>/dev/null; exec "\${drop[@]}" /usr/bin/unshare --user --map-root-user $ONMEMOS_UNSHARE_NET --mount --propagation private -- /bin/bash --norc --noprofile -c "$ONMEMOS_A_SCRIPT" onmemos-sandbox "$@"; }`,
-  'sandbox=$SANDBOX_PID',
+  'echo go >&"${SANDBOX[1]}"',
   'read -r ready <&"${SANDBOX[0]}" || { wait $sandbox; exit 125; }',
   'eval "exec ${SANDBOX[0]}<&- ${SANDBOX[1]}>&-"',
   'net=',
   'if [ "$ONMEMOS_NETWORK" = outbound ]; then',
-  `  ( exec ${dataFds()} </dev/null; joincg; exec "\${drop[@]}" /usr/bin/nsenter --preserve-credentials --user=/proc/$sandbox/ns/user -- /usr/bin/setpriv --pdeathsig KILL -- /usr/bin/slirp4netns --configure --mtu=65520 --disable-host-loopback --enable-sandbox --enable-seccomp --ready-fd=${FD.netReady} --netns-type=path /proc/$sandbox/ns/net tap0 ) &`,
+  `  ( exec ${dataFds()} </dev/null; joincg || exit 125; exec "\${drop[@]}" /usr/bin/nsenter --preserve-credentials --user=/proc/$sandbox/ns/user -- /usr/bin/setpriv --pdeathsig KILL -- /usr/bin/slirp4netns --configure --mtu=65520 --disable-host-loopback --enable-sandbox --enable-seccomp --ready-fd=${FD.netReady} --netns-type=path /proc/$sandbox/ns/net tap0 ) &`,
   '  net=$!',
   'fi',
   `exec ${FD.netReady}>&- ${dataFds()}`,

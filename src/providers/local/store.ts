@@ -137,6 +137,11 @@ export class LocalStore {
     }
   }
 
+  /** Ids claimed (by a removal still at work, or one that died) less than `ms` ago. */
+  claimedWithin(ms: number): Set<string> {
+    return claimedWithin(this.trashDir, ms);
+  }
+
   readClaimed(path: string): LocalRecord | undefined {
     try {
       return JSON.parse(readFileSync(join(path, 'session.json'), 'utf8')) as LocalRecord;
@@ -160,4 +165,21 @@ export class LocalStore {
       } catch {}
     }
   }
+}
+
+/** The ids with an entry in `trashDir` (`<id>.<suffix>`, see claim) younger than `ms`. */
+export function claimedWithin(trashDir: string, ms: number): Set<string> {
+  const out = new Set<string>();
+  let names: string[] = [];
+  try {
+    names = readdirSync(trashDir);
+  } catch {
+    return out;
+  }
+  for (const n of names) {
+    try {
+      if (Date.now() - statSync(join(trashDir, n)).mtimeMs < ms) out.add(n.slice(0, n.lastIndexOf('.')));
+    } catch {}
+  }
+  return out;
 }
