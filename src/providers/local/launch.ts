@@ -165,6 +165,9 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     const { spawn } = await import('node:child_process');
     launcher = spawn(argv[0]!, argv.slice(1), { detached: true, stdio, env });
     launcher.on('error', () => {});
+    // A launcher killed meanwhile (an `rm` that claimed the session) makes the go-ahead an EPIPE: its exit then
+    // fails the start below, in one line; the write's error must not be an unhandled one.
+    launcher.stdin?.on('error', () => {});
     for (const n of opened.splice(0)) closeSync(n);
     listen.close();
     const ref = procRef(launcher.pid ?? -1);
