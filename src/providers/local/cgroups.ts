@@ -356,7 +356,7 @@ export class SessionGroup {
    * The removal of a killed group, handed to a detached process (bash, as this uid) so that the caller need not
    * wait for the killed processes to exit (tens of ms: the kernel tears down their namespaces first). Once the
    * subtree holds no process it is removed (deepest first), then `parents` if empty, then `after` (paths removed
-   * with rm -rf: a host uid slot, say, which is free only once no process of the session is left). Bounded (10 s);
+   * with rm -rf: a host uid slot, say, which is free only once no process of the session is left). Bounded (a minute);
    * whatever is still there then is the reaper's. Returns false if the process could not be started.
    */
   async removeInBackground(parents: string[], after: string[]): Promise<boolean> {
