@@ -18,6 +18,7 @@ export async function removeSessions(ctx: Ctx, ids: string[]): Promise<RmResult>
     try {
       const { provider } = await locate(ctx, id);
       await provider.delete(id);
+      ctx.registry.forget(id);
       res.removed.push(id);
     } catch (e) {
       if (e instanceof NotFoundError) res.missing.push(id);

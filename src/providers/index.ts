@@ -42,6 +42,8 @@ export interface ProviderRegistry {
   forCreate(req: CreateSessionRequest): Promise<{ provider: Provider; reason: string }>;
   /** Notes where a new session lives, so later commands on its id go straight there. */
   remember(id: string, kind: ProviderKind): void;
+  /** Drops that note once the session is removed. */
+  forget(id: string): void;
   /** The provider that holds a session, and the session (NotFoundError when none does). */
   locate(id: string): Promise<{ provider: Provider; session: Session }>;
   /**
@@ -177,6 +179,10 @@ export function tableRegistry(
 
     remember(id, kind) {
       if (kind !== 'local') hints?.write(id, kind); // the local state directory is its own hint
+    },
+
+    forget(id) {
+      hints?.remove(id);
     },
 
     async locate(id) {

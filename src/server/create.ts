@@ -83,6 +83,7 @@ async function create(
     await ctx.opts.registry
       .locate(session.id)
       .then(({ provider }) => provider.delete(session.id))
+      .then(() => ctx.opts.registry.forget(session.id))
       .catch(() => {});
     throw new InterruptedError(`interrupted: the client went away; session ${session.id} was removed`);
   }

@@ -34,6 +34,7 @@ export async function legacyRoutes(a: ApiRequest): Promise<void> {
   if (!m[2] && method === 'GET') return sendJson(res, 200, shownLegacy(session));
   if (!m[2] && method === 'DELETE') {
     await provider.delete(session.id);
+    ctx.opts.registry.forget(session.id);
     return sendJson(res, 200, { id: session.id, deleted: true });
   }
   if (m[2] === 'execute' && method === 'POST') {

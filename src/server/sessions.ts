@@ -61,6 +61,7 @@ export async function sessionRoutes(a: ApiRequest): Promise<void> {
   if (!action && method === 'GET') return sendJson(res, 200, shown(session));
   if (!action && method === 'DELETE') {
     await provider.delete(session.id);
+    ctx.opts.registry.forget(session.id);
     return sendJson(res, 200, { id: session.id, deleted: true });
   }
   if (action === 'execute' && method === 'POST') {

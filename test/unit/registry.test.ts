@@ -81,6 +81,9 @@ describe('the registry', () => {
     expect(fakes.get('gke')!.calls).toEqual(['get']);
     expect(fakes.get('local')!.calls).toEqual([]);
     expect(fakes.get('cloud_run')!.calls).toEqual([]);
+    const other = await createSession(registry, req({ provider: 'gke' }));
+    registry.forget(other.id); // as rm does after a delete
+    expect(readdirSync(hints)).toEqual([s.id]);
     // The provider has the last word: gone there means not found, and the hint goes too.
     await fakes.get('gke')!.delete(s.id);
     await expect(registry.locate(s.id)).rejects.toMatchObject({ code: 'not_found' });
