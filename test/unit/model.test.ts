@@ -66,10 +66,12 @@ describe('session model', () => {
     expect(() => q([['command', 'x'.repeat(MAX_ARG_BYTES + 1)]])).toThrow(/a command argument is 131072 bytes/);
   });
 
-  it('makes ids in the document shape, unique within one second, that validate', () => {
+  it('makes ids in the document shape, distinct within one second (almost always), that validate', () => {
     const now = 1756062811000;
     const ids = new Set(Array.from({ length: 200 }, () => newSessionId('team-a', 'alice', now)));
-    expect(ids.size).toBe(200);
+    // 36^4 suffixes: 200 ids share one about once in 80 runs (a create that meets a clash draws again, on mkdir's
+    // EEXIST); five clashes at once would take a broken generator.
+    expect(ids.size).toBeGreaterThanOrEqual(195);
     for (const id of ids) {
       expect(id).toMatch(/^ws-team-a-alice-1756062811-[0-9a-z]{4}$/);
       expect(validateSessionId(id)).toBe(id);
