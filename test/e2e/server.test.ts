@@ -110,11 +110,12 @@ describe('the legacy Cloud Run API and the JSON shell', () => {
     // The local stand-in cannot mount storage: the document's storage_options are refused, not ignored.
     const refused = await api('POST', '/v1/cloudrun/workspaces', {
       ...request,
+      namespace: 'legacy-refused',
       storage_options: { bucket: 'my-bucket', filestore: { ip: '10.0.0.1', share: 'workspace' } },
     });
     expect(refused.status).toBe(422);
     expect(refused.body.error).toMatchObject({ code: 'unsupported', message: 'provider local cannot mount a bucket' });
-    expect((await api('GET', '/v1/sessions?namespace=team-a')).body).toEqual([]);
+    expect((await api('GET', '/v1/sessions?namespace=legacy-refused')).body).toEqual([]);
     const created = await api('POST', '/v1/cloudrun/workspaces', request);
     expect(created.status).toBe(200);
     const w = created.body;
