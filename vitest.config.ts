@@ -7,6 +7,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     teardownTimeout: 30_000,
+    globalSetup: ['test/setup/tmp.ts'],
     projects: [
       { extends: true, test: { name: 'local', include: ['test/**/*.test.ts'] } },
       {
@@ -25,7 +26,7 @@ export default defineConfig({
           name: 'rootless',
           include: ['test/e2e/local-exec.test.ts', 'test/e2e/pty.test.ts', 'test/e2e/local-lifecycle.test.ts'],
           env: { ONMEMOS_TEST_MODE: 'rootless' },
-          globalSetup: ['test/setup/rootless.ts'],
+          globalSetup: ['test/setup/tmp.ts', 'test/setup/rootless.ts'],
         },
       },
     ],

@@ -62,7 +62,7 @@ export class FakeProvider implements Provider {
   execs: ExecSpec[] = [];
   /** Calls by method, so tests can see which provider was asked. */
   calls: string[] = [];
-  private readonly root = mkdtempSync(join(tmpdir(), 'onmemos-fake-'));
+  private readonly root = fakeRoot();
   private readonly running = new Set<RemoteProcess>();
 
   constructor(private readonly opts: FakeOptions = {}) {
@@ -210,6 +210,11 @@ export class FakeProvider implements Provider {
     for (const p of this.running) p.kill('SIGKILL');
     rmSync(this.root, { recursive: true, force: true });
   }
+}
+
+/** A fake's directory: in the test run's own (test/setup/tmp.ts), removed with it whether or not dispose() ran. */
+function fakeRoot(): string {
+  return mkdtempSync(join(process.env.ONMEMOS_TEST_TMP || tmpdir(), 'onmemos-fake-'));
 }
 
 /** The command's process group: what it started goes with it. */
