@@ -5,20 +5,22 @@
  * (index.ts), and passes test/conformance/.
  */
 import type { ExecSpec, RemoteProcess } from '../exec/process.js';
-import type {
-  ConnectInfo,
-  CreateSessionRequest,
-  Limits,
-  NetworkMode,
-  ProgressEvent,
-  ProviderKind,
-  Session,
-  SessionFilter,
-  Template,
+import {
+  type ConnectInfo,
+  type CreateSessionRequest,
+  type Limits,
+  MAX_TTL_MINUTES,
+  NETWORK_MODES,
+  type NetworkMode,
+  type ProgressEvent,
+  type ProviderKind,
+  type Session,
+  type SessionFilter,
+  TEMPLATES,
+  type Template,
 } from '../session/model.js';
 
 export type { ExecSpec, ExitStatus, RemoteProcess } from '../exec/process.js';
-export { exitCodeOf } from '../exec/process.js';
 
 export type StorageKind = 'bucket' | 'filestore' | 'volume';
 /** How commands reach a session: the v5.channel.k8s.io exec WebSocket, or SSH (workstations). */
@@ -42,6 +44,27 @@ export interface Capabilities {
   maxTtlMinutes: number;
   /** `nested_userns` (user namespaces inside the session). */
   nestedUserns: boolean;
+}
+
+/**
+ * A provider's capabilities: everything a provider can do, less what `lacks` takes away. Each provider states only
+ * where it differs.
+ */
+export function capabilities(lacks: Partial<Capabilities> = {}): Capabilities {
+  return {
+    templates: TEMPLATES,
+    networks: NETWORK_MODES,
+    storage: ['bucket', 'filestore', 'volume'],
+    limits: ['cpus', 'memoryBytes', 'pids', 'diskBytes'],
+    persistentWorkspace: true,
+    lifecycle: { start: true, stop: true, extend: true },
+    exec: ['websocket'],
+    tty: true,
+    shell: true,
+    maxTtlMinutes: MAX_TTL_MINUTES,
+    nestedUserns: true,
+    ...lacks,
+  };
 }
 
 export interface CreateOptions {

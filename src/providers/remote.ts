@@ -15,16 +15,20 @@ import {
   type ConnectInfo,
   type CreateSessionRequest,
   limitsInput,
-  MAX_TTL_MINUTES,
   NDJSON,
-  NETWORK_MODES,
   type ProviderKind,
   type Session,
   type SessionFilter,
-  TEMPLATES,
   UNREACHABLE_HEADER,
 } from '../session/model.js';
-import type { Capabilities, CreateOptions, ExecSpec, Provider, RemoteProcess } from './provider.js';
+import {
+  type Capabilities,
+  type CreateOptions,
+  capabilities,
+  type ExecSpec,
+  type Provider,
+  type RemoteProcess,
+} from './provider.js';
 
 export interface RemoteOptions {
   server: string;
@@ -34,19 +38,7 @@ export interface RemoteOptions {
 export class RemoteProvider implements Provider {
   readonly kind = 'remote' as const;
   /** The server checks each request against the provider it picks; here everything is passed on. */
-  readonly capabilities: Capabilities = {
-    templates: TEMPLATES,
-    networks: NETWORK_MODES,
-    storage: ['bucket', 'filestore', 'volume'],
-    limits: ['cpus', 'memoryBytes', 'pids', 'diskBytes'],
-    persistentWorkspace: true,
-    lifecycle: { start: true, stop: true, extend: true },
-    exec: ['websocket'],
-    tty: true,
-    shell: true,
-    maxTtlMinutes: MAX_TTL_MINUTES,
-    nestedUserns: true,
-  };
+  readonly capabilities: Capabilities = capabilities();
   private readonly base: URL;
 
   constructor(private readonly opts: RemoteOptions) {

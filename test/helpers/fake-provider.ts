@@ -18,35 +18,27 @@ import { ConflictError, InterruptedError, NotFoundError } from '../../src/errors
 import { pipedProcess, ptyProcess } from '../../src/exec/child.js';
 import { V5 } from '../../src/exec/v5.js';
 import { type ProviderRegistry, tableRegistry } from '../../src/providers/index.js';
-import type { Capabilities, CreateOptions, ExecSpec, Provider, RemoteProcess } from '../../src/providers/provider.js';
+import {
+  type Capabilities,
+  type CreateOptions,
+  capabilities,
+  type ExecSpec,
+  type Provider,
+  type RemoteProcess,
+} from '../../src/providers/provider.js';
 import {
   type ConnectInfo,
   type CreateSessionRequest,
   isExpired,
-  MAX_TTL_MINUTES,
   matchesFilter,
-  NETWORK_MODES,
   newSessionId,
   type ProviderKind,
   type Session,
   type SessionFilter,
   sessionEnvironment,
-  TEMPLATES,
 } from '../../src/session/model.js';
 
-export const FAKE_CAPABILITIES: Capabilities = {
-  templates: TEMPLATES,
-  networks: NETWORK_MODES,
-  storage: ['volume'],
-  limits: ['cpus', 'memoryBytes', 'pids', 'diskBytes'],
-  persistentWorkspace: true,
-  lifecycle: { start: true, stop: true, extend: true },
-  exec: ['websocket'],
-  tty: true,
-  shell: true,
-  maxTtlMinutes: MAX_TTL_MINUTES,
-  nestedUserns: false,
-};
+export const FAKE_CAPABILITIES: Capabilities = capabilities({ storage: ['volume'], nestedUserns: false });
 
 export interface FakeOptions {
   kind?: ProviderKind;

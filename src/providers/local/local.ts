@@ -33,16 +33,21 @@ import {
   type Limits,
   MAX_TTL_MINUTES,
   matchesFilter,
-  NETWORK_MODES,
   newSessionId,
   type Session,
   type SessionFilter,
   sessionEnvironment,
-  TEMPLATES,
   validateSessionId,
   validateTtl,
 } from '../../session/model.js';
-import type { Capabilities, CreateOptions, ExecSpec, Provider, RemoteProcess } from '../provider.js';
+import {
+  type Capabilities,
+  type CreateOptions,
+  capabilities,
+  type ExecSpec,
+  type Provider,
+  type RemoteProcess,
+} from '../provider.js';
 import {
   type CgroupSystem,
   detectCgroups,
@@ -68,19 +73,12 @@ export interface LocalProviderOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-export const LOCAL_CAPABILITIES: Capabilities = {
-  templates: TEMPLATES,
-  networks: NETWORK_MODES,
+/** The local sandbox mounts no storage, and cannot stop a session: a rootless session's disk is a tmpfs. */
+export const LOCAL_CAPABILITIES: Capabilities = capabilities({
   storage: [],
-  limits: ['cpus', 'memoryBytes', 'pids', 'diskBytes'],
   persistentWorkspace: false,
   lifecycle: { start: false, stop: false, extend: true },
-  exec: ['websocket'],
-  tty: true,
-  shell: true,
-  maxTtlMinutes: MAX_TTL_MINUTES,
-  nestedUserns: true,
-};
+});
 
 export class LocalProvider implements Provider {
   readonly kind = 'local' as const;
