@@ -269,10 +269,10 @@ export function checkRequest(kind: ProviderKind, caps: Capabilities, req: Create
     refuse(`cannot give network mode ${req.network}`, `it has ${caps.networks.join(', ')}`);
   }
   if (req.storage?.bucket && !caps.storage.includes('bucket')) {
-    refuse('cannot mount a bucket', 'drop storage.bucket, or use a provider that mounts buckets (gke, cloud_run)');
+    refuse('cannot mount a bucket', 'drop the bucket (--bucket, storage.bucket), or use gke or cloud_run');
   }
   if (req.storage?.filestore && !caps.storage.includes('filestore')) {
-    refuse('cannot mount a Filestore share', 'drop storage.filestore, or use cloud_run or gke');
+    refuse('cannot mount a Filestore share', 'drop storage.filestore, or use gke or cloud_run');
   }
   if (req.ttl_minutes > caps.maxTtlMinutes) refuse(`allows a TTL of at most ${caps.maxTtlMinutes} minutes`);
   if (req.nested_userns && !caps.nestedUserns) refuse('cannot allow user namespaces inside a session');
