@@ -14,7 +14,7 @@ import { lsCommand } from './commands/ls.js';
 import { rmCommand } from './commands/rm.js';
 import { serveCommand } from './commands/serve.js';
 import { shellCommand } from './commands/shell.js';
-import { OnmemosError } from './errors.js';
+import { OnmemosError, UserError } from './errors.js';
 import { type ProviderRegistry, remoteRegistry } from './providers/index.js';
 import { VERSION } from './version.js';
 
@@ -59,6 +59,7 @@ export async function main(argv: string[], deps: CliDeps): Promise<number> {
     .option('--server <url>', 'use this onmemos server (remote mode; also ONMEMOS_SERVER or a saved context)')
     .option('--api-key <key>', 'API key for the server (also ONMEMOS_API_KEY)')
     .option('--local', 'local mode, whatever server or context is configured')
+    .option('--context <name>', 'Kubernetes context for the gke provider (also GKE_CONTEXT; default: the current one)')
     .enablePositionalOptions()
     .showSuggestionAfterError()
     .exitOverride()
@@ -82,9 +83,17 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
   program.hook('preAction', async (_program, action) => {
     const top = action.parent === program ? action : action.parent;
     if (ALWAYS_LOCAL.has(top?.name() ?? '')) return;
-    registry = await resolveRegistry(deps, program.opts());
+    const o = program.opts();
+    registry = await resolveRegistry(deps, o);
+    if (o.context !== undefined) {
+      if (!registry.withEnv)
+        throw new UserError('--context chooses a Kubernetes context in local mode; the server has its own');
+      if (!/^[^\0\n]{1,253}$/.test(o.context))
+        throw new UserError('--context must be a context name from the kubeconfig');
+      registry = registry.withEnv({ GKE_CONTEXT: o.context });
+    }
     // In local mode the CLI removes what has expired on this machine before it looks (the server has a reaper).
-    if (registry === deps.registry) await registry.reapExpired({ kinds: ['local'] }).catch(() => {});
+    if (registry.withEnv) await registry.reapExpired({ kinds: ['local'] }).catch(() => {});
   });
   for (const cmd of [
     createCommand(ctx),

@@ -11,6 +11,7 @@
  */
 import { spawn as spawnChild } from 'node:child_process';
 import { pipedProcess, ptyProcess } from '../exec/child.js';
+import { CHANGE_DIRECTORY, COMMAND_LOOKUP } from '../exec/lookup.js';
 import type { ExecSpec, RemoteProcess } from '../exec/process.js';
 import { descendants, processTable } from '../providers/local/proc.js';
 
@@ -18,35 +19,16 @@ import { descendants, processTable } from '../providers/local/proc.js';
 export const AGENT_LISTEN_FD = 3;
 
 /**
- * The arguments: the cgroup.procs files to join, `--`, the working directory, then argv. A missing directory
- * exits 125, as docker exec reports it. argv[0] is looked up before the exec, so that a command that is not
- * there or cannot run gets onmemos' own one line and docker exec's code, not sh's message: a name without a
- * slash is searched in PATH (an executable regular file; 127 `command not found`), a path must exist (127),
- * not be a directory (126) and be executable (126). The shell's own variables live only in a function, as
- * locals, so a variable of the same name in the command's environment reaches the command unchanged.
+ * The arguments: the cgroup.procs files to join, `--`, the working directory, then argv; the directory and
+ * argv[0] are checked as every transport does (../exec/lookup.ts).
  */
 export const EXEC_PROLOGUE = [
   'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift',
   `exec ${AGENT_LISTEN_FD}>&-`,
   'echo 500 > /proc/self/oom_score_adj 2>/dev/null',
-  `cd -- "$1" 2>/dev/null || { printf 'onmemos: no such directory: %s\\n' "$1" >&2; exit 125; }`,
+  CHANGE_DIRECTORY,
   'shift',
-  'onmemos_lookup() {',
-  '  local d p',
-  '  case $1 in',
-  '  */*)',
-  `    if [ -d "$1" ]; then printf 'onmemos: %s: is a directory\\n' "$1" >&2; return 126; fi`,
-  `    if [ ! -e "$1" ]; then printf 'onmemos: %s: no such file or directory\\n' "$1" >&2; return 127; fi`,
-  `    if [ ! -x "$1" ]; then printf 'onmemos: %s: permission denied\\n' "$1" >&2; return 126; fi`,
-  '    return 0 ;;',
-  '  esac',
-  '  p=$PATH:',
-  '  while [ -n "$p" ]; do',
-  '    d=${p%%:*}; p=${p#*:}; [ -n "$d" ] || d=.',
-  '    if [ -f "$d/$1" ] && [ -x "$d/$1" ]; then return 0; fi',
-  '  done',
-  `  printf 'onmemos: %s: command not found\\n' "$1" >&2; return 127`,
-  '}',
+  COMMAND_LOOKUP,
   'onmemos_lookup "$1" || exit',
   'exec "$@"',
 ].join('\n');

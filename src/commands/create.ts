@@ -13,7 +13,7 @@ import {
 } from '../session/model.js';
 import { type Ctx, out, progress } from './context.js';
 import { json } from './format.js';
-import { choice, collectEnv, parseNamespace, parseTtlMinutes, parseUser } from './options.js';
+import { choice, collectEnv, parseMinutes, parseNamespace, parseTtlMinutes, parseUser } from './options.js';
 
 /**
  * Creates a session, with a progress line per step on a terminal's stderr. Ctrl-C (or SIGTERM, SIGHUP) aborts the
@@ -58,6 +58,16 @@ export async function createSession(ctx: Ctx, input: Record<string, unknown>): P
 
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
+/** `storage` of the API request from --bucket and the volume flags (any of which asks for a volume). */
+function storageOf(o: { bucket?: string; storageSize?: string; storageClass?: string; keepStorage?: boolean }) {
+  const volume =
+    o.storageSize !== undefined || o.storageClass !== undefined || o.keepStorage
+      ? { size: o.storageSize, storage_class: o.storageClass, keep: o.keepStorage || undefined }
+      : undefined;
+  if (!o.bucket && !volume) return undefined;
+  return { ...(o.bucket ? { bucket: o.bucket } : {}), ...(volume ? { volume } : {}) };
+}
+
 export function createCommand(ctx: () => Ctx): Command {
   return new Command('create')
     .description('create a session and print its id')
@@ -80,7 +90,17 @@ export function createCommand(ctx: () => Ctx): Command {
     )
     .option('--require-limits', 'refuse to create rather than run with a limit this machine cannot enforce')
     .option('--nested-userns', 'allow user namespaces inside the session (rootless containers); off by default')
+    .option('--long-lived', "a long-lived session: auto picks gke (the document's rule)")
+    .option('--needs-ssh', 'the session needs SSH: auto picks workstations')
+    .option('--expected-duration <minutes>', 'how long it will be used; over 60, auto picks workstations', parseMinutes)
     .option('--bucket <name>', 'mount this bucket at /workspace/bucket (providers that mount buckets; local refuses)')
+    .option(
+      '--image <ref>',
+      "container image to run instead of the template's (gke, cloud_run; also GKE_DEFAULT_IMAGE)",
+    )
+    .option('--storage-size <size>', 'a persistent volume of this size at /workspace, e.g. 10Gi (gke: a PVC)')
+    .option('--storage-class <name>', "storage class of that volume (default: the cluster's)")
+    .option('--keep-storage', 'keep that volume when the session is removed')
     .option('--json', 'print the session as JSON')
     .addHelpText(
       'after',
@@ -88,9 +108,11 @@ export function createCommand(ctx: () => Ctx): Command {
 Examples:
   onmemos create                                  # prints the new session's id
   id=$(onmemos create --provider auto --json | jq -r .id)
+  onmemos create --provider auto --long-lived     # auto: gke when configured, else local stands in
   onmemos create --template nodejs --namespace team-a --user alice --ttl 120 --env DEBUG=1
   onmemos create --network isolated               # no network but the session's own loopback
-  onmemos create --cpu 0.5 --memory 512m --pids 256 --disk 2g --require-limits`,
+  onmemos create --cpu 0.5 --memory 512m --pids 256 --disk 2g --require-limits
+  onmemos create --provider gke --storage-size 20Gi --keep-storage --image python:3.12`,
     )
     .action(async (o) => {
       const c = ctx();
@@ -108,7 +130,11 @@ Examples:
         disk: o.disk,
         require_limits: !!o.requireLimits,
         nested_userns: !!o.nestedUserns,
-        storage: o.bucket ? { bucket: o.bucket } : undefined,
+        storage: storageOf(o),
+        long_lived: !!o.longLived,
+        needs_ssh: !!o.needsSsh,
+        expected_duration_minutes: o.expectedDuration,
+        image: o.image,
       });
       out(c, o.json ? json(s) : s.id);
     });

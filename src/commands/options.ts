@@ -20,6 +20,12 @@ export function parseTtlMinutes(v: string): number {
   return wrap(() => validateTtl(Number(v)));
 }
 
+export function parseMinutes(v: string): number {
+  const n = Number(v);
+  if (!/^\d+(\.\d+)?$/.test(v) || n > 10_000_000) throw new InvalidArgumentError('expected a number of minutes');
+  return n;
+}
+
 export function collectEnv(v: string, prev: Record<string, string> = {}): Record<string, string> {
   const [k, val] = wrap(() => parseEnvAssignment(v));
   return { ...prev, [k]: val };

@@ -31,6 +31,16 @@ export interface ExecClientOptions {
   peer: string;
   /** The typed error for a refused upgrade (status and JSON body). */
   refused: (status: number, body: unknown) => OnmemosError;
+  /** The query, when not onmemos' own (execQuery): the Kubernetes API takes no env=, workdir=, cols=, rows=. */
+  query?: URLSearchParams;
+  /** TLS for a `wss:` peer with its own CA or client certificate (a kubeconfig's cluster and user). */
+  tls?: {
+    ca?: string | Buffer;
+    cert?: string | Buffer;
+    key?: string | Buffer;
+    rejectUnauthorized?: boolean;
+    servername?: string;
+  };
 }
 
 /** The exec query of the Kubernetes API (command= once per argv element, stdin, tty) plus onmemos' env=, workdir=, cols=, rows=. */
@@ -51,8 +61,9 @@ export function execQuery(spec: ExecSpec): URLSearchParams {
 
 export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise<RemoteProcess> {
   const { default: WebSocket } = await import('ws');
-  const url = `${opts.url}?${execQuery(spec).toString()}`;
+  const url = `${opts.url}?${(opts.query ?? execQuery(spec)).toString()}`;
   const ws = new WebSocket(url, [V5], {
+    ...opts.tls,
     headers: opts.headers ?? {},
     perMessageDeflate: false,
     maxPayload: MAX_MESSAGE_BYTES,

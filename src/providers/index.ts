@@ -16,6 +16,7 @@ import {
   type SessionFilter,
   validateSessionId,
 } from '../session/model.js';
+import { resolveKube } from './gke/kubeconfig.js';
 import { stateDir } from './local/store.js';
 import type { Capabilities, CreateOptions, Provider } from './provider.js';
 
@@ -55,6 +56,8 @@ export interface ProviderRegistry {
   reapExpired(opts?: { kinds?: ProviderKind[] }): Promise<string[]>;
   /** The configured providers, loaded. */
   all(): Promise<Provider[]>;
+  /** The same table with these variables set (the global --context is GKE_CONTEXT); undefined in remote mode. */
+  withEnv?(extra: NodeJS.ProcessEnv): ProviderRegistry;
 }
 
 /** A provider that does not answer `list` in this long is reported unreachable. */
@@ -69,7 +72,14 @@ export function defaultEntries(): ProviderEntry[] {
       load: async (env) => new (await import('./local/local.js')).LocalProvider({ env }),
     },
     notYet('cloud_run'),
-    notYet('gke'),
+    {
+      kind: 'gke',
+      configured: (env) => {
+        const r = resolveKube(env);
+        return r.ok ? { ok: true } : { ok: false, reason: r.reason };
+      },
+      load: async (env) => (await import('./gke/gke.js')).loadGkeProvider(env),
+    },
     notYet('workstations'),
   ];
 }
@@ -124,9 +134,10 @@ export function tableRegistry(
   /** Where a session is: the hinted provider (or local, whose state directory is its own hint), else all at once. */
   const find = async (id: string): Promise<{ provider: Provider; session: Session }> => {
     validateSessionId(id);
-    const configured = configuredKinds();
     const hinted = hints?.read(id);
-    const first = configured.find((e) => e.kind === hinted) ?? configured.find((e) => e.kind === 'local');
+    // Only the hinted kind (else local) is checked first: a local exec reads no kubeconfig.
+    const usable = (kind: ProviderKind | undefined) => entries.find((e) => e.kind === kind && e.configured(env).ok);
+    const first = usable(hinted) ?? usable('local');
     if (first) {
       const provider = await load(first);
       try {
@@ -141,8 +152,8 @@ export function tableRegistry(
     }
     // No hint: every other configured provider is asked at once; the first that has it answers.
     const answers = await Promise.allSettled(
-      configured
-        .filter((e) => e !== first)
+      configuredKinds()
+        .filter((e) => e.kind !== first?.kind)
         .map(async (e) => {
           const provider = await load(e);
           return { provider, session: await provider.get(id) };
@@ -234,6 +245,8 @@ export function tableRegistry(
     },
 
     all: () => Promise.all(configuredKinds().map(load)),
+
+    withEnv: (extra) => tableRegistry(entries, { ...env, ...extra }, opts),
   };
 }
 
@@ -253,6 +266,7 @@ export function remoteRegistry(opts: { server: string; apiKey?: string }): Provi
     },
     forCreate: async () => ({ provider: await entry.load({}), reason: `the server at ${opts.server} chooses` }),
     reapExpired: async () => [], // the server's own reaper does this
+    withEnv: undefined, // the server's providers are configured where it runs
   };
 }
 
@@ -274,6 +288,11 @@ export function checkRequest(kind: ProviderKind, caps: Capabilities, req: Create
   if (req.storage?.filestore && !caps.storage.includes('filestore')) {
     refuse('cannot mount a Filestore share', 'drop storage.filestore, or use gke or cloud_run');
   }
+  if (req.storage?.volume && !caps.storage.includes('volume')) {
+    refuse('cannot give a persistent volume', 'drop --storage-size/--storage-class (storage.volume), or use gke');
+  }
+  if (req.image && !caps.images)
+    refuse('cannot run a container image', 'drop --image (image), or use gke or cloud_run');
   if (req.ttl_minutes > caps.maxTtlMinutes) refuse(`allows a TTL of at most ${caps.maxTtlMinutes} minutes`);
   if (req.nested_userns && !caps.nestedUserns) refuse('cannot allow user namespaces inside a session');
   const missing = (['cpus', 'memoryBytes', 'pids', 'diskBytes'] as const).filter((l) => !caps.limits.includes(l));

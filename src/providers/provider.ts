@@ -44,6 +44,8 @@ export interface Capabilities {
   maxTtlMinutes: number;
   /** `nested_userns` (user namespaces inside the session). */
   nestedUserns: boolean;
+  /** Runs the container image a request names (`image`, `--image`). */
+  images: boolean;
 }
 
 /**
@@ -63,6 +65,7 @@ export function capabilities(lacks: Partial<Capabilities> = {}): Capabilities {
     shell: true,
     maxTtlMinutes: MAX_TTL_MINUTES,
     nestedUserns: true,
+    images: true,
     ...lacks,
   };
 }

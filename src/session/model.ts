@@ -47,7 +47,14 @@ export interface CreateSessionRequest {
   ttl_minutes: number;
   env: Record<string, string>;
   network: NetworkMode;
-  storage?: { bucket?: string; filestore?: { ip: string; share: string } };
+  storage?: {
+    bucket?: string;
+    filestore?: { ip: string; share: string };
+    /** A persistent volume at /workspace (gke: a PVC), kept after the session with `keep`. */
+    volume?: { size?: string; storage_class?: string; keep?: boolean };
+  };
+  /** The container image to run, for providers that run images (gke, cloud_run); else the template's. */
+  image?: string;
   needs_ssh: boolean;
   long_lived: boolean;
   expected_duration_minutes?: number;
@@ -325,6 +332,7 @@ export function parseCreateRequest(input: unknown): CreateSessionRequest {
     env,
     network: str('network') as NetworkMode | undefined,
     storage: storage === undefined ? undefined : parseStorage(storage),
+    image: str('image'),
     needs_ssh: bool('needs_ssh'),
     long_lived: bool('long_lived'),
     expected_duration_minutes: num('expected_duration_minutes'),
@@ -340,8 +348,8 @@ const badRequest = (message: string) => new UserError(message, { code: 'bad_requ
 function parseStorage(raw: Record<string, unknown>): NonNullable<CreateSessionRequest['storage']> {
   const out: NonNullable<CreateSessionRequest['storage']> = {};
   for (const k of Object.keys(raw)) {
-    if (k !== 'bucket' && k !== 'filestore')
-      throw badRequest(`unknown storage option "${k}": expected bucket, filestore`);
+    if (k !== 'bucket' && k !== 'filestore' && k !== 'volume')
+      throw badRequest(`unknown storage option "${k}": expected bucket, filestore, volume`);
   }
   if (raw.bucket !== undefined && raw.bucket !== null) {
     if (typeof raw.bucket !== 'string') throw badRequest('"storage.bucket" must be a string');
@@ -361,7 +369,53 @@ function parseStorage(raw: Record<string, unknown>): NonNullable<CreateSessionRe
     }
     out.filestore = { ip: f.ip, share: f.share };
   }
+  if (raw.volume !== undefined && raw.volume !== null) out.volume = parseVolume(raw.volume);
   return out;
+}
+
+/** `storage.volume`: `{size?: "10Gi", storage_class?: "standard-rwo", keep?: false}`. */
+function parseVolume(raw: unknown): NonNullable<NonNullable<CreateSessionRequest['storage']>['volume']> {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw badRequest('"storage.volume" must be {"size": "10Gi", "storage_class": "name", "keep": false}');
+  }
+  const v = raw as Record<string, unknown>;
+  for (const k of Object.keys(v)) {
+    if (k !== 'size' && k !== 'storage_class' && k !== 'keep') {
+      throw badRequest(`unknown storage.volume option "${k}": expected size, storage_class, keep`);
+    }
+  }
+  const out: { size?: string; storage_class?: string; keep?: boolean } = {};
+  if (v.size !== undefined && v.size !== null) {
+    if (typeof v.size !== 'string') throw badRequest('"storage.volume.size" must be a string such as "10Gi"');
+    if (!/^[1-9][0-9]{0,8}(Ki|Mi|Gi|Ti|k|M|G|T)?$/.test(v.size)) {
+      throw new UserError(
+        `invalid volume size ${JSON.stringify(v.size.slice(0, 40))}: expected a quantity such as 10Gi`,
+      );
+    }
+    out.size = v.size;
+  }
+  if (v.storage_class !== undefined && v.storage_class !== null) {
+    if (typeof v.storage_class !== 'string') throw badRequest('"storage.volume.storage_class" must be a string');
+    if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(v.storage_class)) {
+      throw new UserError(`invalid storage class ${JSON.stringify(v.storage_class.slice(0, 80))}`);
+    }
+    out.storage_class = v.storage_class;
+  }
+  if (v.keep !== undefined && v.keep !== null) {
+    if (typeof v.keep !== 'boolean') throw badRequest('"storage.volume.keep" must be a boolean');
+    out.keep = v.keep;
+  }
+  return out;
+}
+
+/** A container image reference: registry/path:tag or @sha256:digest. */
+export function validateImage(v: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$/.test(v) || v.includes('//')) {
+    throw new UserError(
+      `invalid image ${JSON.stringify(v.slice(0, 80))}: expected a reference such as python:3.12-slim`,
+    );
+  }
+  return v;
 }
 
 /** Applies the document's defaults and validates every field; throws UserError before anything is made. */
@@ -388,7 +442,10 @@ export function normalizeCreateRequest(
     require_limits: input.require_limits ?? false,
     nested_userns: input.nested_userns ?? false,
   };
-  if (input.storage && (input.storage.bucket || input.storage.filestore)) req.storage = input.storage;
+  if (input.storage && (input.storage.bucket || input.storage.filestore || input.storage.volume)) {
+    req.storage = input.storage;
+  }
+  if (input.image !== undefined) req.image = validateImage(input.image);
   if (input.expected_duration_minutes !== undefined) req.expected_duration_minutes = input.expected_duration_minutes;
   return req;
 }

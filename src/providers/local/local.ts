@@ -73,11 +73,12 @@ export interface LocalProviderOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-/** The local sandbox mounts no storage, and cannot stop a session: a rootless session's disk is a tmpfs. */
+/** The local sandbox mounts no storage, runs the host's toolchains (no images), and cannot stop a session: a rootless session's disk is a tmpfs. */
 export const LOCAL_CAPABILITIES: Capabilities = capabilities({
   storage: [],
   persistentWorkspace: false,
   lifecycle: { start: false, stop: false, extend: true },
+  images: false,
 });
 
 export class LocalProvider implements Provider {
