@@ -18,6 +18,7 @@ import { now, type Pod, type Store } from './objects.js';
 import {
   condition,
   HOST_IP,
+  idBudget,
   MESSAGES,
   mergeConditions,
   NODE_NAME,
@@ -65,6 +66,8 @@ export class Kubelet {
     private readonly faults: Faults,
     private readonly opts: KubeletOptions,
   ) {
+    if (idBudget(opts.stateDir) < 4)
+      throw new Error(`the state directory ${opts.stateDir} is too long for socket paths`);
     this.provider = new LocalProvider({ env: { ...process.env, ONMEMOS_STATE_DIR: opts.stateDir } });
   }
 
@@ -238,7 +241,8 @@ export class Kubelet {
   private async start(pod: Pod, sb: Sandbox): Promise<void> {
     const label = `${pod.metadata.namespace}/${pod.metadata.name}`;
     try {
-      const s = await this.provider.create(sessionRequest(pod, this.opts.network), { signal: this.abort.signal });
+      const request = sessionRequest(pod, this.opts.network, idBudget(this.opts.stateDir));
+      const s = await this.provider.create(request, { signal: this.abort.signal });
       sb.session = s.id;
       this.opts.log(`kubelet: pod ${label} runs as local session ${s.id}`);
       const dirs = [...new Set(pod.spec.containers.map(workingDir))];

@@ -60,11 +60,23 @@ function labelPart(s: string, max: number): string {
 }
 
 /**
- * The local session a pod runs as. Its namespace and user are short forms of the pod's (the session id becomes a
- * socket path, which must stay under 108 bytes). Limits come from the first container's resource limits, clamped to
- * what the local provider accepts; a pod never expires (the longest TTL the local provider has).
+ * How many characters a local session id under `stateDir` can give its namespace and user together: the id is part
+ * of the agent's socket path, `{stateDir}/local/sessions/ws-{ns}-{user}-{10 digits}-{4}/agent.sock.{pid}` while it is
+ * made, which must fit in a unix socket address (107 bytes and a NUL).
  */
-export function sessionRequest(pod: Pod, network: NetworkMode): CreateSessionRequest {
+export function idBudget(stateDir: string): number {
+  return 107 - stateDir.length - '/local/sessions/'.length - 'ws---0123456789-abcd'.length - '/agent.sock.'.length - 7;
+}
+
+/**
+ * The local session a pod runs as. Its namespace and user are short forms of the pod's, within `budget` characters
+ * together (idBudget). Limits come from the first container's resource limits, clamped to what the local provider
+ * accepts; a pod never expires (the longest TTL the local provider has).
+ */
+export function sessionRequest(pod: Pod, network: NetworkMode, budget: number): CreateSessionRequest {
+  const ns = pod.metadata.namespace ?? 'default';
+  const name = pod.metadata.name ?? 'pod';
+  const nsMax = Math.max(1, Math.min(ns.length, Math.floor(budget / 2)));
   const main = pod.spec.containers[0]!;
   const limits = main.resources?.limits ?? {};
   const cpu = quantity(limits.cpu);
@@ -73,8 +85,8 @@ export function sessionRequest(pod: Pod, network: NetworkMode): CreateSessionReq
   return normalizeCreateRequest({
     provider: 'local',
     template: templateFor(main.image),
-    namespace: labelPart(pod.metadata.namespace ?? 'default', 10),
-    user: labelPart(pod.metadata.name ?? 'pod', 10),
+    namespace: labelPart(ns, nsMax),
+    user: labelPart(name, Math.max(1, budget - labelPart(ns, nsMax).length)),
     ttl_minutes: 7 * 24 * 60,
     network,
     limits: {

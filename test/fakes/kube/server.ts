@@ -29,6 +29,7 @@ import { EXEC_SUBPROTOCOLS, handleExec, refuse } from './exec.js';
 import { type FaultSpec, Faults } from './faults.js';
 import { Kubelet } from './kubelet.js';
 import { type Namespace, Store } from './objects.js';
+import { idBudget } from './pods.js';
 import { decodeProtobuf, PROTOBUF } from './protobuf.js';
 import { ApiError, badRequest, noRoute, type Status, tooLarge, unauthorized } from './status.js';
 import { prepareNamespace } from './validate.js';
@@ -113,12 +114,13 @@ export function kubeconfigYaml(url: string, token: string, namespace = 'default'
 }
 
 /**
- * Where the pods' local state goes: under the test run's directory when its path is short enough (each sandbox's
- * agent socket path, under it, must stay within 108 bytes), else under the system's temporary directory.
+ * The fake's directory: under the test run's directory (test/setup/tmp.ts) when that leaves the pods' socket paths
+ * room for readable session ids (idBudget), else under the system's temporary directory.
  */
 function fakeDir(): string {
   const run = process.env.ONMEMOS_TEST_TMP;
-  return mkdtempSync(join(run && run.length <= 40 ? run : tmpdir(), 'kube-'));
+  const base = run && idBudget(join(run, 'k-XXXXXX', 's')) >= 16 ? run : tmpdir();
+  return mkdtempSync(join(base, 'k-'));
 }
 
 export async function startKubeFake(opts: KubeFakeOptions = {}): Promise<KubeFake> {
@@ -130,7 +132,7 @@ export async function startKubeFake(opts: KubeFakeOptions = {}): Promise<KubeFak
   let onFaults = () => {};
   const faults = new Faults(opts.faults, () => onFaults());
   const kubelet = new Kubelet(store, faults, {
-    stateDir: join(dir, 'state'),
+    stateDir: join(dir, 's'),
     network: opts.network ?? 'outbound',
     log,
   });
