@@ -81,6 +81,29 @@ describe('kubectl get', () => {
   });
 });
 
+describe('kubectl create -f, label, logs, describe', () => {
+  it('works as against a cluster (validation left to the server through OpenAPI v3)', async () => {
+    const manifest = JSON.stringify(podManifest('from-file', { labels: { app: 'file' } }));
+    expect(await k(['create', '-n', NS, '-f', '-'], { input: manifest })).toMatchObject({
+      code: 0,
+      stdout: 'pod/from-file created\n',
+    });
+    const create = fake.requests.find(
+      (r) => r.method === 'POST' && r.url.includes('/pods?fieldManager=kubectl-create'),
+    );
+    expect(create?.url).toContain('fieldValidation=Strict');
+    expect(await k(['label', 'pod', 'from-file', '-n', NS, 'extra=yes'])).toMatchObject({ code: 0 });
+    expect(fake.store.get('pods', NS, 'from-file')?.metadata.labels).toEqual({ app: 'file', extra: 'yes' });
+    await waitFor(() => fake.store.get('pods', NS, 'from-file')?.status.phase === 'Running', 30_000, 50);
+    expect(await k(['logs', 'from-file', '-n', NS])).toMatchObject({ code: 0, stdout: '' });
+    const described = await k(['describe', 'pod', 'from-file', '-n', NS]);
+    expect(described.code).toBe(0);
+    expect(described.stdout).toMatch(/Status:\s+Running/);
+    expect(described.stdout).toMatch(/Ready\s+True/);
+    expect(await k(['delete', 'pod', 'from-file', '-n', NS, '--wait=false'])).toMatchObject({ code: 0 });
+  });
+});
+
 describe('kubectl exec', () => {
   it('exits with the command code, and keeps stdout and stderr apart', async () => {
     const r = await k(['exec', 'web-1', '-n', NS, '--', 'sh', '-c', 'echo out; echo err >&2; exit 3']);

@@ -70,3 +70,40 @@ export const coreV1Resources = () => ({
     { name: 'pods/status', singularName: '', namespaced: true, kind: 'Pod', verbs: ['get'] },
   ],
 });
+
+/**
+ * OpenAPI v3, only as far as kubectl reads it before `create -f` / `apply -f`: whether the PATCH of each kind takes
+ * `fieldValidation`, which lets it leave validation to the server (with no document at all, kubectl refuses to
+ * create from a file: "failed to download openapi"). Schemas are not served (`kubectl explain` has nothing).
+ */
+export const openapiV3Root = () => ({
+  paths: { 'api/v1': { serverRelativeURL: `/openapi/v3/api/v1?hash=${OPENAPI_HASH}` } },
+});
+const OPENAPI_HASH = 'onmemos-fake-1';
+
+export function openapiV3CoreV1() {
+  const patch = (kind: string, plural: string, namespaced: boolean) => ({
+    [`/api/v1/${namespaced ? 'namespaces/{namespace}/' : ''}${plural}/{name}`]: {
+      patch: {
+        operationId: `patchCoreV1${namespaced ? 'Namespaced' : ''}${kind}`,
+        parameters: ['dryRun', 'fieldManager', 'fieldValidation', 'force'].map((name) => ({
+          name,
+          in: 'query',
+          schema: { type: name === 'force' ? 'boolean' : 'string', uniqueItems: true },
+        })),
+        responses: { '200': { description: 'OK' } },
+        'x-kubernetes-action': 'patch',
+        'x-kubernetes-group-version-kind': { group: '', version: 'v1', kind },
+      },
+    },
+  });
+  return {
+    openapi: '3.0.0',
+    info: { title: 'Kubernetes', version: SERVER_VERSION.gitVersion },
+    paths: {
+      ...patch('Namespace', 'namespaces', false),
+      ...patch('Pod', 'pods', true),
+      ...patch('PersistentVolumeClaim', 'persistentvolumeclaims', true),
+    },
+  };
+}

@@ -24,7 +24,14 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { NetworkMode } from '../../../src/session/model.js';
 import { type ApiCall, handleApi } from './api.js';
-import { apiGroupList, apiVersions, coreV1Resources, SERVER_VERSION } from './discovery.js';
+import {
+  apiGroupList,
+  apiVersions,
+  coreV1Resources,
+  openapiV3CoreV1,
+  openapiV3Root,
+  SERVER_VERSION,
+} from './discovery.js';
 import { EXEC_SUBPROTOCOLS, handleExec, refuse } from './exec.js';
 import { type FaultSpec, Faults } from './faults.js';
 import { Kubelet } from './kubelet.js';
@@ -238,7 +245,18 @@ export async function startKubeFake(opts: KubeFakeOptions = {}): Promise<KubeFak
       if (method === 'GET' && path === '/api') return send(res, 200, apiVersions(address));
       if (method === 'GET' && path === '/apis') return send(res, 200, apiGroupList());
       if (method === 'GET' && path === '/api/v1') return send(res, 200, coreV1Resources());
+      if (method === 'GET' && path === '/openapi/v3') return send(res, 200, openapiV3Root());
+      if (method === 'GET' && path === '/openapi/v3/api/v1') return send(res, 200, openapiV3CoreV1());
       if (method === 'GET' && ['/healthz', '/livez', '/readyz'].includes(path)) return send(res, 200, 'ok');
+      // No events are recorded (the state is in each pod's status), but kubectl describe asks for them.
+      if (method === 'GET' && /^\/api\/v1\/(namespaces\/[^/]+\/)?events$/.test(path)) {
+        return send(res, 200, {
+          kind: 'EventList',
+          apiVersion: 'v1',
+          metadata: { resourceVersion: store.version() },
+          items: [],
+        });
+      }
       if (!path.startsWith('/api/v1/')) throw noRoute();
       const call: ApiCall = {
         method,
