@@ -56,13 +56,25 @@ export async function main(args: string[]): Promise<number> {
     ].join('\n'),
   );
   await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      process.stderr.write(`kube-fake: ${signal}: stopping\n`);
-      process.once(signal, () => process.exit(130)); // a second one does not wait
+    const stop = (why: string) => {
+      process.stderr.write(`kube-fake: ${why}: stopping\n`);
       resolve();
     };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      process.once(signal, () => {
+        process.once(signal, () => process.exit(130)); // a second one does not wait
+        stop(signal);
+      });
+    }
+    // `npm run` dies of a SIGTERM without passing it on: a parent gone is a stop too.
+    const parent = process.ppid;
+    const watch = setInterval(() => {
+      if (process.ppid !== parent) {
+        clearInterval(watch);
+        stop('its parent process ended');
+      }
+    }, 500);
+    watch.unref();
   });
   await fake.close();
   return 0;
