@@ -243,11 +243,11 @@ class Api {
   }
 
   async update(resource: Resource, namespace: string | undefined, name: string): Promise<Reply> {
+    // The body is read first: from here on nothing waits, so no status the kubelet writes meanwhile is lost.
+    const patch = this.call.method === 'PATCH' ? await this.call.body() : undefined;
+    const replacement = this.call.method === 'PATCH' ? undefined : await this.bodyObject();
     const old = this.existing(resource, namespace, name);
-    const body =
-      this.call.method === 'PATCH'
-        ? applyPatch(old, await this.call.body(), this.call.contentType)
-        : await this.bodyObject();
+    const body = replacement ?? applyPatch(old, patch, this.call.contentType);
     const next = body as KObject;
     if (typeof next?.metadata !== 'object' || next.metadata === null) throw badRequest('metadata is required');
     if (next.metadata.name !== undefined && next.metadata.name !== name) {
@@ -316,8 +316,8 @@ class Api {
   }
 
   async delete(resource: Resource, namespace: string | undefined, name: string): Promise<Reply> {
+    const grace = await this.gracePeriod(); // before the read, as in update()
     const o = this.existing(resource, namespace, name);
-    const grace = await this.gracePeriod();
     if (this.call.query.get('dryRun') === 'All') return { code: 200, body: o };
     if (resource === 'pods') return { code: 200, body: this.deps.kubelet.delete(o as Pod, grace) };
     if (resource === 'persistentvolumeclaims') {
