@@ -3,13 +3,14 @@
  * inside each sandbox: the exec query as the Kubernetes API gives it (plus onmemos' env=, workdir=, cols=, rows=,
  * term=), and the pump between one WebSocket and one RemoteProcess. The client is not trusted: every frame is
  * checked, stdin is written with backpressure (reading from the socket pauses while the process's stdin is full),
- * output pauses while the socket is backed up, and the process dies with the connection.
+ * output pauses while the socket is backed up, and the process dies with the connection (unless told to behave as a
+ * kubelet: ServeExecOptions).
  */
 import type { Readable } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
 import { UserError } from '../errors.js';
 import { parseEnvAssignment, validateArgument, validateEnvTotal } from '../session/model.js';
-import { type ExecSpec, exitCodeOf, type RemoteProcess } from './process.js';
+import { type ExecSpec, type ExitStatus, exitCodeOf, type RemoteProcess } from './process.js';
 import {
   CHANNEL,
   FORWARDED_SIGNALS,
@@ -80,12 +81,31 @@ export function execSpecFromQuery(q: URLSearchParams): ExecSpec {
   };
 }
 
+/** Where a server differs from onmemos' own: the defaults are onmemos'; test/fakes/kube sets them as a kubelet has them. */
+export interface ServeExecOptions {
+  /**
+   * What becomes of the command when the client goes away before it ends. 'kill' (default): it and everything it
+   * started are killed, so nothing is left behind. 'leave', as a Kubernetes kubelet does: without a tty it runs on
+   * with its stdin closed and its output discarded; with one it gets SIGHUP, as when its terminal closes.
+   */
+  onClientGone?: 'kill' | 'leave';
+  /** Honour onmemos' signal channel 16 (default true). Kubernetes has no such channel, so a kubelet ignores it. */
+  signals?: boolean;
+  /** The metav1.Status sent on channel 3 once the command has ended (default: statusFor with the argv). */
+  status?: (exit: ExitStatus) => Record<string, unknown>;
+}
+
 /**
  * Runs one exec over an open WebSocket: starts the process with `start`, pumps frames both ways, sends the exit
  * status on channel 3 and closes. Frames that arrive while the process starts are held (bounded by the socket
- * being paused). A client that goes away kills the process and everything it started.
+ * being paused). A client that goes away kills the process and everything it started (opts.onClientGone).
  */
-export async function serveExec(ws: WebSocket, spec: ExecSpec, start: () => Promise<RemoteProcess>): Promise<void> {
+export async function serveExec(
+  ws: WebSocket,
+  spec: ExecSpec,
+  start: () => Promise<RemoteProcess>,
+  opts: ServeExecOptions = {},
+): Promise<void> {
   ws.on('error', () => {}); // a broken client ends with 'close', which kills the process
   const stdin = !!spec.stdin;
   ws.pause(); // nothing is read from the client until the process can take it
@@ -104,7 +124,13 @@ export async function serveExec(ws: WebSocket, spec: ExecSpec, start: () => Prom
   /** A client that forwards a signal is being interrupted: once the command ends, what it started goes too. */
   let interrupted = false;
   const onClose = () => {
-    if (!ended) proc.kill('SIGKILL'); // a client that goes away leaves no process behind
+    if (ended) return;
+    if (opts.onClientGone !== 'leave') return proc.kill('SIGKILL'); // a client that goes away leaves no process behind
+    if (spec.tty) proc.kill('SIGHUP');
+    else proc.stdin.end();
+    // Output goes nowhere from now on (the pumps drop it), but is still read, so that the command never blocks on it.
+    proc.stdout.resume();
+    proc.stderr.resume();
   };
   ws.once('close', onClose);
   if (ws.readyState !== ws.OPEN) onClose();
@@ -139,7 +165,7 @@ export async function serveExec(ws: WebSocket, spec: ExecSpec, start: () => Prom
     } else if (f.channel === CHANNEL.resize) {
       const size = parseResize(f.payload);
       if (size) proc.resize(size.cols, size.rows);
-    } else if (f.channel === CHANNEL.signal) {
+    } else if (f.channel === CHANNEL.signal && opts.signals !== false) {
       const name = f.payload.toString('latin1') as NodeJS.Signals;
       if (FORWARDED_SIGNALS.includes(name)) {
         interrupted = true;
@@ -182,6 +208,6 @@ export async function serveExec(ws: WebSocket, spec: ExecSpec, start: () => Prom
   ended = true;
   release(); // the process is gone: read on, so the closing handshake below is seen
   if (interrupted) proc.kill('SIGKILL');
-  const code = exitCodeOf(status);
-  if (ws.readyState === ws.OPEN) ws.send(frame(CHANNEL.status, JSON.stringify(statusFor(code))), () => ws.close(1000));
+  const result = opts.status ? opts.status(status) : statusFor(exitCodeOf(status), spec.argv);
+  if (ws.readyState === ws.OPEN) ws.send(frame(CHANNEL.status, JSON.stringify(result)), () => ws.close(1000));
 }

@@ -42,13 +42,17 @@ export function closeFrame(channel: number): Buffer {
   return Buffer.from([CHANNEL.close, channel]);
 }
 
-/** The metav1.Status a server sends on channel 3 when the process has ended (128+N for signal N). */
-export function statusFor(code: number): Record<string, unknown> {
+/**
+ * The metav1.Status a server sends on channel 3 when the process has ended (128+N for signal N). Given the argv,
+ * the message is word for word the kubelet's (PROTOCOLS.md §1); clients read only the cause.
+ */
+export function statusFor(code: number, argv?: readonly string[]): Record<string, unknown> {
   if (code === 0) return { metadata: {}, status: 'Success' };
+  const command = argv ? `error executing command [${argv.join(' ')}], ` : '';
   return {
     metadata: {},
     status: 'Failure',
-    message: `command terminated with non-zero exit code: exit code ${code}`,
+    message: `command terminated with non-zero exit code: ${command}exit code ${code}`,
     reason: 'NonZeroExitCode',
     details: { causes: [{ reason: 'ExitCode', message: String(code) }] },
   };

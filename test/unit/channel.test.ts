@@ -37,6 +37,7 @@ describe('v5.channel.k8s.io framing', () => {
     const apiServer =
       '{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code: error executing command [sh -c exit 3], exit code 3","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"3"}]}}';
     expect(exitFromStatus(apiServer)).toEqual({ code: 3 });
+    expect(JSON.stringify(statusFor(3, ['sh', '-c', 'exit 3']))).toBe(apiServer);
     expect(exitFromStatus('{"status":"Failure","message":"pod not found"}')).toEqual({
       code: 1,
       message: 'pod not found',

@@ -1,16 +1,18 @@
 /** serveExec and openExec against each other over a real WebSocket on 127.0.0.1 port 0. */
 import { createServer, type Server } from 'node:http';
+import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { errorFromResponse, UserError } from '../../src/errors.js';
 import { openExec } from '../../src/exec/client.js';
-import { execSpecFromQuery, serveExec } from '../../src/exec/server.js';
+import { execSpecFromQuery, type ServeExecOptions, serveExec } from '../../src/exec/server.js';
 import { SERVER_SUBPROTOCOLS } from '../../src/exec/v5.js';
-import type { RemoteProcess } from '../../src/providers/provider.js';
+import type { ExitStatus, RemoteProcess } from '../../src/providers/provider.js';
 
 let server: Server;
 let url = '';
 let start: () => Promise<RemoteProcess> = () => Promise.reject(new Error('not set'));
+let serveOpts: ServeExecOptions = {};
 
 beforeAll(async () => {
   const wss = new WebSocketServer({
@@ -20,7 +22,7 @@ beforeAll(async () => {
   server = createServer();
   server.on('upgrade', (req, socket, head) => {
     const spec = execSpecFromQuery(new URL(req.url ?? '/', 'http://x').searchParams);
-    wss.handleUpgrade(req, socket, head, (ws) => void serveExec(ws, spec, start));
+    wss.handleUpgrade(req, socket, head, (ws) => void serveExec(ws, spec, start, serveOpts));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   url = `ws://127.0.0.1:${(server.address() as { port: number }).port}/exec`;
@@ -30,11 +32,47 @@ afterAll(async () => {
   await new Promise((r) => server.close(r));
 });
 
-const client = (stdin = false) =>
-  openExec({ argv: ['x'], stdin }, { url, peer: 'the test server', refused: errorFromResponse });
+const client = (stdin = false, tty = false) =>
+  openExec({ argv: ['x'], stdin, tty }, { url, peer: 'the test server', refused: errorFromResponse });
+
+/** A process that runs until told to exit, and records what was done to it. */
+function recorder() {
+  const signals: string[] = [];
+  let stdinEnded = false;
+  let exit!: (s: ExitStatus) => void;
+  const stdin = new PassThrough();
+  stdin.on('finish', () => {
+    stdinEnded = true;
+  });
+  stdin.resume();
+  const proc: RemoteProcess = {
+    stdin,
+    stdout: new PassThrough(),
+    stderr: new PassThrough(),
+    resize() {},
+    kill(signal = 'SIGKILL') {
+      signals.push(signal);
+    },
+    exit: new Promise((r) => {
+      exit = r;
+    }),
+  };
+  const end = (s: ExitStatus) => {
+    (proc.stdout as PassThrough).end();
+    (proc.stderr as PassThrough).end();
+    exit(s);
+  };
+  return { proc, signals, stdinEnded: () => stdinEnded, end };
+}
+
+const until = async (ok: () => boolean) => {
+  for (let i = 0; i < 500 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+  return ok();
+};
 
 describe('serveExec', () => {
   it('a process that cannot start ends the stream at once with its reason, and the client exits 125', async () => {
+    serveOpts = {};
     for (const stdin of [false, true]) {
       start = () => Promise.reject(new Error('no such thing'));
       const p = await client(stdin);
@@ -44,6 +82,55 @@ describe('serveExec', () => {
       expect(await p.exit).toEqual({ code: 125 });
       expect(err).toBe('onmemos: no such thing\n');
     }
+  });
+});
+
+describe('serveExec options', () => {
+  it('by default a client that goes away kills the process', async () => {
+    serveOpts = {};
+    const r = recorder();
+    start = async () => r.proc;
+    const p = await client(true);
+    p.kill('SIGKILL');
+    expect(await until(() => r.signals.includes('SIGKILL'))).toBe(true);
+    r.end({ code: null, signal: 'SIGKILL' });
+  });
+
+  it("'leave' (a kubelet): without a tty the process runs on with its stdin closed; with one it gets SIGHUP", async () => {
+    serveOpts = { onClientGone: 'leave' };
+    const r = recorder();
+    start = async () => r.proc;
+    const p = await client(true);
+    p.kill('SIGKILL');
+    expect(await until(() => r.stdinEnded())).toBe(true);
+    (r.proc.stdout as PassThrough).write('nobody reads this\n');
+    await new Promise((res) => setTimeout(res, 50));
+    expect(r.signals).toEqual([]);
+    r.end({ code: 0 });
+
+    const t = recorder();
+    start = async () => t.proc;
+    const q = await client(true, true);
+    q.kill('SIGKILL');
+    expect(await until(() => t.signals.length > 0)).toBe(true);
+    expect(t.signals).toEqual(['SIGHUP']);
+    t.end({ code: null, signal: 'SIGHUP' });
+  });
+
+  it('signals: false ignores channel 16; status replaces the channel 3 status', async () => {
+    serveOpts = { signals: false, status: (e) => ({ metadata: {}, status: 'Failure', message: `custom ${e.code}` }) };
+    const r = recorder();
+    start = async () => r.proc;
+    const p = await client(true);
+    let err = '';
+    p.stderr.on('data', (d) => (err += d));
+    p.stdout.resume();
+    p.kill('SIGINT');
+    await new Promise((res) => setTimeout(res, 50));
+    r.end({ code: 7 });
+    expect(await p.exit).toEqual({ code: 1 });
+    expect(r.signals).toEqual([]);
+    expect(err).toContain('custom 7');
   });
 });
 

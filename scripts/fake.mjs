@@ -1,0 +1,38 @@
+// `npm run fake -- kube|cloudrun|workstations [options]`: starts a cloud API fake from test/fakes standalone.
+// The fake is TypeScript, built here on demand with esbuild into dist/fakes/ (its dependencies stay in
+// node_modules; dist/ is where the local provider finds the agent it puts in each sandbox), so it never enters
+// the published bundles. Needs `npm run build` first, for that agent.
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)));
+const [kind, ...args] = process.argv.slice(2);
+const usage = 'usage: npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated]';
+
+if (kind === 'cloudrun' || kind === 'workstations') {
+  process.stderr.write(`onmemos fake: ${kind}: not yet\n`);
+  process.exit(2);
+}
+if (kind !== 'kube') {
+  process.stderr.write(`${kind === undefined ? 'which fake?' : `no fake named ${kind}`}\n${usage}\n`);
+  process.exit(2);
+}
+if (!existsSync(join(root, 'dist', 'agent.cjs'))) {
+  process.stderr.write('onmemos fake: dist/agent.cjs is missing: run `npm run build` first\n');
+  process.exit(2);
+}
+const { build } = await import('esbuild');
+const outfile = join(root, 'dist', 'fakes', 'kube.mjs');
+await build({
+  entryPoints: [join(root, 'test', 'fakes', 'kube', 'main.ts')],
+  outfile,
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20.18',
+  packages: 'external',
+  logLevel: 'warning',
+});
+const { main } = await import(pathToFileURL(outfile).href);
+process.exitCode = await main(args);

@@ -1,0 +1,81 @@
+/**
+ * `npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated]`: the Kubernetes
+ * fake, standalone. Prints shell lines for `eval` (`export KUBECONFIG=…`, and comments) on stdout, logs requests on
+ * stderr with --verbose, and serves until SIGINT or SIGTERM, then removes every pod's sandbox and its files.
+ * scripts/fake.mjs builds this file and calls main().
+ */
+import { parseArgs } from 'node:util';
+import { startKubeFake } from './server.js';
+
+const USAGE = 'usage: npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated]';
+
+const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
+
+export async function main(args: string[]): Promise<number> {
+  let values: { port?: string; verbose?: boolean; 'require-token'?: boolean; network?: string; help?: boolean };
+  try {
+    values = parseArgs({
+      args,
+      options: {
+        port: { type: 'string' },
+        verbose: { type: 'boolean' },
+        'require-token': { type: 'boolean' },
+        network: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }).values;
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const port = values.port === undefined ? 0 : Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    process.stderr.write(`--port must be a port number\n${USAGE}\n`);
+    return 2;
+  }
+  if (values.network !== undefined && values.network !== 'outbound' && values.network !== 'isolated') {
+    process.stderr.write(`--network must be outbound or isolated\n${USAGE}\n`);
+    return 2;
+  }
+  const fake = await startKubeFake({
+    port,
+    requireToken: values['require-token'],
+    network: values.network as 'outbound' | 'isolated' | undefined,
+    log: values.verbose ? (line) => process.stderr.write(`kube-fake: ${line}\n`) : undefined,
+  });
+  process.stdout.write(
+    [
+      `# onmemos Kubernetes fake at ${fake.url}, context ${fake.context}; it stops (removing its pods) on SIGINT/SIGTERM`,
+      `# kubectl sends no token over http${values['require-token'] ? ' and is refused (--require-token)' : '; client libraries send the kubeconfig token'}`,
+      `export KUBECONFIG=${quote(fake.kubeconfigPath)}`,
+      '',
+    ].join('\n'),
+  );
+  await new Promise<void>((resolve) => {
+    const stop = (why: string) => {
+      process.stderr.write(`kube-fake: ${why}: stopping\n`);
+      resolve();
+    };
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      process.once(signal, () => {
+        process.once(signal, () => process.exit(130)); // a second one does not wait
+        stop(signal);
+      });
+    }
+    // `npm run` dies of a SIGTERM without passing it on: a parent gone is a stop too.
+    const parent = process.ppid;
+    const watch = setInterval(() => {
+      if (process.ppid !== parent) {
+        clearInterval(watch);
+        stop('its parent process ended');
+      }
+    }, 500);
+    watch.unref();
+  });
+  await fake.close();
+  return 0;
+}
