@@ -12,6 +12,8 @@ export default function setup(): () => void {
   process.env.ONMEMOS_TEST_TMP = dir;
   // No test sees this machine's kubeconfig (gke would count as configured, and ls would ask its cluster): a test
   // of the gke provider points KUBECONFIG at its own fake.
+  // The one exception, the conformance suite against a real cluster, finds the machine's own here.
+  process.env.ONMEMOS_TEST_REAL_KUBECONFIG ??= process.env.KUBECONFIG ?? '';
   process.env.KUBECONFIG = join(dir, 'no-kubeconfig');
   return () => rmSync(dir, { recursive: true, force: true });
 }
