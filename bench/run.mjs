@@ -11,6 +11,7 @@
  *   throughput     `onmemos exec $id -- head -c 1G /dev/zero | wc -c` vs the bare pipe  goal: ratio >= 0.8x
  *   limits         what limits add to create + rm: the session's cgroup (cpu, memory, pids, delegated) and its disk
  *                  image, made and removed as create and rm do, next to the whole create + rm    goal: <= 10 ms
+ *   gke ...        exec and throughput on the gke provider next to kubectl, against the Kubernetes fake (gke.mjs)
  *
  * Both onmemos and the baseline run on this Node (process.execPath), so the comparison is of onmemos's own work.
  * Times are wall clock from spawn to the child's close; MB is 10^6 bytes. All state lives in a fresh temporary
@@ -21,6 +22,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchGke, startKubeFake } from './gke.mjs';
 import {
   benchBigOutputs,
   benchConcurrent,
@@ -372,6 +374,9 @@ async function main() {
   const stateDir = mkdtempSync(join(tmpdir(), 'onmemos-bench-'));
   const env = { ...process.env, ONMEMOS_STATE_DIR: stateDir };
   delete env.ONMEMOS_SERVER;
+  // This machine's clusters are not the bench's: gke is measured against its own fake (and `rm --all` below must
+  // never reach a real cluster).
+  env.KUBECONFIG = join(stateDir, 'no-kubeconfig');
   delete env.ONMEMOS_LOG;
   const live = new Set();
   const onSignal = (sig) => {
@@ -383,6 +388,7 @@ async function main() {
 
   const results = [];
   let stopServer;
+  let stopKube;
   try {
     const c = await run(NODE, [BIN, 'create', '--provider', 'local', '--ttl', '10'], { env });
     const id = c.stdout.trim();
@@ -406,6 +412,17 @@ async function main() {
       ['RSS, stdin flood', 'under 200 MiB', () => benchStdinFlood(server.url, id, server.pid)],
       ['RSS, 8 x 100 MB executes', 'under 200 MiB', () => benchBigOutputs(server.url, id, server.pid)],
     );
+    // gke (issue 8): the Kubernetes fake in a process of its own, its pods local sandboxes.
+    benches.push([
+      'gke exec -- true',
+      '<= 0.7x',
+      async () => {
+        const fake = await startKubeFake(NODE, ROOT, env);
+        stopKube = fake.stop;
+        const t = { env, node: NODE, bin: BIN, run, interleave, median, shq, iterations: ITERATIONS };
+        return benchGke({ ...t, throughputIterations: THROUGHPUT_ITERATIONS }, fake, join(stateDir, 'kubectl-cache'));
+      },
+    ]);
     for (const [name, goal, bench] of benches) {
       if (!asJson) process.stderr.write(`bench: ${name} ...\n`);
       try {
@@ -417,6 +434,7 @@ async function main() {
     }
   } finally {
     await stopServer?.();
+    await stopKube?.();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     // --all also catches a session whose create was cut short (its id never printed); the state dir is ours alone.

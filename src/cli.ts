@@ -91,6 +91,8 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
       if (!/^[^\0\n]{1,253}$/.test(o.context))
         throw new UserError('--context must be a context name from the kubeconfig');
       registry = registry.withEnv({ GKE_CONTEXT: o.context });
+      const gke = registry.kinds().find((k) => k.kind === 'gke');
+      if (gke && !gke.configured) throw new UserError(`--context ${o.context}: ${gke.reason}`);
     }
     // In local mode the CLI removes what has expired on this machine before it looks (the server has a reaper).
     if (registry.withEnv) await registry.reapExpired({ kinds: ['local'] }).catch(() => {});

@@ -114,7 +114,7 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
       stdout.end();
       stderr.end();
       await Promise.all([drained(stdout), drained(stderr)]);
-      resolve(status ?? { code: 255 });
+      resolve(status ?? { code: 255, lost: true });
     });
   });
   const send = (data: Buffer, cb?: (e?: Error | null) => void) => {

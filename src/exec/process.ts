@@ -24,6 +24,8 @@ export interface ExitStatus {
   /** The exit code, or null when killed by a signal. */
   code: number | null;
   signal?: NodeJS.Signals;
+  /** The connection ended before the exit status came: the code (255) is onmemos', not the command's. */
+  lost?: boolean;
 }
 
 /** One shape for every transport. Under a tty, stderr is empty (the tty merges it into stdout). */

@@ -127,6 +127,13 @@ describe('create, ls, get, rm', () => {
     expect(await pvcs()).toContain(`${kept.id}-workspace`);
   });
 
+  it('--context chooses the kubeconfig context; one that is not there is a usage error', async () => {
+    expect((await gke(['--context', 'onmemos-fake', 'ls', '--provider', 'gke'])).stdout).toContain(id);
+    const r = await gke(['--context', 'nope', 'ls']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^onmemos: --context nope: context "nope" is not in /);
+  });
+
   it('an unreachable cluster: ls still lists what it can reach and names gke in one stderr line', async () => {
     const dead = join(kube.dir, 'dead.kubeconfig');
     writeFileSync(

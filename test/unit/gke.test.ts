@@ -252,6 +252,7 @@ describe('the exec wrapper (run here by sh, as the pod would)', () => {
     let err = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (err += d));
+    child.stdin.on('error', () => {}); // a command that exits first (127) closes its stdin: EPIPE is expected
     child.stdin.end(input ?? '');
     const code = await new Promise<number | null>((r) => child.on('close', (c) => r(c)));
     return { out, err, code };

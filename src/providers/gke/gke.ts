@@ -1,8 +1,9 @@
 /**
  * The gke provider: a session is a pod (labels and annotations carry the session, so the cluster is the only
- * state) in the Kubernetes namespace `{GKE_NAMESPACE_PREFIX}-{namespace}`. REST goes through
+ * state) in the Kubernetes namespace `{GKE_NAMESPACE_PREFIX}-{namespace}`. Writes and lists go through
  * @kubernetes/client-node (its KubeConfig also authenticates, exec plugins such as gke-gcloud-auth-plugin
- * included); commands go over the pods/exec WebSocket with onmemos' own v5.channel.k8s.io client (src/exec).
+ * included); the hot path of a command on one session (a GET of its pod) skips loading it where the kubeconfig
+ * allows (http.ts); commands go over the pods/exec WebSocket with onmemos' own v5.channel.k8s.io client (src/exec).
  */
 import { readFileSync } from 'node:fs';
 import {
@@ -27,6 +28,7 @@ import {
 } from '../../session/model.js';
 import { type Capabilities, type CreateOptions, capabilities, type Provider } from '../provider.js';
 import { pidFile, podExecQuery, signalArgv, wrappedArgv } from './exec.js';
+import { type KubeConnection, kubeRequest, simpleConnection } from './http.js';
 import { type KubeTarget, kubeconfigOptions, resolveKube } from './kubeconfig.js';
 import {
   ANNOTATION,
@@ -48,6 +50,7 @@ import {
 
 type K8s = typeof import('@kubernetes/client-node');
 type CoreV1Api = import('@kubernetes/client-node').CoreV1Api;
+type KubeConfig = import('@kubernetes/client-node').KubeConfig;
 
 /** A pod per session: no stop/start (a pod does not survive one), no pids limit per pod, no nested userns. */
 export const GKE_CAPABILITIES: Capabilities = capabilities({
@@ -90,36 +93,57 @@ export function gkeTimings(env: NodeJS.ProcessEnv): GkeTimings {
 export async function loadGkeProvider(env: NodeJS.ProcessEnv): Promise<GkeProvider> {
   const r = resolveKube(env);
   if (!r.ok) throw new UnavailableError(`provider gke is not configured: ${r.reason}`);
-  const k8s = await import('@kubernetes/client-node');
-  return new GkeProvider(r.target, gkeSettings(env), gkeTimings(env), k8s);
+  return new GkeProvider(r.target, gkeSettings(env), gkeTimings(env));
 }
 
 export class GkeProvider implements Provider {
   readonly kind = 'gke' as const;
   readonly capabilities = GKE_CAPABILITIES;
-  private readonly kc: import('@kubernetes/client-node').KubeConfig;
-  private readonly core: CoreV1Api;
   /** The Kubernetes namespace of each session this process has seen (saves the lookup before an exec). */
   private readonly where = new Map<string, string>();
+  /** The kubeconfig's connection when it needs no client-node (http.ts), else undefined. */
+  private readonly simple: KubeConnection | undefined;
+  private client?: Promise<{ kc: KubeConfig; core: CoreV1Api }>;
 
   constructor(
     readonly target: KubeTarget,
     readonly settings: GkeSettings,
     private readonly timings: GkeTimings,
-    k8s: K8s,
   ) {
-    this.kc = new k8s.KubeConfig();
-    const options = kubeconfigOptions(target);
-    const user = options.users[0]!;
-    if (!user.token && target.user.tokenFile) {
-      try {
-        (user as { token?: string }).token = readFileSync(target.user.tokenFile, 'utf8').trim();
-      } catch (e) {
-        throw new UnavailableError(`cannot read the token file of context ${target.context}: ${(e as Error).message}`);
-      }
+    try {
+      this.simple = simpleConnection(target);
+    } catch (e) {
+      throw new UnavailableError(`cannot read the credentials of context ${target.context}: ${(e as Error).message}`);
     }
-    this.kc.loadFromOptions(options);
-    this.core = this.kc.makeApiClient(k8s.CoreV1Api);
+  }
+
+  /** client-node, loaded on first use: every write and list, and authentication the kubeconfig delegates. */
+  private api(): Promise<{ kc: KubeConfig; core: CoreV1Api }> {
+    this.client ??= (async () => {
+      const k8s: K8s = await import('@kubernetes/client-node');
+      const kc = new k8s.KubeConfig();
+      const options = kubeconfigOptions(this.target);
+      const user = options.users[0]!;
+      if (!user.token && this.target.user.tokenFile) {
+        (user as { token?: string }).token = readFileSync(this.target.user.tokenFile, 'utf8').trim();
+      }
+      kc.loadFromOptions(options);
+      return { kc, core: kc.makeApiClient(k8s.CoreV1Api) };
+    })();
+    return this.client;
+  }
+
+  private async core(): Promise<CoreV1Api> {
+    return (await this.api()).core;
+  }
+
+  /** GET of one pod: on the hot path (http.ts) where the kubeconfig allows, else through client-node. */
+  private readPod(name: string, namespace: string): Promise<PodLike> {
+    return this.call('reading the pod', async () => {
+      if (!this.simple) return (await (await this.core()).readNamespacedPod({ name, namespace })) as PodLike;
+      const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`;
+      return (await kubeRequest(this.simple, 'GET', path, this.timings.requestMs)) as PodLike;
+    });
   }
 
   private get cluster(): string {
@@ -189,15 +213,17 @@ export class GkeProvider implements Provider {
       if (req.storage?.volume) {
         const pvc = pvcObject(id, req);
         progress('storage', `volume ${pvc.metadata.name} (${pvc.spec.resources.requests.storage}) at /workspace`);
-        await this.call('creating a volume', () =>
-          this.core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvc as never }),
+        await this.call('creating a volume', async () =>
+          (await this.core()).createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvc as never }),
         );
         made.pvc = true;
         aborted();
       }
       const body = podObject(id, req, s, now);
       progress('pod', `pod ${id} (image ${body.spec.containers[0]!.image})`);
-      await this.call('creating the pod', () => this.core.createNamespacedPod({ namespace: ns, body: body as never }));
+      await this.call('creating the pod', async () =>
+        (await this.core()).createNamespacedPod({ namespace: ns, body: body as never }),
+      );
       made.pod = true;
       this.where.set(id, ns);
       const pod = await this.waitReady(id, ns, signal, progress);
@@ -214,14 +240,14 @@ export class GkeProvider implements Provider {
 
   private async ensureNamespace(ns: string): Promise<void> {
     try {
-      await this.call(`reading namespace ${ns}`, () => this.core.readNamespace({ name: ns }));
+      await this.call(`reading namespace ${ns}`, async () => (await this.core()).readNamespace({ name: ns }));
       return;
     } catch (e) {
       if (!(e instanceof NotFoundError)) throw e;
     }
     try {
-      await this.call(`creating namespace ${ns}`, () =>
-        this.core.createNamespace({ body: namespaceObject(ns) as never }),
+      await this.call(`creating namespace ${ns}`, async () =>
+        (await this.core()).createNamespace({ body: namespaceObject(ns) as never }),
       );
     } catch (e) {
       // Another create made it in between: that is what was wanted.
@@ -239,9 +265,7 @@ export class GkeProvider implements Provider {
     const deadline = Date.now() + this.timings.createMs;
     let said = '';
     for (;;) {
-      const pod = (await this.call('reading the pod', () =>
-        this.core.readNamespacedPod({ name: id, namespace: ns }),
-      )) as PodLike;
+      const pod = await this.readPod(id, ns);
       const phaseReady =
         pod.status?.phase === 'Running' &&
         pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
@@ -267,15 +291,15 @@ export class GkeProvider implements Provider {
     const quiet = (p: Promise<unknown>) => p.catch(() => {});
     if (made.pod) {
       await quiet(
-        this.call('removing the pod', () =>
-          this.core.deleteNamespacedPod({ name: id, namespace: ns, gracePeriodSeconds: 0 }),
+        this.call('removing the pod', async () =>
+          (await this.core()).deleteNamespacedPod({ name: id, namespace: ns, gracePeriodSeconds: 0 }),
         ),
       );
     }
     if (made.pvc) {
       await quiet(
-        this.call('removing the volume', () =>
-          this.core.deleteNamespacedPersistentVolumeClaim({ name: pvcName(id), namespace: ns }),
+        this.call('removing the volume', async () =>
+          (await this.core()).deleteNamespacedPersistentVolumeClaim({ name: pvcName(id), namespace: ns }),
         ),
       );
     }
@@ -289,9 +313,7 @@ export class GkeProvider implements Provider {
     const answers = await Promise.allSettled(
       namespaces.map(async (ns) => ({
         ns,
-        pod: (await this.call('reading the pod', () =>
-          this.core.readNamespacedPod({ name: id, namespace: ns }),
-        )) as PodLike,
+        pod: await this.readPod(id, ns),
       })),
     );
     for (const a of answers) {
@@ -321,15 +343,19 @@ export class GkeProvider implements Provider {
     if (filter.namespace) {
       const namespace = kubeNamespace(this.settings.prefix, filter.namespace);
       try {
-        items = (await this.call('listing pods', () => this.core.listNamespacedPod({ namespace, labelSelector })))
-          .items as PodLike[];
+        items = (
+          await this.call('listing pods', async () =>
+            (await this.core()).listNamespacedPod({ namespace, labelSelector }),
+          )
+        ).items as PodLike[];
       } catch (e) {
         if (e instanceof NotFoundError) return [];
         throw e;
       }
     } else {
-      items = (await this.call('listing pods', () => this.core.listPodForAllNamespaces({ labelSelector })))
-        .items as PodLike[];
+      items = (
+        await this.call('listing pods', async () => (await this.core()).listPodForAllNamespaces({ labelSelector }))
+      ).items as PodLike[];
     }
     const prefix = `${this.settings.prefix}-`;
     const out: Session[] = [];
@@ -345,12 +371,14 @@ export class GkeProvider implements Provider {
 
   async delete(id: string): Promise<void> {
     const { pod, ns } = await this.findPod(id);
-    await this.call('removing the pod', () => this.core.deleteNamespacedPod({ name: id, namespace: ns }));
+    await this.call('removing the pod', async () =>
+      (await this.core()).deleteNamespacedPod({ name: id, namespace: ns }),
+    );
     const keep = pod.metadata?.annotations?.[ANNOTATION.keepStorage] === 'true';
     const hasPvc = pod.spec?.volumes?.some((v) => v.persistentVolumeClaim);
     if (hasPvc && !keep) {
-      await this.call('removing the volume', () =>
-        this.core.deleteNamespacedPersistentVolumeClaim({ name: pvcName(id), namespace: ns }),
+      await this.call('removing the volume', async () =>
+        (await this.core()).deleteNamespacedPersistentVolumeClaim({ name: pvcName(id), namespace: ns }),
       ).catch((e) => {
         if (!(e instanceof NotFoundError)) throw e;
       });
@@ -360,7 +388,7 @@ export class GkeProvider implements Provider {
     const deadline = Date.now() + this.timings.deleteMs;
     while (Date.now() < deadline) {
       try {
-        await this.call('reading the pod', () => this.core.readNamespacedPod({ name: id, namespace: ns }));
+        await this.readPod(id, ns);
       } catch (e) {
         if (e instanceof NotFoundError) return;
         throw e;
@@ -378,8 +406,8 @@ export class GkeProvider implements Provider {
       { op: 'replace', path: `/metadata/annotations/${esc(ANNOTATION.expires)}`, value: expires },
       { op: 'replace', path: `/metadata/annotations/${esc(ANNOTATION.ttl)}`, value: String(minutes) },
     ];
-    const pod = (await this.call('extending the session', () =>
-      this.core.patchNamespacedPod({ name: id, namespace: ns, body }),
+    const pod = (await this.call('extending the session', async () =>
+      (await this.core()).patchNamespacedPod({ name: id, namespace: ns, body }),
     )) as PodLike;
     const s = sessionOf(pod, this.target.context);
     if (!s) throw new NotFoundError(`no such session: ${id}`);
@@ -424,10 +452,11 @@ export class GkeProvider implements Provider {
     return [this.settings.shell, '-l'];
   }
 
-  /** TLS and headers for a connection of our own (the exec WebSocket), from the same KubeConfig as REST. */
+  /** TLS and headers for the exec WebSocket: the kubeconfig's own, or what client-node's KubeConfig makes of it. */
   private async connection(): Promise<{ headers: Record<string, string>; tls: Record<string, unknown> }> {
+    if (this.simple) return { headers: this.simple.headers, tls: this.simple.tls };
     const o: Record<string, unknown> = {};
-    await this.kc.applyToHTTPSOptions(o as never);
+    await (await this.api()).kc.applyToHTTPSOptions(o as never);
     const headers = { ...((o.headers as Record<string, string> | undefined) ?? {}) };
     delete o.headers;
     return { headers, tls: o };
@@ -483,6 +512,11 @@ export class GkeProvider implements Provider {
     };
     let killed = false;
     const exit: Promise<ExitStatus> = proc.exit.then(async (status) => {
+      // A stream that broke leaves its command running in the pod (nothing there ends it): end it from here.
+      if (status.lost && !killed) {
+        killed = true;
+        void signalTree('SIGKILL');
+      }
       await Promise.race([Promise.all(pending), sleep(5_000)]);
       return status;
     });

@@ -151,9 +151,14 @@ function absolutePaths<T extends object>(v: T, dir: string, keys: string[]): T {
   return out as T;
 }
 
-/** js-yaml loads only when a kubeconfig is read (a local exec never reads one). */
+/**
+ * js-yaml is initialized only when a kubeconfig is read (a local exec never reads one). In dist/cli.cjs the
+ * literal require() is bundled (with the code cache) and runs on first use; from source, it is node's require.
+ */
 function parseYaml(text: string): Record<string, unknown> {
-  const { load } = createRequire(import.meta.url)('js-yaml') as typeof import('js-yaml');
+  const { load } = (
+    typeof require === 'function' ? require('js-yaml') : createRequire(import.meta.url)('js-yaml')
+  ) as typeof import('js-yaml');
   const doc = load(text);
   return doc && typeof doc === 'object' && !Array.isArray(doc) ? (doc as Record<string, unknown>) : {};
 }
