@@ -285,6 +285,30 @@ describe('through onmemos serve', () => {
     });
     expect(legacy.status).toBe(200);
     expect(await legacy.json()).toMatchObject({ stdout: '/workspace\n' });
+    // The document's JSON shell, on a gke session.
+    const { default: WebSocket } = await import('ws');
+    const ws = new WebSocket(`${served.url.replace('http', 'ws')}/v1/sessions/${sid}/shell?api_key=${key}`);
+    const replies: Record<string, unknown>[] = [];
+    const two = new Promise<void>((resolve, reject) => {
+      const guard = setTimeout(() => reject(new Error(`JSON shell: ${JSON.stringify(replies)}`)), 20_000);
+      ws.on('message', (d) => {
+        replies.push(JSON.parse(String(d)));
+        if (replies.length === 2) {
+          clearTimeout(guard);
+          resolve();
+        }
+      });
+    });
+    ws.on('open', () => {
+      ws.send(JSON.stringify({ type: 'command', command: 'echo $USER; echo warn >&2' }));
+      ws.send(JSON.stringify({ type: 'command', command: 'exit 4' }));
+    });
+    await two;
+    ws.close();
+    expect(replies).toEqual([
+      { type: 'command_result', stdout: 'user\n', stderr: 'warn\n', returncode: 0, success: true },
+      { type: 'command_result', stdout: '', stderr: '', returncode: 4, success: false },
+    ]);
     expect((await gke(['rm', sid], { env: remote })).code).toBe(0);
     expect(await pods()).not.toContain(sid);
   });
