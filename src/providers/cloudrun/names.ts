@@ -1,0 +1,24 @@
+/**
+ * Cloud Run names derived from a session id. A service id is lowercase letters, digits and '-', starts with a
+ * letter and has at most 49 characters (PROTOCOLS.md §2); session ids start with `ws-` and are longer when the
+ * namespace and user are. A longer id keeps its first 40 characters and gains 8 hex characters of its SHA-256:
+ * deterministic (any onmemos finds the service again from the id alone), and two ids that share those 40
+ * characters still get different names.
+ */
+import { createHash } from 'node:crypto';
+
+export const MAX_SERVICE_ID = 49;
+
+export function serviceName(id: string): string {
+  if (id.length <= MAX_SERVICE_ID) return id;
+  const hash = createHash('sha256').update(id).digest('hex').slice(0, 8);
+  return `${id.slice(0, MAX_SERVICE_ID - 9).replace(/-+$/, '')}-${hash}`;
+}
+
+/** A job for one-shot commands of a session: the service name with a suffix, within the same 49 characters. */
+export function jobName(id: string): string {
+  const base = serviceName(id);
+  return base.length <= MAX_SERVICE_ID - 4
+    ? `${base}-job`
+    : `${base.slice(0, MAX_SERVICE_ID - 4).replace(/-+$/, '')}-job`;
+}
