@@ -229,7 +229,13 @@ export async function agentMain(argv: string[], io: AgentIO): Promise<number> {
   }
   // node-pty's fork keeps the agent's supplementary groups (docker gives root several, disk among them), and
   // node's spawn clears them only for its own children: a root agent that drops to a user clears its own.
-  if (settings.runAs) process.setgroups?.([]);
+  if (settings.runAs) {
+    try {
+      process.setgroups?.([]);
+    } catch (e) {
+      say(`cannot clear the agent's supplementary groups (${(e as Error).message}): commands on a tty keep them`);
+    }
+  }
   let agent: Awaited<ReturnType<typeof startCloudAgent>>;
   try {
     agent = await startCloudAgent({ ...settings, log: say }, { port: settings.port, host: settings.host });

@@ -184,7 +184,7 @@ export async function startCloudAgent(
       sendError(res, e);
     });
   });
-  server.on('clientError', (_e, socket) => socket.destroy());
+  // A malformed request, or one whose headers and query pass Node's 16 KiB, gets Node's own answer (400, 431).
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     // Until ws owns the socket, a reset must not be fatal.
     socket.on('error', () => socket.destroy());

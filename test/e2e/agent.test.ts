@@ -190,6 +190,9 @@ describe('onmemos agent: exec over v5.channel.k8s.io', () => {
     expect((await collect(await exec({ argv: ['/tmp'] }))).status.code).toBe(126);
     const killed = await collect(await exec({ argv: ['sh', '-c', 'kill -TERM $$'] }));
     expect(killed.status.code).toBe(143);
+    // The exec's query is part of the request head, which Node bounds at 16 KiB: a longer one is refused, not hung
+    // (a long command goes through execute, or through stdin).
+    await expect(exec({ argv: ['echo', 'x'.repeat(20_000)] })).rejects.toThrow(/HTTP 431/);
   });
 
   it('delivers stdin with its EOF, binary-safe, 1 MiB', async () => {
@@ -280,6 +283,8 @@ describe('onmemos agent: the JSON shell and execute', () => {
     const big = await execute({ command: "head -c 3000000 /dev/zero | tr '\\0' a" });
     expect(big.body).toMatchObject({ returncode: 0, truncated: true });
     expect((big.body.stdout as string).length).toBe(1 << 20);
+    const long = await execute({ command: `: ${'x'.repeat(100_000)}; echo long` });
+    expect(long.body).toMatchObject({ stdout: 'long\n', returncode: 0 });
     const slow = await execute({ command: 'sleep 30', timeout: 0.5 });
     expect(slow.body).toMatchObject({ returncode: 124, success: false });
     expect((await execute({ command: '' })).status).toBe(400);
