@@ -12,6 +12,7 @@
  *   limits         what limits add to create + rm: the session's cgroup (cpu, memory, pids, delegated) and its disk
  *                  image, made and removed as create and rm do, next to the whole create + rm    goal: <= 10 ms
  *   gke ...        exec and throughput on the gke provider next to kubectl, against the Kubernetes fake (gke.mjs)
+ *   agent start-up `onmemos agent` from spawn to /health answered, next to a bare node server (agent.mjs)
  *
  * Both onmemos and the baseline run on this Node (process.execPath), so the comparison is of onmemos's own work.
  * Times are wall clock from spawn to the child's close; MB is 10^6 bytes. All state lives in a fresh temporary
@@ -22,6 +23,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchAgentStart } from './agent.mjs';
 import { benchGke, startKubeFake } from './gke.mjs';
 import {
   benchBigOutputs,
@@ -422,6 +424,12 @@ async function main() {
         const t = { env, node: NODE, bin: BIN, run, interleave, median, shq, iterations: ITERATIONS };
         return benchGke({ ...t, throughputIterations: THROUGHPUT_ITERATIONS }, fake, join(stateDir, 'kubectl-cache'));
       },
+    ]);
+    // The Cloud Run agent: its start-up, which a cold start waits for.
+    benches.push([
+      'agent start-up',
+      '<= +25 ms',
+      () => benchAgentStart({ env, node: NODE, bin: BIN, interleave, median, iterations: ITERATIONS }),
     ]);
     for (const [name, goal, bench] of benches) {
       if (!asJson) process.stderr.write(`bench: ${name} ...\n`);

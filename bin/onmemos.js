@@ -15,25 +15,48 @@ closeInheritedFds();
 // A reader that goes away (`onmemos ls | head -1`) is not an error of ours.
 for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
 
-// dist/cli.cjs imports its ES-module dependencies through this (see scripts/build.mjs).
-globalThis.__onmemosImport = (specifier) => import(specifier);
-const cli = loadCli();
-const { runCli, defaultRegistry } = cli.exports;
+if (process.argv[2] === 'agent') runAgent();
+else runMain();
 
-(async () => {
-  const code = await runCli(process.argv.slice(2), {
-    stdin: process.stdin,
-    stdout: process.stdout,
-    stderr: process.stderr,
-    env: process.env,
-    registry: defaultRegistry(process.env),
-    signals: process,
-  });
-  // stdout and stderr may be asynchronous (pipes, here): let what is queued reach the reader before exiting.
-  await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => s.write('', resolve))));
-  cli.saveCache();
-  process.exit(code);
-})();
+/**
+ * `onmemos agent` (in a workspace container) runs its own bundle, dist/cloud-agent.cjs, without the CLI's: it is
+ * up in about the time node itself takes, and writes no code cache into the workspace user's home.
+ */
+function runAgent() {
+  const { agentMain } = require('../dist/cloud-agent.cjs');
+  const io = { env: process.env, stdout: process.stdout, stderr: process.stderr, signals: process };
+  agentMain(process.argv.slice(3), io)
+    .catch((e) => {
+      process.stderr.write(`onmemos agent: ${e instanceof Error ? e.message : String(e)}\n`);
+      return 1;
+    })
+    .then(async (code) => {
+      await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => s.write('', resolve))));
+      process.exit(code);
+    });
+}
+
+function runMain() {
+  // dist/cli.cjs imports its ES-module dependencies through this (see scripts/build.mjs).
+  globalThis.__onmemosImport = (specifier) => import(specifier);
+  const cli = loadCli();
+  const { runCli, defaultRegistry } = cli.exports;
+
+  (async () => {
+    const code = await runCli(process.argv.slice(2), {
+      stdin: process.stdin,
+      stdout: process.stdout,
+      stderr: process.stderr,
+      env: process.env,
+      registry: defaultRegistry(process.env),
+      signals: process,
+    });
+    // stdout and stderr may be asynchronous (pipes, here): let what is queued reach the reader before exiting.
+    await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => s.write('', resolve))));
+    cli.saveCache();
+    process.exit(code);
+  })();
+}
 
 /**
  * dist/cli.cjs, compiled with V8's code cache when there is one: compiling the bundle is ~4 ms of every start-up

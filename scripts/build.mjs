@@ -53,6 +53,17 @@ await build({
   banner: { js: "const __onmemos_import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
   logOverride: { 'unsupported-require-call': 'silent' },
 });
+// dist/cloud-agent.cjs: `onmemos agent` in a workspace container (Cloud Run, images/), which bin/onmemos.js runs
+// without dist/cli.cjs: the agent, ws and node's own argument parser. node-pty stays in node_modules (an image
+// installs the package with its dependencies) and loads with the first tty.
+await build({
+  ...common,
+  external: ['node-pty', 'bufferutil', 'utf-8-validate'],
+  plugins: [...common.plugins, builtinImportsAsRequire({ commonjs: ['node-pty'] })],
+  entryPoints: ['src/agent/cloud-main.ts'],
+  outfile: 'dist/cloud-agent.cjs',
+  format: 'cjs',
+});
 await build({
   ...common,
   entryPoints: ['src/index.ts'],
@@ -101,12 +112,16 @@ function lazyRequires() {
   };
 }
 
-/** In dist/cli.cjs, @kubernetes/client-node is dist/kube.cjs, required when first used. */
+/**
+ * In dist/cli.cjs, @kubernetes/client-node is dist/kube.cjs, and the agent of `onmemos agent` is
+ * dist/cloud-agent.cjs, each required when first used.
+ */
 function vendored() {
   return {
     name: 'vendored',
     setup(b) {
       b.onResolve({ filter: /^@kubernetes\/client-node$/ }, () => ({ path: './kube.cjs', external: true }));
+      b.onResolve({ filter: /[\\/]agent[\\/]cloud-main\.js$/ }, () => ({ path: './cloud-agent.cjs', external: true }));
     },
   };
 }
@@ -117,8 +132,9 @@ function vendored() {
  * named exports as its require(), so these become a resolved require(). With `viaBin` (dist/cli.cjs), the other
  * import()s (ES-module packages: conf, undici, chalk) go through bin/onmemos.js's import(): the bundle is compiled
  * there as a vm.Script (for the code cache), whose own import() would need an experimental loader option.
+ * `commonjs` names external CommonJS packages whose import() becomes a require() too (the same exports).
  */
-function builtinImportsAsRequire({ viaBin = false } = {}) {
+function builtinImportsAsRequire({ viaBin = false, commonjs = [] } = {}) {
   return {
     name: 'builtin-imports-as-require',
     setup(b) {
@@ -126,7 +142,11 @@ function builtinImportsAsRequire({ viaBin = false } = {}) {
         if (result.errors.length > 0) return;
         const file = b.initialOptions.outfile;
         const src = readFileSync(file, 'utf8');
-        let out = src.replace(/\bimport\(("node:[a-z_/]+"|"\.\/kube\.cjs")\)/g, 'Promise.resolve(require($1))');
+        let out = src.replace(
+          /\bimport\(("node:[a-z_/]+"|"\.\/kube\.cjs"|"\.\/cloud-agent\.cjs")\)/g,
+          'Promise.resolve(require($1))',
+        );
+        for (const name of commonjs) out = out.replaceAll(`import("${name}")`, `Promise.resolve(require("${name}"))`);
         if (viaBin) out = out.replace(/\bimport\(("[^"]+")\)/g, '__onmemos_import($1)');
         writeFileSync(file, out);
       });

@@ -3,6 +3,7 @@
  * reports errors (one line, or JSON with --json; a stack only with --debug). Only bin/onmemos.js exits.
  */
 import { Command, CommanderError } from 'commander';
+import { agentCommand } from './commands/agent.js';
 import { configCommand } from './commands/config.js';
 import { connectCommand } from './commands/connect.js';
 import type { CliDeps, Ctx } from './commands/context.js';
@@ -41,8 +42,8 @@ async function resolveRegistry(
   return deps.registry;
 }
 
-/** Commands that always work on this machine, whatever server is configured. */
-const ALWAYS_LOCAL = new Set(['serve', 'config']);
+/** Commands that always work on this machine, whatever server is configured (and look at no provider first). */
+const ALWAYS_LOCAL = new Set(['serve', 'config', 'agent']);
 
 export async function main(argv: string[], deps: CliDeps): Promise<number> {
   let exitCode = 0;
@@ -77,6 +78,7 @@ Examples:
   onmemos shell "$id"
   onmemos ls
   onmemos rm "$id"
+  onmemos agent --port 8080          # inside a workspace container (images/); needs ONMEMOS_AGENT_SECRET_SHA256
 
 Run 'onmemos <command> --help' for a command's options. Exit codes: see the README.`,
     );
@@ -114,6 +116,8 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     // addCommand does not pass settings down: output routing, exitOverride and positional options.
     program.addCommand(cmd.copyInheritedSettings(program));
   }
+  // The agent parses its own options, --help included (bin/onmemos.js runs it without this parser).
+  program.addCommand(agentCommand(ctx, setExit).copyInheritedSettings(program).helpOption(false));
   await program.parseAsync(argv, { from: 'user' });
   return exitCode;
 }

@@ -10,6 +10,7 @@
  * and changes to the working directory; user values arrive only as positional parameters.
  */
 import { spawn as spawnChild } from 'node:child_process';
+import { chownSync } from 'node:fs';
 import { pipedProcess, ptyProcess } from '../exec/child.js';
 import { CHANGE_DIRECTORY, COMMAND_LOOKUP } from '../exec/lookup.js';
 import type { ExecSpec, RemoteProcess } from '../exec/process.js';
@@ -47,13 +48,30 @@ export interface ExecGroup {
   release(): void;
 }
 
-export function spawnPiped(spec: ExecSpec, env: Record<string, string>, cwd: string, group: ExecGroup): RemoteProcess {
+/**
+ * The user a command runs as when the agent runs as root and drops privileges for each command (the Cloud Run
+ * agent; the local agent is already the session user). The agent's supplementary groups are what the command keeps
+ * (node-pty's fork does not clear them): an agent that drops clears its own first (cloud-main.ts).
+ */
+export interface RunAs {
+  uid: number;
+  gid: number;
+}
+
+export function spawnPiped(
+  spec: ExecSpec,
+  env: Record<string, string>,
+  cwd: string,
+  group: ExecGroup,
+  as?: RunAs,
+): RemoteProcess {
   const child = spawnChild('/bin/sh', prologueArgv(group.procsFiles, cwd, spec.argv).slice(1), {
     argv0: 'sh',
     detached: true, // its own session and process group: signals to the agent do not reach it, and vice versa
     env,
     cwd: '/',
     stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    ...(as ? { uid: as.uid, gid: as.gid } : {}),
   });
   return pipedProcess(child, { kill: (signal) => group.signal(signal, child.pid), released: () => group.release() });
 }
@@ -64,6 +82,7 @@ export async function spawnTty(
   env: Record<string, string>,
   cwd: string,
   group: ExecGroup,
+  as?: RunAs,
 ): Promise<RemoteProcess> {
   const pty = await import('node-pty');
   const argv = prologueArgv(group.procsFiles, cwd, spec.argv);
@@ -74,7 +93,15 @@ export async function spawnTty(
     cwd: '/',
     env,
     encoding: null,
+    ...(as ? { uid: as.uid, gid: as.gid } : {}),
   });
+  // The terminal is the command's, as login and sshd make it: its user may open it by name (`tty`, write, mesg).
+  const ptsName = (term as unknown as { ptsName?: string }).ptsName; // UnixTerminal's, not in the typings
+  if (as && ptsName) {
+    try {
+      chownSync(ptsName, as.uid, as.gid);
+    } catch {}
+  }
   return ptyProcess(term, { kill: (signal) => group.signal(signal, term.pid), released: () => group.release() });
 }
 

@@ -11,7 +11,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { UserError } from '../errors.js';
-import { exitCodeOf } from '../exec/process.js';
+import { type ExecSpec, exitCodeOf, type RemoteProcess } from '../exec/process.js';
 import type { Provider } from '../providers/provider.js';
 import { type ExecuteResult, validateArgument } from '../session/model.js';
 import type { Principal } from './auth.js';
@@ -52,7 +52,11 @@ export async function respondExecute(
   }
 }
 
-export async function executeBuffered(
+/** Starts a command somewhere (a provider's session, the agent's own children): what a buffered execute runs on. */
+export type StartProcess = (spec: ExecSpec) => Promise<RemoteProcess>;
+
+/** The buffered execute on a session of a provider. */
+export function executeBuffered(
   provider: Provider,
   id: string,
   command: string,
@@ -61,8 +65,20 @@ export async function executeBuffered(
   /** Aborted when the client goes away: the command and everything it started are killed. */
   signal?: AbortSignal,
 ): Promise<ExecuteResult> {
+  return runBuffered((spec) => provider.exec(id, spec), command, timeoutSeconds, cap, signal);
+}
+
+/** The buffered execute on whatever `start` runs commands on (the server's providers, the Cloud Run agent). */
+export async function runBuffered(
+  start: StartProcess,
+  command: string,
+  timeoutSeconds: number,
+  cap = DEFAULT_OUTPUT_CAP,
+  /** Aborted when the client goes away: the command and everything it started are killed. */
+  signal?: AbortSignal,
+): Promise<ExecuteResult> {
   validateArgument('the command', command);
-  const proc = await provider.exec(id, { argv: ['/bin/sh', '-c', command], stdin: false });
+  const proc = await start({ argv: ['/bin/sh', '-c', command], stdin: false });
   const onAbort = () => proc.kill('SIGKILL');
   if (signal?.aborted) onAbort();
   signal?.addEventListener('abort', onAbort);

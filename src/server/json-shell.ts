@@ -1,14 +1,14 @@
 /**
- * The document's JSON shell WebSocket, on `/v1/sessions/{id}/shell` and `/v1/cloudrun/workspaces/{id}/shell`:
+ * The document's JSON shell WebSocket, on `/v1/sessions/{id}/shell` and `/v1/cloudrun/workspaces/{id}/shell` (and
+ * on the Cloud Run agent's `/v1/shell`, src/agent/cloud.ts):
  * `{"type":"command","command":"..."}` is run under `/bin/sh -c` and answered with
  * `{"type":"command_result","stdout","stderr","returncode","success"}`, one command at a time, in order. A bad
  * message is answered with `{"type":"error","error":{"code","message"}}`.
  */
 import type { WebSocket } from 'ws';
-import type { Provider } from '../providers/provider.js';
 import { validateArgument } from '../session/model.js';
 import { acceptCounted, type ServerOptions, type Upgrade } from './context.js';
-import { checkTimeout, executeBuffered } from './execute.js';
+import { checkTimeout, runBuffered, type StartProcess } from './execute.js';
 import { errorStatus } from './http.js';
 
 /** JSON shell commands that may wait behind the running one; more are answered too_many_requests. */
@@ -17,7 +17,9 @@ const SHELL_MAX_WAITING = 8;
 /** The upgrade of a JSON shell route (checked up to a running session by the server): one concurrency slot. */
 export async function shellRoute(u: Upgrade): Promise<void> {
   const accepted = await acceptCounted(u.ctx, u.principal, u.req, u.socket, u.head);
-  if (accepted) jsonShell(accepted.ws, u.ctx.opts, u.provider, u.session.id, accepted.release);
+  if (!accepted) return;
+  const start: StartProcess = (spec) => u.provider.exec(u.session.id, spec);
+  jsonShell(accepted.ws, { start, outputCap: u.ctx.opts.outputCap }, accepted.release);
 }
 
 type ShellReply = Record<string, unknown> & { type: string };
@@ -55,7 +57,9 @@ const REFUSED: ShellReply = {
 };
 
 /**
- * Serves the JSON shell protocol on an open WebSocket; `release` gives back its concurrency slot once it is over.
+ * Serves the JSON shell protocol on an open WebSocket, each command started with `opts.start` (a session of the
+ * server's providers, or the Cloud Run agent's own children); `release` gives back its concurrency slot once it is
+ * over.
  *
  * Bounded: at most SHELL_MAX_WAITING commands (each at most 128 KiB) wait behind the running one. A message past
  * that is not kept: it is answered too_many_requests in its turn (replies stay one per message, in order, which
@@ -66,9 +70,7 @@ const REFUSED: ShellReply = {
  */
 export function jsonShell(
   ws: WebSocket,
-  opts: ServerOptions,
-  provider: Provider,
-  id: string,
+  opts: { start: StartProcess; outputCap?: ServerOptions['outputCap'] },
   release: () => void,
 ): void {
   const closed = new AbortController();
@@ -93,7 +95,7 @@ export function jsonShell(
   const answer = async (job: ShellJob): Promise<ShellReply> => {
     if ('reply' in job) return job.reply;
     try {
-      const result = await executeBuffered(provider, id, job.command, job.timeout, opts.outputCap, closed.signal);
+      const result = await runBuffered(opts.start, job.command, job.timeout, opts.outputCap, closed.signal);
       return { type: 'command_result', ...result };
     } catch (e) {
       const { code, message } = errorStatus(e);
