@@ -212,3 +212,20 @@ export function withoutOutputFields(o: Json, fields: readonly string[]): Json {
   for (const f of fields) delete out[f];
   return out;
 }
+
+/** `v` without proto3 default values (empty strings, lists and maps, zero, false, null), keys sorted. */
+export function canonical(v: unknown): unknown {
+  if (Array.isArray(v)) return v.length === 0 ? undefined : v.map(canonical);
+  if (v !== null && typeof v === 'object') {
+    const out: Json = {};
+    for (const k of Object.keys(v).sort()) {
+      const c = canonical((v as Json)[k]);
+      if (c !== undefined) out[k] = c;
+    }
+    return Object.keys(out).length === 0 ? undefined : out;
+  }
+  return v === '' || v === 0 || v === false || v === null ? undefined : v;
+}
+
+/** Whether two messages are the same once defaults are left out (what a client sends back is fuller than what it got). */
+export const sameMessage = (a: unknown, b: unknown) => JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));

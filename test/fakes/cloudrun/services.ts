@@ -25,6 +25,7 @@ import {
   page,
   parentName,
   revisionId,
+  sameMessage,
   withoutOutputFields,
 } from './resources.js';
 import { type Container, type HostDeps, type Revision, ServiceHost } from './revisions.js';
@@ -316,7 +317,7 @@ export class Services {
       op.fail({ code: rpcCode(fault.code), message: fault.message });
       return op.get();
     }
-    const newTemplate = JSON.stringify(spec.template) !== JSON.stringify(rec.spec.template);
+    const newTemplate = !sameMessage(spec.template, rec.spec.template);
     rec.spec = spec;
     rec.generation++;
     rec.updateTime = now();
