@@ -173,9 +173,10 @@ export class ExecutionRun {
       t.attempts = attempt + 1;
       this.changed();
       const forced = this.deps.faults.forcedExit(this.job);
-      const argv =
-        forced === undefined ? containerArgv(c, this.deps.images(c.image ?? '')) : ['sh', '-c', `exit ${forced}`];
+      const image = this.deps.images(c.image ?? '');
+      const argv = forced === undefined ? containerArgv(c, image) : ['sh', '-c', `exit ${forced}`];
       const env = {
+        ...image.env,
         ...containerEnv(c),
         CLOUD_RUN_JOB: this.job,
         CLOUD_RUN_EXECUTION: this.execution,
@@ -183,7 +184,13 @@ export class ExecutionRun {
         CLOUD_RUN_TASK_ATTEMPT: String(attempt),
         CLOUD_RUN_TASK_COUNT: String(this.taskCount),
       };
-      const { ok, message } = await this.attempt(t, { argv, env, c, timeoutMs });
+      const { ok, message } = await this.attempt(t, {
+        argv,
+        env,
+        c,
+        workingDir: c.workingDir ?? image.workingDir,
+        timeoutMs,
+      });
       if (this.cancelled) return;
       if (ok) {
         t.status = 'succeeded';
@@ -202,7 +209,7 @@ export class ExecutionRun {
 
   private async attempt(
     t: { output: string },
-    a: { argv: string[]; env: Record<string, string>; c: Container; timeoutMs: number },
+    a: { argv: string[]; env: Record<string, string>; c: Container; workingDir?: string; timeoutMs: number },
   ): Promise<{ ok: boolean; message: string }> {
     const cold = this.deps.faults.current.coldStartMs ?? 0;
     if (cold > 0) await new Promise((r) => setTimeout(r, cold));
@@ -212,7 +219,7 @@ export class ExecutionRun {
         {
           argv: a.argv,
           env: a.env,
-          workingDir: a.c.workingDir,
+          workingDir: a.workingDir,
           limits: a.c.resources?.limits,
           network: this.deps.network,
           label: this.job,

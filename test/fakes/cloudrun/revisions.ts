@@ -14,13 +14,25 @@ import type { FrontendTarget, Lease } from './frontend.js';
 import type { Json, Parent } from './resources.js';
 import type { ContainerRuntime, RunningContainer } from './runtime.js';
 
-/** What an image runs when the container names no command, and with which arguments when it names none. */
+/** What an image brings: its ENTRYPOINT and CMD, ENV and WORKDIR. */
 export interface ImageDefaults {
   entrypoint: string[];
   cmd?: string[];
+  env?: Record<string, string>;
+  workingDir?: string;
 }
-/** The onmemos workspace images run `onmemos agent`; the fake treats every image as one of them by default. */
-export const ONMEMOS_IMAGE: ImageDefaults = { entrypoint: ['onmemos', 'agent'] };
+/**
+ * The onmemos workspace images (images/*\/Dockerfile): ENTRYPOINT tini (here nothing: the sandbox reaps), CMD
+ * `onmemos agent`, HOME and WORKDIR /workspace, the document's variables empty. The fake treats every image as one
+ * of them unless told otherwise (`images`). So, as on Cloud Run, a container's `args` replace `onmemos agent` and its
+ * `command` replaces both.
+ */
+export const ONMEMOS_IMAGE: ImageDefaults = {
+  entrypoint: [],
+  cmd: ['onmemos', 'agent'],
+  env: { HOME: '/workspace', WORKSPACE_ID: '', NAMESPACE: '', USER: '', BUCKET_NAME: '' },
+  workingDir: '/workspace',
+};
 
 export interface Container {
   name?: string;
@@ -173,11 +185,13 @@ export class ServiceHost implements FrontendTarget {
   private async startInstance(rev: Revision): Promise<Instance> {
     const c = ((rev.template.containers as Container[] | undefined) ?? [])[0] ?? {};
     const port = await freePort();
-    let argv = containerArgv(c, this.deps.images(c.image ?? ''));
+    const image = this.deps.images(c.image ?? '');
+    let argv = containerArgv(c, image);
     if (matches(this.deps.faults.current.neverListen, this.id)) argv = ['sleep', 'infinity'];
     const cold = this.deps.faults.current.coldStartMs ?? 0;
     if (cold > 0) await new Promise((r) => setTimeout(r, cold));
     const env = {
+      ...image.env,
       ...containerEnv(c),
       PORT: String(port),
       K_SERVICE: this.id,
@@ -189,7 +203,7 @@ export class ServiceHost implements FrontendTarget {
       {
         argv,
         env,
-        workingDir: c.workingDir,
+        workingDir: c.workingDir ?? image.workingDir,
         limits: c.resources?.limits,
         network: 'host' satisfies NetworkMode,
         label: this.id,
