@@ -78,7 +78,7 @@ export interface CloudRunFake {
   tokenFile: string;
   project: string;
   region: string;
-  /** The variables that point gcloud (and onmemos) at the fake. */
+  /** The variables that point gcloud (and onmemos) at the fake, and keep gcloud from asking anything else. */
   env: Record<string, string>;
   dir: string;
   faults: Faults;
@@ -263,6 +263,9 @@ export async function startCloudRunFake(opts: CloudRunFakeOptions = {}): Promise
       CLOUDSDK_CORE_PROJECT: project,
       PROJECT_ID: project,
       REGION: region,
+      // Without these two gcloud looks up metadata.google.internal (is this a GCE VM?) before each command.
+      CLOUDSDK_CORE_CHECK_GCE_METADATA: 'false',
+      CLOUDSDK_METRICS_ENVIRONMENT: 'onmemos-fake',
     },
     dir,
     faults,
