@@ -4,6 +4,7 @@
  * its RPC method (google.cloud.run.v2.Services.GetService …), which Google's errors carry in their ErrorInfo.
  */
 import { invalidArgument, noMethod, operationNotFound } from './errors.js';
+import type { Policies } from './iam.js';
 import type { Jobs } from './jobs.js';
 import { knativeList, knativeService, regionOfHost } from './knative.js';
 import type { Operations } from './operations.js';
@@ -20,6 +21,7 @@ export interface ApiCall {
 }
 
 export interface ApiDeps {
+  policies: Policies;
   services: Services;
   jobs: Jobs;
   ops: Operations;
@@ -168,6 +170,33 @@ const ROUTES: [string, RegExp, string, Handler][] = [
       return op;
     },
   ],
+  // IAM of services and jobs (the resource must exist).
+  ...(['services', 'jobs'] as const).flatMap((kind): [string, RegExp, string, Handler][] => {
+    const rpc = kind === 'services' ? S : J;
+    const path = (verb: string) => new RegExp(`^${P}/${kind}/([^/:]+):${verb}$`);
+    const name = (d: ApiDeps, m: string[]) => {
+      if (kind === 'services') return d.services.find(parent(m), m[3]!).name;
+      return d.jobs.getJob(parent(m), m[3]!).name as string;
+    };
+    return [
+      ['GET', path('getIamPolicy'), `${rpc}.GetIamPolicy`, (d, m) => d.policies.get(name(d, m))],
+      [
+        'POST',
+        path('setIamPolicy'),
+        `${rpc}.SetIamPolicy`,
+        async (d, m, c) => d.policies.set(name(d, m), await c.body()),
+      ],
+      [
+        'POST',
+        path('testIamPermissions'),
+        `${rpc}.TestIamPermissions`,
+        async (d, m, c) => {
+          name(d, m);
+          return d.policies.test(await c.body());
+        },
+      ],
+    ];
+  }),
   // v1, read-only, for gcloud.
   [
     'GET',

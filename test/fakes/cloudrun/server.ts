@@ -11,7 +11,8 @@
  *   await run.close();                            // every sandbox removed, every file gone
  *
  * Files: api.ts (routes), services.ts + revisions.ts + frontend.ts (services), jobs.ts + executions.ts (jobs),
- * operations.ts, knative.ts (v1 for gcloud), runtime.ts + image.ts (containers in sandboxes), faults.ts, errors.ts.
+ * operations.ts, iam.ts, knative.ts (v1 for gcloud), runtime.ts + image.ts (containers in sandboxes), faults.ts,
+ * errors.ts.
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,6 +24,7 @@ import { handleApi, methodOf } from './api.js';
 import { badCredentials, credentialsMissing, GoogleApiError, invalidArgument } from './errors.js';
 import { type FaultSpec, Faults } from './faults.js';
 import { type FrontRequest, mintIdToken } from './frontend.js';
+import { Policies } from './iam.js';
 import { agentRoot, OnmemosImage } from './image.js';
 import { Jobs } from './jobs.js';
 import { Operations } from './operations.js';
@@ -125,11 +127,13 @@ export async function startCloudRunFake(opts: CloudRunFakeOptions = {}): Promise
   const runtime = opts.runtime ?? new SandboxRuntime({ stateDir, image, log, idBudget: idBudget(stateDir) });
   const images = opts.images ?? (() => ONMEMOS_IMAGE);
   const operations = new Operations();
+  const policies = new Policies();
   const requests: RequestRecord[] = [];
   const serviceRequests: FrontRequest[] = [];
   let url = '';
   const services = new Services({
     ops: operations,
+    policies,
     faults,
     account,
     projectNumber,
@@ -155,7 +159,7 @@ export async function startCloudRunFake(opts: CloudRunFakeOptions = {}): Promise
     execution: { runtime, faults, images, network: opts.network ?? 'outbound', log },
     logBase: () => `${url}/logs`,
   });
-  const deps = { services, jobs, ops: operations, projectNumber };
+  const deps = { services, jobs, ops: operations, policies, projectNumber };
 
   const send = (res: ServerResponse, code: number, body: unknown, text = false) => {
     if (res.headersSent) return void res.end();

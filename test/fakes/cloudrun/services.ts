@@ -9,6 +9,7 @@
 import { alreadyExists, fieldViolation, notFound, rpcCode } from './errors.js';
 import type { Faults } from './faults.js';
 import { type Frontend, type FrontRequest, startFrontend } from './frontend.js';
+import type { Policies } from './iam.js';
 import { type Operation, type Operations, TYPE } from './operations.js';
 import {
   type Condition,
@@ -81,6 +82,7 @@ export interface ServiceRecord {
 
 export interface ServicesDeps {
   ops: Operations;
+  policies: Policies;
   faults: Faults;
   host: HostDeps;
   /** Who the caller is (creator, lastModifier). */
@@ -204,7 +206,7 @@ export class Services {
     let rec!: ServiceRecord;
     const host = new ServiceHost(id, parent, this.deps.host, () => ({
       invoker: {
-        required: rec.spec.invokerIamDisabled !== true,
+        required: rec.spec.invokerIamDisabled !== true && !this.deps.policies.isPublic(rec.name),
         audiences: [rec.frontend.url, ...((rec.spec.customAudiences as string[]) ?? [])],
       },
       minInstances:
@@ -347,6 +349,7 @@ export class Services {
     this.enqueue(rec, async () => {
       await closing;
       this.byName.delete(rec.name);
+      this.deps.policies.forget(rec.name);
       op.done(this.json(rec));
     });
     return op.get();
