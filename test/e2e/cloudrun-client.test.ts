@@ -221,6 +221,27 @@ describe('services', () => {
     expect(relabelled.latestReadyRevision).toBe(after.latestReadyRevision);
   });
 
+  it('IAM: allUsers as run.invoker makes the service public, as --allow-unauthenticated does', async () => {
+    const resource = `${parent}/services/hello`;
+    const [svc] = await c.services.getService({ name: resource });
+    const [empty] = await c.services.getIamPolicy({ resource });
+    expect(empty).toMatchObject({ version: 1, bindings: [], etag: expect.anything() });
+    expect((await fetch(`${svc.uri}/health`)).status).toBe(403);
+    const [set] = await c.services.setIamPolicy({
+      resource,
+      policy: { bindings: [{ role: 'roles/run.invoker', members: ['allUsers'] }], etag: empty.etag },
+    });
+    expect(set.bindings).toMatchObject([{ role: 'roles/run.invoker', members: ['allUsers'] }]);
+    expect((await fetch(`${svc.uri}/health`)).status).toBe(200);
+    const stale = await failure(c.services.setIamPolicy({ resource, policy: { bindings: [], etag: empty.etag } }));
+    expect(stale.code).toBe(10);
+    const [tested] = await c.services.testIamPermissions({ resource, permissions: ['run.routes.invoke'] });
+    expect(tested.permissions).toEqual(['run.routes.invoke']);
+    await c.services.setIamPolicy({ resource, policy: { bindings: [] } });
+    expect((await fetch(`${svc.uri}/health`)).status).toBe(403);
+    expect((await failure(c.services.getIamPolicy({ resource: `${parent}/services/nope` }))).code).toBe(5);
+  });
+
   it('delete: the operation ends with the Service; then it is NOT_FOUND and its sandbox is gone', async () => {
     const name = `${parent}/services/second`;
     const [op] = await c.services.deleteService({ name });
@@ -271,6 +292,11 @@ describe('services', () => {
       3,
       'Violation in CreateServiceRequest.service.template: required field not present.',
     ]);
+    const badJson = await api(`/v2/${parent}/services?serviceId=x`, { method: 'POST', body: '{"template":' });
+    expect(badJson.status).toBe(400);
+    expect(await badJson.json()).toMatchObject({
+      error: { status: 'INVALID_ARGUMENT', message: expect.stringMatching(/^Invalid JSON payload received\./) },
+    });
     const route = await api('/v2/nothing/here');
     expect(route.status).toBe(404);
     expect(await route.json()).toMatchObject({ error: { code: 404, status: 'NOT_FOUND' } });

@@ -94,6 +94,16 @@ describe('service faults', () => {
     await remove('silent');
   });
 
+  it('a delete while a revision is still starting ends the start; both operations end, nothing is left', async () => {
+    fake.faults.set({ neverListen: 'abandoned' });
+    const [op] = await create('abandoned');
+    expect(await waitFor(async () => (await sandboxes(fake)).length === 1, 10_000, 20)).toBe(true);
+    const [del] = await c.services.deleteService({ name: `${parent}/services/abandoned` });
+    await del.promise();
+    expect((await failure(op.promise())).code).toBe(9);
+    expect(await sandboxes(fake)).toEqual([]);
+  });
+
   it('a container that exits before it listens fails the same way, its output in the revision log', async () => {
     const [op] = await create('crashy', { image: 'x', command: ['sh', '-c', 'echo cannot start >&2; exit 1'] });
     const e = await failure(op.promise());
