@@ -157,6 +157,7 @@ const ENUMS: Record<string, string[]> = {
   scalingMode: table('SCALING_MODE_UNSPECIFIED', 'AUTOMATIC', 'MANUAL'),
   egress: table('VPC_EGRESS_UNSPECIFIED', 'ALL_TRAFFIC', 'PRIVATE_RANGES_ONLY'),
   encryptionKeyRevocationAction: table('ENCRYPTION_KEY_REVOCATION_ACTION_UNSPECIFIED', 'PREVENT_NEW', 'SHUTDOWN'),
+  medium: table('MEDIUM_UNSPECIFIED', 'MEMORY'),
 };
 /** `type` is an enum only in traffic targets (a condition's `type` is a string). */
 const TRAFFIC_TYPE = table(
