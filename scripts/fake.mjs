@@ -8,13 +8,16 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const [kind, ...args] = process.argv.slice(2);
-const usage = 'usage: npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated]';
+const usage = [
+  'usage: npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated]',
+  '       npm run fake -- cloudrun [--port N] [--project ID] [--region R] [--verbose] [--network outbound|isolated] [--startup-timeout SECONDS] [--scale-to-zero SECONDS]',
+].join('\n');
 
-if (kind === 'cloudrun' || kind === 'workstations') {
+if (kind === 'workstations') {
   process.stderr.write(`onmemos fake: ${kind}: not yet\n`);
   process.exit(2);
 }
-if (kind !== 'kube') {
+if (kind !== 'kube' && kind !== 'cloudrun') {
   process.stderr.write(`${kind === undefined ? 'which fake?' : `no fake named ${kind}`}\n${usage}\n`);
   process.exit(2);
 }
@@ -23,9 +26,9 @@ if (!existsSync(join(root, 'dist', 'agent.cjs'))) {
   process.exit(2);
 }
 const { build } = await import('esbuild');
-const outfile = join(root, 'dist', 'fakes', 'kube.mjs');
+const outfile = join(root, 'dist', 'fakes', `${kind}.mjs`);
 await build({
-  entryPoints: [join(root, 'test', 'fakes', 'kube', 'main.ts')],
+  entryPoints: [join(root, 'test', 'fakes', kind, 'main.ts')],
   outfile,
   bundle: true,
   platform: 'node',

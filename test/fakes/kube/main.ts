@@ -5,6 +5,7 @@
  * scripts/fake.mjs builds this file and calls main().
  */
 import { parseArgs } from 'node:util';
+import { untilStopped } from '../foreground.js';
 import { startKubeFake } from './server.js';
 
 const USAGE = 'usage: npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated]';
@@ -55,27 +56,7 @@ export async function main(args: string[]): Promise<number> {
       '',
     ].join('\n'),
   );
-  await new Promise<void>((resolve) => {
-    const stop = (why: string) => {
-      process.stderr.write(`kube-fake: ${why}: stopping\n`);
-      resolve();
-    };
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-      process.once(signal, () => {
-        process.once(signal, () => process.exit(130)); // a second one does not wait
-        stop(signal);
-      });
-    }
-    // `npm run` dies of a SIGTERM without passing it on: a parent gone is a stop too.
-    const parent = process.ppid;
-    const watch = setInterval(() => {
-      if (process.ppid !== parent) {
-        clearInterval(watch);
-        stop('its parent process ended');
-      }
-    }, 500);
-    watch.unref();
-  });
+  await untilStopped('kube-fake');
   await fake.close();
   return 0;
 }

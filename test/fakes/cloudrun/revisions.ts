@@ -1,0 +1,303 @@
+/**
+ * A service's revisions and instances: deploying a revision starts its container (runtime.ts) and waits, as Cloud
+ * Run's default startup probe does, until something accepts connections on $PORT (or answers the container's
+ * startupProbe.httpGet path); a container that exits first or stays silent past the startup timeout fails the
+ * revision with Cloud Run's own message. The ready revision's instance serves the front end (frontend.ts); when it
+ * is gone (scaled to zero after an idle time, or crashed) the next request starts another: a cold start, in a new
+ * sandbox (so, as on Cloud Run, nothing written to the instance's disk survives it).
+ */
+import { connect, createServer } from 'node:net';
+import type { NetworkMode } from '../../../src/session/model.js';
+import type { Faults } from './faults.js';
+import { matches } from './faults.js';
+import type { FrontendTarget, Lease } from './frontend.js';
+import type { Json, Parent } from './resources.js';
+import type { ContainerRuntime, RunningContainer } from './runtime.js';
+
+/** What an image brings: its ENTRYPOINT and CMD, ENV and WORKDIR. */
+export interface ImageDefaults {
+  entrypoint: string[];
+  cmd?: string[];
+  env?: Record<string, string>;
+  workingDir?: string;
+}
+/**
+ * The onmemos workspace images (images/*\/Dockerfile): ENTRYPOINT tini (here nothing: the sandbox reaps), CMD
+ * `onmemos agent`, HOME and WORKDIR /workspace, the document's variables empty. The fake treats every image as one
+ * of them unless told otherwise (`images`). So, as on Cloud Run, a container's `args` replace `onmemos agent` and its
+ * `command` replaces both.
+ */
+export const ONMEMOS_IMAGE: ImageDefaults = {
+  entrypoint: [],
+  cmd: ['onmemos', 'agent'],
+  env: { HOME: '/workspace', WORKSPACE_ID: '', NAMESPACE: '', USER: '', BUCKET_NAME: '' },
+  workingDir: '/workspace',
+};
+
+export interface Container {
+  name?: string;
+  image?: string;
+  command?: string[];
+  args?: string[];
+  env?: { name: string; value?: string; valueSource?: unknown }[];
+  workingDir?: string;
+  resources?: { limits?: Record<string, string> };
+  ports?: { name?: string; containerPort?: number }[];
+  startupProbe?: { httpGet?: { path?: string } };
+}
+
+/** command + args as a container runtime resolves them against the image (Docker's ENTRYPOINT/CMD rules). */
+export function containerArgv(c: Container, image: ImageDefaults): string[] {
+  if (c.command && c.command.length > 0) return [...c.command, ...(c.args ?? [])];
+  return [...image.entrypoint, ...(c.args && c.args.length > 0 ? c.args : (image.cmd ?? []))];
+}
+
+/** The variables a container sets (`value` ones; secret references are not supported by the fake). */
+export function containerEnv(c: Container): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const e of c.env ?? [])
+    if (typeof e.value === 'string' || e.valueSource === undefined) env[e.name] = e.value ?? '';
+  return env;
+}
+
+export interface Revision {
+  id: string;
+  name: string;
+  generation: number;
+  template: Json;
+  createTime: string;
+  state: 'deploying' | 'ready' | 'failed';
+  message?: string;
+}
+
+export interface HostDeps {
+  runtime: ContainerRuntime;
+  faults: Faults;
+  images: (image: string) => ImageDefaults;
+  startupTimeoutMs: number;
+  /** Stop an instance of a service without minimum instances after this long without requests. */
+  idleMs?: number;
+  log(line: string): void;
+}
+
+interface Instance {
+  revision: Revision;
+  container: RunningContainer;
+  port: number;
+  gone: boolean;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Whether 127.0.0.1:port accepts a connection (and, with `path`, answers it with a status below 400). */
+function probe(port: number, path: string | undefined): Promise<boolean> {
+  if (path !== undefined) {
+    return fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(1_000) }).then(
+      (r) => r.body?.cancel().then(() => r.status < 400) ?? r.status < 400,
+      () => false,
+    );
+  }
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.setTimeout(1_000);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+    s.once('timeout', () => {
+      s.destroy();
+      resolve(false);
+    });
+  });
+}
+
+export class ServiceHost implements FrontendTarget {
+  readonly revisions: Revision[] = [];
+  private serving?: Instance;
+  private starting?: Promise<Instance>;
+  private readonly all = new Set<Instance>();
+  private active = 0;
+  private idleTimer?: NodeJS.Timeout;
+  private readonly abort = new AbortController();
+  private closed = false;
+
+  constructor(
+    readonly id: string,
+    private readonly parent: Parent,
+    private readonly deps: HostDeps,
+    /** The invoker rule and the service's minimum instances, read at each request from the service as it is then. */
+    private readonly settings: () => { invoker: { required: boolean; audiences: string[] }; minInstances: number },
+  ) {}
+
+  invoker() {
+    return this.settings().invoker;
+  }
+
+  get readyRevision(): Revision | undefined {
+    return this.revisions.findLast((r) => r.state === 'ready');
+  }
+
+  /** Deploys `rev`: resolves once it serves (its instance replaces the previous one) or has failed (`message`). */
+  async deploy(rev: Revision): Promise<{ ok: true } | { ok: false; message: string }> {
+    this.revisions.push(rev);
+    try {
+      const inst = await this.startInstance(rev);
+      if (this.closed) throw new Error('the fake is closing');
+      rev.state = 'ready';
+      const old = this.serving;
+      this.serving = inst;
+      if (old && old !== inst) void this.stopInstance(old);
+      this.scheduleIdle();
+      return { ok: true };
+    } catch (e) {
+      rev.state = 'failed';
+      rev.message = e instanceof StartFailure ? this.failedToListen(rev) : (e as Error).message;
+      return { ok: false, message: rev.message };
+    }
+  }
+
+  /** Cloud Run's words for a container that did not listen in time (the port named is the container's, 8080 by default). */
+  private failedToListen(rev: Revision): string {
+    const c = (rev.template.containers as Container[] | undefined)?.[0];
+    const port = c?.ports?.[0]?.containerPort ?? 8080;
+    const { project } = this.parent;
+    const filter = encodeURIComponent(
+      `resource.type="cloud_run_revision"\nresource.labels.service_name="${this.id}"\nresource.labels.revision_name="${rev.id}"`,
+    );
+    return [
+      `Revision '${rev.id}' is not ready and cannot serve traffic. The user-provided container failed to start and listen on the port defined provided by the PORT=${port} environment variable within the allocated timeout. This can happen when the container port is misconfigured or if the timeout is too short. The health check timeout can be extended. Logs for this revision might contain more information.`,
+      '',
+      `Logs URL: https://console.cloud.google.com/logs/viewer?project=${project}&resource=cloud_run_revision/service_name/${this.id}/revision_name/${rev.id}&advancedFilter=${filter}`,
+      'For more troubleshooting guidance, see https://cloud.google.com/run/docs/troubleshooting#container-failed-to-start',
+    ].join('\n');
+  }
+
+  private async startInstance(rev: Revision): Promise<Instance> {
+    const c = ((rev.template.containers as Container[] | undefined) ?? [])[0] ?? {};
+    const port = await freePort();
+    const image = this.deps.images(c.image ?? '');
+    let argv = containerArgv(c, image);
+    if (matches(this.deps.faults.current.neverListen, this.id)) argv = ['sleep', 'infinity'];
+    const cold = this.deps.faults.current.coldStartMs ?? 0;
+    if (cold > 0) await new Promise((r) => setTimeout(r, cold));
+    const env = {
+      ...image.env,
+      ...containerEnv(c),
+      PORT: String(port),
+      K_SERVICE: this.id,
+      K_REVISION: rev.id,
+      K_CONFIGURATION: this.id,
+    };
+    const log = (line: string) => this.deps.log(`${rev.id}: ${line}`);
+    const container = await this.deps.runtime.start(
+      {
+        argv,
+        env,
+        workingDir: c.workingDir ?? image.workingDir,
+        limits: c.resources?.limits,
+        network: 'host' satisfies NetworkMode,
+        label: this.id,
+        onLine: log,
+      },
+      this.abort.signal,
+    );
+    const inst: Instance = { revision: rev, container, port, gone: false };
+    this.all.add(inst);
+    if (this.closed) {
+      await this.stopInstance(inst);
+      throw new Error('the fake is closing');
+    }
+    void container.exit.then((s) => {
+      inst.gone = true;
+      if (!this.closed) log(`container exited (${s.code ?? s.signal})`);
+      if (this.serving === inst) this.serving = undefined;
+      void this.stopInstance(inst);
+    });
+    const deadline = Date.now() + this.deps.startupTimeoutMs;
+    const path = c.startupProbe?.httpGet ? (c.startupProbe.httpGet.path ?? '/') : undefined;
+    while (!inst.gone && !this.closed && Date.now() < deadline) {
+      if (await probe(port, path)) return inst;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await this.stopInstance(inst);
+    throw new StartFailure();
+  }
+
+  private async stopInstance(inst: Instance): Promise<void> {
+    inst.gone = true;
+    if (this.serving === inst) this.serving = undefined;
+    await inst.container.stop();
+    this.all.delete(inst);
+  }
+
+  async acquire(): Promise<Lease> {
+    const rev = this.readyRevision;
+    if (this.closed || !rev) throw new Error('no revision serves');
+    let inst = this.serving;
+    if (!inst || inst.gone) {
+      this.starting ??= this.startInstance(rev).finally(() => {
+        this.starting = undefined;
+      });
+      inst = await this.starting;
+      if (this.closed) throw new Error('closing');
+      this.serving = inst;
+    }
+    this.active++;
+    clearTimeout(this.idleTimer);
+    let released = false;
+    return {
+      port: inst.port,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.active--;
+        this.scheduleIdle();
+      },
+    };
+  }
+
+  /** Scale to zero: with an idle time set and no minimum instances, the instance stops once no request is open. */
+  private scheduleIdle(): void {
+    const idle = this.deps.idleMs;
+    clearTimeout(this.idleTimer);
+    if (idle === undefined || this.active > 0 || this.closed) return;
+    this.idleTimer = setTimeout(() => {
+      const inst = this.serving;
+      if (!inst || this.active > 0 || this.settings().minInstances > 0) return;
+      this.deps.log(`${inst.revision.id}: idle for ${idle} ms: instance stopped (scale to zero)`);
+      void this.stopInstance(inst);
+    }, idle);
+    this.idleTimer.unref();
+  }
+
+  /** Whether an instance runs now (for tests of scale to zero). */
+  get instanceRunning(): boolean {
+    return !!this.serving && !this.serving.gone;
+  }
+
+  /** The local session the serving instance runs in. */
+  get instanceSession(): string | undefined {
+    return this.serving && !this.serving.gone ? this.serving.container.session : undefined;
+  }
+
+  /** Stops every instance (a deploy in progress ends failed). */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.idleTimer);
+    this.abort.abort();
+    await this.starting?.catch(() => {});
+    await Promise.all([...this.all].map((i) => this.stopInstance(i)));
+  }
+}
+
+class StartFailure extends Error {}
