@@ -16,6 +16,7 @@ import {
   type SessionFilter,
   validateSessionId,
 } from '../session/model.js';
+import { cloudRunConfig } from './cloudrun/config.js';
 import { resolveKube } from './gke/kubeconfig.js';
 import { stateDir } from './local/store.js';
 import type { Capabilities, CreateOptions, Provider } from './provider.js';
@@ -71,7 +72,14 @@ export function defaultEntries(): ProviderEntry[] {
       configured: () => ({ ok: true }),
       load: async (env) => new (await import('./local/local.js')).LocalProvider({ env }),
     },
-    notYet('cloud_run'),
+    {
+      kind: 'cloud_run',
+      configured: (env) => {
+        const r = cloudRunConfig(env);
+        return r.ok ? { ok: true } : { ok: false, reason: r.reason };
+      },
+      load: async (env) => (await import('./cloudrun/cloudrun.js')).loadCloudRunProvider(env),
+    },
     {
       kind: 'gke',
       configured: (env) => {

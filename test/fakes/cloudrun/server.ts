@@ -98,6 +98,26 @@ export interface CloudRunFake {
   close(): Promise<void>;
 }
 
+/**
+ * A script that prints an ID token for $AUDIENCE which the front ends accept (the fake's `idToken`): what
+ * ONMEMOS_ID_TOKEN_COMMAND runs, so that onmemos (and anyone with curl) can call a service's uri.
+ */
+function mintScript(dir: string, account: string): string {
+  const file = join(dir, 'mint-id-token.mjs');
+  writeFileSync(
+    file,
+    `const b = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+const iat = Math.floor(Date.now() / 1000);
+const aud = process.env.AUDIENCE;
+if (!aud) { process.stderr.write('AUDIENCE is not set\\n'); process.exit(2); }
+const claims = { iss: 'https://accounts.google.com', aud, sub: '1', email: ${JSON.stringify(account)}, iat, exp: iat + 3600 };
+process.stdout.write(\`\${b({ alg: 'RS256', typ: 'JWT', kid: 'onmemos-fake' })}.\${b(claims)}.\${Buffer.from('unsigned').toString('base64url')}\\n\`);
+`,
+    { mode: 0o600 },
+  );
+  return file;
+}
+
 /** Characters the local sessions' namespace and user have together, for their socket paths (107 bytes). */
 function idBudget(stateDir: string): number {
   return 107 - stateDir.length - '/local/sessions/'.length - 'ws---0123456789-abcd'.length - '/agent.sock.'.length - 7;
@@ -270,6 +290,8 @@ export async function startCloudRunFake(opts: CloudRunFakeOptions = {}): Promise
       // Without these two gcloud looks up metadata.google.internal (is this a GCE VM?) before each command.
       CLOUDSDK_CORE_CHECK_GCE_METADATA: 'false',
       CLOUDSDK_METRICS_ENVIRONMENT: 'onmemos-fake',
+      // onmemos' own: ID tokens for a service's uri (an exec through the agent), as the front ends accept them.
+      ONMEMOS_ID_TOKEN_COMMAND: `'${process.execPath}' '${mintScript(dir, account)}'`,
     },
     dir,
     faults,

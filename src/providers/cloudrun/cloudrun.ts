@@ -1,0 +1,365 @@
+/**
+ * The cloud_run provider: a session is a Cloud Run service (Admin API v2, `@google-cloud/run` over its REST
+ * fallback) whose one container runs `onmemos agent`; the service's labels and annotations are the whole session.
+ * Commands go to the agent at the service's URL over the same exec WebSocket as everywhere (src/exec), with a
+ * Google ID token for that URL (Cloud Run's invoker check) and the session's secret (secret.ts).
+ */
+import { readFileSync } from 'node:fs';
+import {
+  ConflictError,
+  InterruptedError,
+  NotFoundError,
+  OnmemosError,
+  ProviderError,
+  UnavailableError,
+} from '../../errors.js';
+import { openExec } from '../../exec/client.js';
+import type { ExecSpec, RemoteProcess } from '../../exec/process.js';
+import { V5 } from '../../exec/v5.js';
+import {
+  type ConnectInfo,
+  type CreateSessionRequest,
+  matchesFilter,
+  newSessionId,
+  type Session,
+  type SessionFilter,
+  validateSessionId,
+  validateTtl,
+} from '../../session/model.js';
+import { type Capabilities, type CreateOptions, capabilities, type Provider } from '../provider.js';
+import { type CloudRunConfig, cloudRunConfig } from './config.js';
+import { serviceName } from './names.js';
+import { newNonce, secretKey, sessionSecret } from './secret.js';
+import { ANNOTATION, type ServiceLike, serviceObject, sessionOf, sha256Hex } from './service.js';
+
+type ServicesClient = import('@google-cloud/run').ServicesClient;
+/** What both an OAuth2Client (a static token) and GoogleAuth (ADC) give: request headers. */
+interface AuthLike {
+  getRequestHeaders(url?: string): Promise<unknown>;
+}
+
+/**
+ * A service per session: no stop/start (scale to zero stands in), a workspace that outlives a scale to zero only
+ * on a Filestore volume, CPU and memory limits only, no nested user namespaces (gVisor/gen2 sandbox).
+ */
+export const CLOUDRUN_CAPABILITIES: Capabilities = capabilities({
+  networks: ['outbound'],
+  storage: ['bucket', 'filestore'],
+  limits: ['cpus', 'memoryBytes'],
+  persistentWorkspace: false,
+  lifecycle: { start: false, stop: false, extend: true },
+  nestedUserns: false,
+});
+
+export async function loadCloudRunProvider(env: NodeJS.ProcessEnv): Promise<CloudRunProvider> {
+  const r = cloudRunConfig(env);
+  if (!r.ok) throw new UnavailableError(`provider cloud_run is not configured: ${r.reason}`);
+  return new CloudRunProvider(r.config, env);
+}
+
+/** gRPC codes the REST fallback reports (google-gax maps HTTP statuses onto them), and the HTTP ones. */
+const NOT_FOUND = new Set([5, 404]);
+const ALREADY_EXISTS = new Set([6, 409]);
+const UNAVAILABLE = new Set([4, 13, 14, 500, 502, 503, 504]);
+
+export class CloudRunProvider implements Provider {
+  readonly kind = 'cloud_run' as const;
+  readonly capabilities = CLOUDRUN_CAPABILITIES;
+  readonly parent: string;
+  private clients?: Promise<{ services: ServicesClient; auth: AuthLike & Record<string, unknown> }>;
+
+  constructor(
+    readonly config: CloudRunConfig,
+    private readonly env: NodeJS.ProcessEnv,
+    /** Where ID tokens come from (tests inject one); Application Default Credentials by default. */
+    private readonly idTokens?: (audience: string) => Promise<string>,
+  ) {
+    this.parent = `projects/${config.project}/locations/${config.region}`;
+  }
+
+  private where(): string {
+    return `Cloud Run (${this.parent})`;
+  }
+
+  /** The client and credentials, loaded on first use: a static token from CLOUDSDK_AUTH_ACCESS_TOKEN_FILE, else ADC. */
+  private api() {
+    this.clients ??= (async () => {
+      const [{ ServicesClient }, gal] = await Promise.all([import('@google-cloud/run'), import('google-auth-library')]);
+      let auth: AuthLike & Record<string, unknown>;
+      if (this.config.tokenFile) {
+        const client = new gal.OAuth2Client();
+        const token = readFileSync(this.config.tokenFile, 'utf8').trim();
+        client.setCredentials({ access_token: token, expiry_date: Date.now() + 3600_000 });
+        auth = client as unknown as AuthLike & Record<string, unknown>;
+      } else {
+        auth = new gal.GoogleAuth({ scopes: ['https://www.googleapis.com/auth/cloud-platform'] }) as never;
+      }
+      const e = this.config.endpoint;
+      const services = new ServicesClient({
+        fallback: true,
+        authClient: auth as never,
+        ...(e
+          ? { apiEndpoint: e.host, port: e.port, protocol: e.protocol }
+          : { apiEndpoint: `${this.config.region}-run.googleapis.com` }),
+      } as never);
+      return { services, auth };
+    })();
+    return this.clients;
+  }
+
+  private name(id: string): string {
+    return `${this.parent}/services/${serviceName(id)}`;
+  }
+
+  /** An API error as an onmemos error that names the service and says what was being done. */
+  private apiError(what: string, e: unknown): OnmemosError {
+    if (e instanceof OnmemosError) return e;
+    const code = (e as { code?: unknown })?.code;
+    const raw = e instanceof Error ? e.message : String(e);
+    const message = raw.replace(/^\d+ [A-Z_]+: /, '').split('\n')[0];
+    if (typeof code === 'number') {
+      if (NOT_FOUND.has(code)) return new NotFoundError(`${what}: ${message}`);
+      if (ALREADY_EXISTS.has(code)) return new ConflictError(`${what}: ${message}`);
+      if (UNAVAILABLE.has(code))
+        return new UnavailableError(`${this.where()} failed (${what}): ${message}`, { cause: e });
+      return new ProviderError(`${this.where()} refused ${what}: ${message}`, { cause: e });
+    }
+    // A socket's error (ECONNREFUSED, ETIMEDOUT...) is the network's; anything else is ours or the library's.
+    if (typeof code === 'string')
+      return new UnavailableError(`cannot reach ${this.where()} (${what}): ${message}`, { cause: e });
+    return new ProviderError(`${what} failed: ${message}`, { cause: e });
+  }
+
+  private async call<T>(what: string, fn: (s: ServicesClient) => Promise<T>): Promise<T> {
+    try {
+      return await fn((await this.api()).services);
+    } catch (e) {
+      throw this.apiError(what, e);
+    }
+  }
+
+  async create(req: CreateSessionRequest, opts: CreateOptions = {}): Promise<Session> {
+    const { signal, onProgress } = opts;
+    const now = Date.now();
+    const id = newSessionId(req.namespace, req.user, now);
+    const name = serviceName(id);
+    const nonce = newNonce();
+    const secret = sessionSecret(secretKey(this.env), name, nonce);
+    const service = serviceObject(id, req, this.config, { secretSha256: sha256Hex(secret), nonce, now });
+    const progress = (step: string, message: string) => onProgress?.({ step, message, id });
+    let made = false;
+    try {
+      if (signal?.aborted) throw new InterruptedError('interrupted');
+      progress('service', `service ${name} in ${this.parent} (image ${service.template.containers[0]!.image})`);
+      const [op] = await this.call('creating the service', (s) =>
+        s.createService({ parent: this.parent, serviceId: name, service: service as never }),
+      );
+      made = true;
+      progress('deploy', `deploying ${name}: waiting for its first revision to be ready`);
+      const done = this.call('deploying the service', async () => (await op.promise())[0] as ServiceLike);
+      done.catch(() => {}); // after an abort, the operation fails as its service is removed: nobody waits for it
+      const result = await abortable(done, signal);
+      const session = sessionOf(result);
+      if (!session) throw new ProviderError(`service ${name} lost its onmemos labels`);
+      progress('ready', `service ${name} is ready at ${result.uri}`);
+      return session;
+    } catch (e) {
+      if (made) await this.remove(id).catch(() => {});
+      if (signal?.aborted) throw new InterruptedError(`create of ${id} interrupted; what it made was removed`);
+      throw e;
+    }
+  }
+
+  private async service(id: string): Promise<ServiceLike> {
+    validateSessionId(id);
+    try {
+      const [s] = await this.call('reading the service', (c) => c.getService({ name: this.name(id) }));
+      return s as ServiceLike;
+    } catch (e) {
+      if (e instanceof NotFoundError)
+        throw new NotFoundError(`no such session: ${id}`, { hint: 'list sessions with: onmemos ls' });
+      throw e;
+    }
+  }
+
+  async get(id: string): Promise<Session> {
+    const s = sessionOf(await this.service(id));
+    if (!s || s.id !== id) throw new NotFoundError(`no such session: ${id}`);
+    return s;
+  }
+
+  async list(filter: SessionFilter = {}): Promise<Session[]> {
+    const [items] = await this.call('listing services', (c) =>
+      c.listServices({ parent: this.parent }, { autoPaginate: true }),
+    );
+    const out: Session[] = [];
+    for (const s of items as ServiceLike[]) {
+      const session = sessionOf(s);
+      if (session && matchesFilter(session, filter)) out.push(session);
+    }
+    return out.sort((a, b) => a.created_at.localeCompare(b.created_at));
+  }
+
+  private async remove(id: string): Promise<void> {
+    const [op] = await this.call('removing the service', (c) => c.deleteService({ name: this.name(id) }));
+    await this.call('removing the service', () => op.promise());
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.get(id);
+    await this.remove(id);
+  }
+
+  async extend(id: string, minutes: number): Promise<Session> {
+    validateTtl(minutes);
+    const s = await this.service(id);
+    const annotations = {
+      ...(s.annotations ?? {}),
+      [ANNOTATION.expires]: new Date(Date.now() + minutes * 60_000).toISOString(),
+      [ANNOTATION.ttl]: String(minutes),
+    };
+    const [op] = await this.call('extending the session', (c) =>
+      // The API is declarative: the whole service goes back, with its annotations changed (no new revision).
+      c.updateService({ service: { ...s, annotations } as never }),
+    );
+    const [updated] = await this.call('extending the session', () => op.promise());
+    const session = sessionOf(updated as ServiceLike);
+    if (!session) throw new NotFoundError(`no such session: ${id}`);
+    return session;
+  }
+
+  async reapExpired(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const s of await this.list()) {
+      if (s.status === 'expired')
+        await this.remove(s.id).then(
+          () => removed.push(s.id),
+          () => {},
+        );
+    }
+    return removed;
+  }
+
+  /** The agent's address and what it takes to be let in: an ID token for the URL, and the session's secret. */
+  private async agent(id: string): Promise<{ url: string; headers: Record<string, string> }> {
+    const s = await this.service(id);
+    const session = sessionOf(s);
+    if (!session || !s.uri) throw new NotFoundError(`no such session: ${id}`);
+    if (session.status !== 'running') throw new UnavailableError(`session ${id} is ${session.status}, not running`);
+    const nonce = s.annotations?.[ANNOTATION.nonce] ?? '';
+    const secret = sessionSecret(secretKey(this.env), serviceName(id), nonce);
+    const token = await this.idToken(s.uri);
+    return {
+      url: s.uri.replace(/\/+$/, '').replace(/^http/, 'ws'),
+      headers: { authorization: `Bearer ${token}`, 'x-onmemos-secret': secret },
+    };
+  }
+
+  /**
+   * An ID token for the service's URL (Cloud Run's invoker check), from the first source that gives one:
+   * ONMEMOS_ID_TOKEN_COMMAND (run with AUDIENCE set; prints a token, as a kubectl credential plugin does),
+   * Application Default Credentials that can make one (a service account's key, the metadata server), or
+   * `gcloud auth print-identity-token` (a gcloud user). Kept for 50 minutes per audience in this process.
+   */
+  private async idToken(audience: string): Promise<string> {
+    if (this.idTokens) return this.idTokens(audience);
+    const cached = this.tokenCache.get(audience);
+    if (cached && cached.until > Date.now()) return cached.token;
+    const tried: string[] = [];
+    const command = this.env.ONMEMOS_ID_TOKEN_COMMAND;
+    let token: string | undefined;
+    if (command) {
+      token = await runForToken('/bin/sh', ['-c', command], { ...this.env, AUDIENCE: audience }).catch((e) => {
+        throw new UnavailableError(`ONMEMOS_ID_TOKEN_COMMAND failed: ${(e as Error).message}`);
+      });
+    } else {
+      try {
+        const gal = await import('google-auth-library');
+        const client = await new gal.GoogleAuth().getIdTokenClient(audience);
+        token = await client.idTokenProvider.fetchIdToken(audience);
+      } catch (e) {
+        tried.push(`Application Default Credentials: ${(e as Error).message.split('\n')[0]}`);
+      }
+      if (!token) {
+        token = await runForToken('gcloud', ['auth', 'print-identity-token'], this.env).catch((e) => {
+          tried.push(`gcloud auth print-identity-token: ${(e as Error).message}`);
+          return undefined;
+        });
+      }
+    }
+    if (!token) {
+      throw new UnavailableError(`cannot get an ID token for ${audience} (${tried.join('; ')})`, {
+        hint: 'use a service account (GOOGLE_APPLICATION_CREDENTIALS), gcloud auth login, or ONMEMOS_ID_TOKEN_COMMAND',
+      });
+    }
+    this.tokenCache.set(audience, { token, until: Date.now() + 50 * 60_000 });
+    return token;
+  }
+  private readonly tokenCache = new Map<string, { token: string; until: number }>();
+
+  async exec(id: string, spec: ExecSpec): Promise<RemoteProcess> {
+    const { url, headers } = await this.agent(id);
+    return openExec(spec, {
+      url: `${url}/v1/exec`,
+      headers,
+      peer: `the agent of session ${id}`,
+      refused: (status, body) => {
+        const message = (body as { error?: { message?: string } })?.error?.message ?? `HTTP ${status}`;
+        if (status === 401 || status === 403) {
+          return new ProviderError(`the agent of session ${id} refused the call (${status}): ${message}`);
+        }
+        if (status === 429) return new UnavailableError(`the agent of session ${id} is busy: ${message}`);
+        return new UnavailableError(`the agent of session ${id} answered ${status}: ${message}`);
+      },
+    });
+  }
+
+  async connect(id: string): Promise<ConnectInfo> {
+    const s = await this.get(id);
+    const ws = s.url ? s.url.replace(/\/+$/, '').replace(/^http/, 'ws') : null;
+    return {
+      id,
+      provider: 'cloud_run',
+      status: s.status,
+      url: s.url,
+      exec: ws ? { url: `${ws}/v1/exec`, protocol: V5 } : null,
+      shell: { argv: ['/bin/bash', '-l'] },
+      json_shell: ws ? `${ws}/v1/shell` : null,
+      ssh: null,
+    };
+  }
+}
+
+/** Runs a command that prints a token on stdout (bounded: 30 s, 64 KiB); rejects with its stderr's last line. */
+async function runForToken(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  const { execFile } = await import('node:child_process');
+  return new Promise((resolve, reject) => {
+    execFile(file, args, { env, timeout: 30_000, maxBuffer: 64 * 1024 }, (err, stdout, stderr) => {
+      const token = String(stdout).trim();
+      if (err || !/^[A-Za-z0-9._-]+$/.test(token)) {
+        const why = String(stderr).trim().split('\n').pop() || (err ? err.message.split('\n')[0] : 'no token printed');
+        reject(new Error(why));
+      } else resolve(token);
+    });
+  });
+}
+
+/** Resolves as `p` does, or rejects as interrupted when `signal` aborts first. */
+function abortable<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return p;
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(new InterruptedError('interrupted'));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,175 @@
+/**
+ * A session as a Cloud Run service, and back: the Service (Admin API v2, proto3 JSON) a create request becomes, and
+ * the session its labels and annotations describe, so that list and get rebuild it from the API alone. The
+ * service runs the workspace image's `onmemos agent` (README: onmemos agent), private (an ID token is needed),
+ * scaled to zero when idle and to at most one instance (a session is one container), with session affinity.
+ * Pure functions: no client, no I/O.
+ */
+import { createHash } from 'node:crypto';
+import {
+  bucketNameFor,
+  type CreateSessionRequest,
+  type Session,
+  type SessionStatus,
+  sessionEnvironment,
+  TEMPLATES,
+  type Template,
+} from '../../session/model.js';
+import { type CloudRunConfig, defaultImage } from './config.js';
+import { serviceName } from './names.js';
+
+export const LABEL = {
+  managedBy: 'managed-by',
+  namespace: 'onmemos-namespace',
+  user: 'onmemos-user',
+  template: 'onmemos-template',
+} as const;
+export const ANNOTATION = {
+  session: 'onmemos.dev/session-id',
+  created: 'onmemos.dev/created',
+  ttl: 'onmemos.dev/ttl-minutes',
+  expires: 'onmemos.dev/expires-at',
+  nonce: 'onmemos.dev/secret-nonce',
+  cpuAlways: 'onmemos.dev/cpu-always',
+} as const;
+/** Where a bucket is mounted (as `create --bucket` says for every provider that mounts one). */
+export const BUCKET_PATH = '/workspace/bucket';
+/** The agent's port (the images EXPOSE it; Cloud Run sets PORT to it). */
+export const AGENT_PORT = 8080;
+/** The longest request Cloud Run allows a service: it bounds an exec's or a shell's life. */
+export const REQUEST_TIMEOUT_S = 3600;
+
+export interface ServiceOptions {
+  /** The hex SHA-256 of the session's secret (the agent compares against it; the secret itself is never stored). */
+  secretSha256: string;
+  nonce: string;
+  now: number;
+}
+
+export function sha256Hex(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}
+
+/** Cloud Run CPU is whole or fractional vCPU (at least 1 with concurrency > 1); memory in Mi. */
+function limits(req: CreateSessionRequest): Record<string, string> {
+  const cpu = Math.min(8, Math.max(1, Math.ceil(req.limits.cpus)));
+  const memory = `${Math.max(512, Math.ceil(req.limits.memoryBytes / 2 ** 20))}Mi`;
+  return { cpu: String(cpu), memory };
+}
+
+export function serviceObject(id: string, req: CreateSessionRequest, c: CloudRunConfig, o: ServiceOptions) {
+  const env: Record<string, string> = {
+    ...sessionEnvironment({ id, namespace: req.namespace, user: req.user }),
+    ...req.env,
+    ONMEMOS_AGENT_SECRET_SHA256: o.secretSha256,
+  };
+  const volumes: Record<string, unknown>[] = [];
+  const volumeMounts: Record<string, unknown>[] = [];
+  if (req.storage?.filestore) {
+    const { ip, share } = req.storage.filestore;
+    volumes.push({ name: 'workspace', nfs: { server: ip, path: `/${share}`, readOnly: false } });
+    volumeMounts.push({ name: 'workspace', mountPath: '/workspace' });
+  }
+  if (req.storage?.bucket) {
+    volumes.push({ name: 'bucket', gcs: { bucket: req.storage.bucket, readOnly: false } });
+    volumeMounts.push({ name: 'bucket', mountPath: BUCKET_PATH });
+  }
+  const created = new Date(o.now);
+  return {
+    labels: {
+      [LABEL.managedBy]: 'onmemos',
+      [LABEL.namespace]: req.namespace,
+      [LABEL.user]: req.user,
+      [LABEL.template]: req.template,
+    },
+    annotations: {
+      [ANNOTATION.session]: id,
+      [ANNOTATION.created]: created.toISOString(),
+      [ANNOTATION.ttl]: String(req.ttl_minutes),
+      [ANNOTATION.expires]: new Date(o.now + req.ttl_minutes * 60_000).toISOString(),
+      [ANNOTATION.nonce]: o.nonce,
+    },
+    template: {
+      containers: [
+        {
+          image: req.image ?? defaultImage(c, req.template),
+          env: Object.entries(env).map(([name, value]) => ({ name, value })),
+          resources: { limits: limits(req), cpuIdle: true },
+          ports: [{ containerPort: AGENT_PORT }],
+          startupProbe: { httpGet: { path: '/health', port: AGENT_PORT } },
+          volumeMounts,
+        },
+      ],
+      volumes,
+      scaling: { minInstanceCount: 0, maxInstanceCount: 1 },
+      sessionAffinity: true,
+      maxInstanceRequestConcurrency: 80,
+      timeout: { seconds: REQUEST_TIMEOUT_S },
+      // Volumes (NFS, Cloud Storage) need the second generation execution environment.
+      ...(volumes.length > 0 ? { executionEnvironment: 'EXECUTION_ENVIRONMENT_GEN2' } : {}),
+    },
+  };
+}
+
+/** The parts of a Service this file reads (the client's IService fits). */
+export interface ServiceLike {
+  name?: string | null;
+  uri?: string | null;
+  labels?: Record<string, string> | null;
+  annotations?: Record<string, string> | null;
+  createTime?: { seconds?: number | string | null } | string | null;
+  reconciling?: boolean | null;
+  deleteTime?: unknown;
+  terminalCondition?: { state?: string | number | null; message?: string | null } | null;
+}
+
+/** CONDITION_SUCCEEDED and CONDITION_FAILED, as names or (enum-encoding=int) numbers. */
+const SUCCEEDED = new Set<unknown>(['CONDITION_SUCCEEDED', 4]);
+const FAILED = new Set<unknown>(['CONDITION_FAILED', 5]);
+
+export function statusOf(s: ServiceLike, now = Date.now()): SessionStatus {
+  const expires = s.annotations?.[ANNOTATION.expires];
+  if (expires && Date.parse(expires) <= now) return 'expired';
+  const state = s.terminalCondition?.state;
+  if (FAILED.has(state)) return 'failed';
+  if (SUCCEEDED.has(state) && !s.reconciling) return 'running';
+  return 'creating';
+}
+
+/** The short name of a service's full resource name. */
+export function shortName(name: string): string {
+  return name.slice(name.lastIndexOf('/') + 1);
+}
+
+/** The session a service describes, or undefined for a service that is not an onmemos session. */
+export function sessionOf(s: ServiceLike, now = Date.now()): Session | undefined {
+  const l = s.labels ?? {};
+  const a = s.annotations ?? {};
+  const id = a[ANNOTATION.session];
+  if (l[LABEL.managedBy] !== 'onmemos' || !id || !l[LABEL.namespace] || !l[LABEL.user] || !s.name) return undefined;
+  if (serviceName(id) !== shortName(s.name)) return undefined; // a label copied onto another service
+  const template = (TEMPLATES as readonly string[]).includes(l[LABEL.template] ?? '')
+    ? (l[LABEL.template] as Template)
+    : 'python';
+  const created = a[ANNOTATION.created] ?? new Date(now).toISOString();
+  return {
+    id,
+    provider: 'cloud_run',
+    namespace: l[LABEL.namespace]!,
+    user: l[LABEL.user]!,
+    status: statusOf(s, now),
+    url: s.uri ?? null,
+    websocket: null,
+    ssh: false,
+    template,
+    created_at: created,
+    expires_at: a[ANNOTATION.expires] ?? created,
+    details: {
+      service_name: s.name,
+      bucket_name: bucketNameFor(id),
+      ...(s.terminalCondition?.message && statusOf(s, now) !== 'running'
+        ? { reason: s.terminalCondition.message }
+        : {}),
+    },
+  };
+}

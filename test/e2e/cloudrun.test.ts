@@ -1,0 +1,131 @@
+/**
+ * End to end, the cloud_run provider through the built binary against the Cloud Run Admin API fake
+ * (test/fakes/cloudrun): services whose container runs the real `onmemos agent` in a local sandbox, behind a front
+ * end that checks ID tokens as Cloud Run's does; next to local sessions, and through `onmemos serve`.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
+import { StateDir } from '../helpers/cli.js';
+import { type Served, startServe } from '../helpers/serve.js';
+
+let run: CloudRunFake;
+const state = new StateDir();
+let env: Record<string, string>;
+let id = '';
+const cr = (args: string[], opts: { input?: string; env?: Record<string, string> } = {}) =>
+  state.run(args, { ...opts, env: { ...env, ...opts.env } });
+
+beforeAll(async () => {
+  run = await startCloudRunFake();
+  // run.env has gcloud's variables and ONMEMOS_ID_TOKEN_COMMAND, as `npm run fake -- cloudrun` prints them.
+  env = { ...run.env, ONMEMOS_CONFIG_DIR: join(state.path, 'config') };
+  const r = await cr(['create', '--provider', 'cloud_run', '--namespace', 'team-a', '--user', 'alice', '--json']);
+  expect(r.code, r.stderr).toBe(0);
+  id = JSON.parse(r.stdout).id;
+});
+afterAll(async () => {
+  await cr(['rm', '--all']);
+  await state.cleanup();
+  await run.close();
+});
+
+describe('cloud_run through the CLI', () => {
+  it('create answers the document fields: the service URL, its name and the bucket name', async () => {
+    const s = JSON.parse((await cr(['get', id, '--json'])).stdout);
+    expect(s).toMatchObject({ id, provider: 'cloud_run', namespace: 'team-a', user: 'alice', status: 'running' });
+    expect(s.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(s.details).toMatchObject({
+      service_name: `projects/${run.project}/locations/${run.region}/services/${id}`,
+      bucket_name: `onmemos-${id.slice(3)}`,
+    });
+  });
+
+  it("auto with no hints picks cloud_run (the document's default), and says why", async () => {
+    const r = await cr(['create', '--json', '--namespace', 'auto']);
+    expect(r.code, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s).toMatchObject({ provider: 'cloud_run', details: { provider_reason: 'auto: short-lived by default' } });
+    expect((await cr(['rm', s.id])).code).toBe(0);
+    expect(await cr(['get', s.id])).toMatchObject({ code: 1, stderr: expect.stringContaining('no such session') });
+  });
+
+  it('exec through the agent: exit code, stdout and stderr apart, stdin to EOF, the workspace user', async () => {
+    expect(await cr(['exec', id, '--', 'sh', '-c', 'echo out; echo err >&2; exit 3'])).toMatchObject({
+      code: 3,
+      stdout: 'out\n',
+      stderr: 'err\n',
+    });
+    expect((await cr(['exec', id, '--', 'wc', '-c'], { input: 'abcd' })).stdout.trim()).toBe('4');
+    expect((await cr(['exec', id, '--', 'sh', '-c', 'echo $WORKSPACE_ID $(id -u) $(pwd)'])).stdout).toBe(
+      `${id} 1000 /workspace\n`,
+    );
+  });
+
+  it('ls lists cloud_run sessions next to local ones', async () => {
+    const local = await state.create('--provider', 'local', '--network', 'isolated');
+    const all = JSON.parse((await cr(['ls', '--json'])).stdout) as { id: string; provider: string }[];
+    expect(all.map((s) => [s.id, s.provider])).toEqual(
+      expect.arrayContaining([
+        [id, 'cloud_run'],
+        [local, 'local'],
+      ]),
+    );
+    await cr(['rm', local]);
+  });
+
+  it("knowing the URL (even with an ID token) is not enough: the agent wants the session's secret", async () => {
+    const s = JSON.parse((await cr(['get', id, '--json'])).stdout);
+    const res = await fetch(`${s.url}/v1/execute`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${run.idToken(s.url)}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ command: 'id' }),
+    });
+    expect(res.status).toBe(401);
+    // And the service's configuration holds only the secret's hash.
+    const svc = await fetch(`${run.url}/v2/${s.details.service_name}`, {
+      headers: { authorization: `Bearer ${run.token}` },
+    });
+    const names = (
+      (await svc.json()) as { template: { containers: { env: { name: string }[] }[] } }
+    ).template.containers[0]!.env.map((e) => e.name);
+    expect(names).toContain('ONMEMOS_AGENT_SECRET_SHA256');
+    expect(names).not.toContain('ONMEMOS_AGENT_SECRET');
+  });
+});
+
+describe('cloud_run through onmemos serve', () => {
+  let served: Served;
+  const key = 'cloudrun-e2e-key-0123456789abcdef';
+  beforeAll(async () => {
+    served = await startServe({ ...state.env, ...env, ONMEMOS_API_KEYS: key });
+  });
+  afterAll(() => served.stop());
+
+  it('the legacy /v1/cloudrun/workspaces routes run on cloud_run; exec and the JSON shell go through the agent', async () => {
+    const h = { 'x-api-key': key, 'content-type': 'application/json' };
+    const made = await fetch(`${served.url}/v1/cloudrun/workspaces`, {
+      method: 'POST',
+      headers: h,
+      body: JSON.stringify({ template: 'python', namespace: 'legacy', user: 'bob', ttl_minutes: 10 }),
+    });
+    expect(made.status).toBe(200);
+    const w = (await made.json()) as { id: string };
+    const ex = await fetch(`${served.url}/v1/cloudrun/workspaces/${w.id}/execute?command=pwd`, {
+      method: 'POST',
+      headers: h,
+    });
+    expect(await ex.json()).toMatchObject({ stdout: '/workspace\n', returncode: 0 });
+    const remote = { ONMEMOS_SERVER: served.url, ONMEMOS_API_KEY: key };
+    expect(
+      await cr(['exec', w.id, '--', 'sh', '-c', 'cat; exit 5'], { env: remote, input: 'via-serve' }),
+    ).toMatchObject({
+      code: 5,
+      stdout: 'via-serve',
+    });
+    const s = JSON.parse((await cr(['get', w.id, '--json'], { env: remote })).stdout);
+    expect(s.provider).toBe('cloud_run');
+    const del = await fetch(`${served.url}/v1/cloudrun/workspaces/${w.id}`, { method: 'DELETE', headers: h });
+    expect(del.status).toBe(200);
+  });
+});
