@@ -376,9 +376,12 @@ async function main() {
   const stateDir = mkdtempSync(join(tmpdir(), 'onmemos-bench-'));
   const env = { ...process.env, ONMEMOS_STATE_DIR: stateDir };
   delete env.ONMEMOS_SERVER;
-  // This machine's clusters are not the bench's: gke is measured against its own fake (and `rm --all` below must
-  // never reach a real cluster).
+  // This machine's clusters and projects are not the bench's: gke is measured against its own fake, and `rm --all`
+  // below must never reach a real cluster or project.
   env.KUBECONFIG = join(stateDir, 'no-kubeconfig');
+  for (const name of ['PROJECT_ID', 'REGION', 'GOOGLE_CLOUD_PROJECT', 'CLOUDSDK_CORE_PROJECT', 'CLOUDSDK_RUN_REGION']) {
+    delete env[name];
+  }
   delete env.ONMEMOS_LOG;
   const live = new Set();
   const onSignal = (sig) => {

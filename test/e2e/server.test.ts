@@ -59,7 +59,7 @@ describe('the document examples', () => {
       expect(s).toHaveProperty(k);
     expect(s).toMatchObject({ provider: 'local', namespace: 'my-project', user: 'developer', status: 'running' });
     expect(s.details.provider_reason).toBe(
-      'auto picks cloud_run (short-lived by default), which is not configured: this build of onmemos has no cloud_run provider yet; local stands in',
+      'auto picks cloud_run (short-lived by default), which is not configured: no project (set PROJECT_ID, or CLOUDSDK_CORE_PROJECT); local stands in',
     );
     const gke = (await api('POST', '/v1/sessions', { namespace: 'ml-training', user: 'researcher', long_lived: true }))
       .body;

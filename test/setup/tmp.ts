@@ -7,6 +7,16 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+const CLOUD_RUN_VARIABLES = [
+  'PROJECT_ID',
+  'REGION',
+  'GOOGLE_CLOUD_PROJECT',
+  'CLOUDSDK_CORE_PROJECT',
+  'CLOUDSDK_RUN_REGION',
+  'CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN',
+  'CLOUDSDK_AUTH_ACCESS_TOKEN_FILE',
+];
+
 export default function setup(): () => void {
   const dir = mkdtempSync(join(tmpdir(), 'onmemos-run-'));
   process.env.ONMEMOS_TEST_TMP = dir;
@@ -15,5 +25,10 @@ export default function setup(): () => void {
   // The one exception, the conformance suite against a real cluster, finds the machine's own here.
   process.env.ONMEMOS_TEST_REAL_KUBECONFIG ??= process.env.KUBECONFIG ?? '';
   process.env.KUBECONFIG = join(dir, 'no-kubeconfig');
+  // Nor this machine's Google project: cloud_run is configured only where a test points it at its own fake.
+  for (const name of CLOUD_RUN_VARIABLES) {
+    if (process.env[name] !== undefined) process.env[`ONMEMOS_TEST_REAL_${name}`] ??= process.env[name];
+    delete process.env[name];
+  }
   return () => rmSync(dir, { recursive: true, force: true });
 }
