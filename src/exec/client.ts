@@ -68,8 +68,10 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
     perMessageDeflate: false,
     maxPayload: MAX_MESSAGE_BYTES,
   });
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
+  // Output is held up to 1 MiB before the socket is paused: with the default 16 KiB, each 64 KiB frame would
+  // pause and resume the socket (two syscalls and a wake-up per frame).
+  const stdout = new PassThrough({ highWaterMark: 1 << 20 });
+  const stderr = new PassThrough({ highWaterMark: 1 << 20 });
   let status: ExitStatus | undefined;
   const deliver = (to: PassThrough, payload: Buffer) => {
     if (to.destroyed || to.writableEnded) return; // the reader went away: output is dropped, the status still comes
