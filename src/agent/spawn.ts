@@ -12,7 +12,7 @@
 import { spawn as spawnChild } from 'node:child_process';
 import { chownSync } from 'node:fs';
 import { pipedProcess, ptyProcess } from '../exec/child.js';
-import { CHANGE_DIRECTORY, COMMAND_LOOKUP } from '../exec/lookup.js';
+import { CHANGE_DIRECTORY_AND_EXEC } from '../exec/lookup.js';
 import type { ExecSpec, RemoteProcess } from '../exec/process.js';
 import { descendants, processTable } from '../providers/local/proc.js';
 
@@ -27,11 +27,7 @@ export const EXEC_PROLOGUE = [
   'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift',
   `exec ${AGENT_LISTEN_FD}>&-`,
   'echo 500 > /proc/self/oom_score_adj 2>/dev/null',
-  CHANGE_DIRECTORY,
-  'shift',
-  COMMAND_LOOKUP,
-  'onmemos_lookup "$1" || exit',
-  'exec "$@"',
+  CHANGE_DIRECTORY_AND_EXEC,
 ].join('\n');
 
 export function prologueArgv(procsFiles: string[], cwd: string, argv: string[]): string[] {

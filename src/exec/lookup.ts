@@ -28,3 +28,12 @@ export const COMMAND_LOOKUP = [
 
 /** cd to the working directory; a missing one exits 125, as docker exec reports it. */
 export const CHANGE_DIRECTORY = `cd -- "$1" 2>/dev/null || { printf 'onmemos: no such directory: %s\\n' "$1" >&2; exit 125; }`;
+
+/** The end of every prologue: `$1` the working directory, then argv — cd, check argv[0], and exec it. */
+export const CHANGE_DIRECTORY_AND_EXEC = [
+  CHANGE_DIRECTORY,
+  'shift',
+  COMMAND_LOOKUP,
+  'onmemos_lookup "$1" || exit',
+  'exec "$@"',
+].join('\n');

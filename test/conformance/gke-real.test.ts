@@ -25,6 +25,7 @@ if (context) {
     return { provider, registry, expects: { stop: false, tty: true }, teardown: async () => {} };
   });
 } else {
+  // Skipped on purpose: no test reaches a real cloud unless its credentials are given (README: Real clouds).
   describe('gke against a real cluster', () => {
     it.skip('needs ONMEMOS_TEST_GKE_CONTEXT (a kubeconfig context) to run', () => {});
   });

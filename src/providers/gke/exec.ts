@@ -8,7 +8,7 @@
  * sent to the command and everything it started by a second exec that reads that file.
  */
 
-import { CHANGE_DIRECTORY, COMMAND_LOOKUP } from '../../exec/lookup.js';
+import { CHANGE_DIRECTORY_AND_EXEC } from '../../exec/lookup.js';
 import type { ExecSpec } from '../../exec/process.js';
 import { randomSuffix } from '../../session/model.js';
 import { CONTAINER } from './pod.js';
@@ -18,11 +18,7 @@ export const POD_EXEC_WRAPPER = [
   'echo $$ > "$1" 2>/dev/null; shift',
   'n=$1; shift',
   'while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n - 1)); done',
-  CHANGE_DIRECTORY,
-  'shift',
-  COMMAND_LOOKUP,
-  'onmemos_lookup "$1" || exit',
-  'exec "$@"',
+  CHANGE_DIRECTORY_AND_EXEC,
 ].join('\n');
 
 /**
