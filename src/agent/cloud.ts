@@ -144,6 +144,8 @@ export async function startCloudAgent(
     const path = url.pathname.replace(/\/+$/, '');
     if (path !== '/v1/exec' && path !== '/v1/shell') throw apiError('not_found', `no WebSocket route for ${path}`);
     const spec = path === '/v1/exec' ? execSpecFromQuery(url.searchParams) : undefined;
+    if (spec?.via)
+      throw apiError('bad_request', 'the agent runs commands in its own container: via= is for the provider');
     if (spec) {
       const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(/\s*,\s*/);
       if (!SERVER_SUBPROTOCOLS.some((p) => offered.includes(p))) {

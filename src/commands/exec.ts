@@ -1,5 +1,7 @@
 import { Command, Option } from 'commander';
 import { UserError } from '../errors.js';
+import type { ExecSpec } from '../exec/process.js';
+import { checkExecSpec } from '../providers/provider.js';
 import { validateEnvTotal, validateSessionId } from '../session/model.js';
 import { attach } from '../tty/attach.js';
 import { type Ctx, locate } from './context.js';
@@ -11,6 +13,7 @@ export interface ExecOptions {
   tty?: boolean;
   interactive?: boolean;
   timeout?: number;
+  via?: 'job';
 }
 
 /**
@@ -26,20 +29,24 @@ export async function execInSession(ctx: Ctx, id: string, argv: string[], o: Exe
   if (o.env) validateEnvTotal(o.env);
   const { provider } = await locate(ctx, validateSessionId(id));
   const stdinTty = !!ctx.stdin.isTTY;
-  const tty = o.tty ?? (stdinTty && !!ctx.stdout.isTTY);
-  const stdin = !!o.interactive || tty || !stdinTty;
+  const job = o.via === 'job';
+  // A job reads no stdin and has no tty: neither is chosen for it by default, and asking for one is refused.
+  const tty = o.tty ?? (!job && stdinTty && !!ctx.stdout.isTTY);
+  const stdin = !!o.interactive || tty || (!job && !stdinTty);
   if (tty && !provider.capabilities.tty) throw new UserError(`provider ${provider.kind} cannot allocate a tty`);
-  const start = () =>
-    provider.exec(id, {
-      argv,
-      env: o.env,
-      cwd: o.workdir,
-      tty,
-      stdin,
-      cols: ctx.stdout.columns,
-      rows: ctx.stdout.rows,
-      term: ctx.env.TERM,
-    });
+  const spec: ExecSpec = {
+    argv,
+    env: o.env,
+    cwd: o.workdir,
+    tty,
+    stdin,
+    cols: ctx.stdout.columns,
+    rows: ctx.stdout.rows,
+    term: ctx.env.TERM,
+    ...(job ? { via: 'job' as const, timeoutSeconds: o.timeout } : {}),
+  };
+  checkExecSpec(provider.kind, provider.capabilities, spec);
+  const start = () => provider.exec(id, spec);
   return attach(ctx, start, {
     tty,
     stdin,
@@ -62,6 +69,10 @@ function execOptions(): Option[] {
       '--timeout <seconds>',
       'kill the command (and everything it started) after this long; exit 124',
     ).argParser(parseSeconds),
+    new Option(
+      '--via <transport>',
+      'job: run it once as a Cloud Run job beside the session (cloud_run; no stdin or tty; output in Cloud Logging)',
+    ).choices(['job']),
   ];
 }
 
@@ -124,13 +135,16 @@ Options go before or after the id; after it, a -- ends them. The command is pass
 re-split by a shell); use sh -c for shell syntax. Without a --, everything after the id is the command.
 Exit status: the command's own; 128+N if it was killed by signal N; 124 on --timeout;
 125 if onmemos itself failed; 126 if the command cannot run; 127 if it was not found.
+With --via job (cloud_run), the job task's exit code (1 where Cloud Run reports none); the output is in Cloud
+Logging, and stderr names the execution and its logUri.
 
 Examples:
   onmemos exec "$id" -- pytest -q
   printf 'a\\nb\\n' | onmemos exec "$id" -- wc -l
   onmemos exec "$id" -e DEBUG=1 -w /workspace/app -- sh -c 'make && ./app'
   onmemos exec "$id" --timeout 30 -- ./long-job
-  onmemos exec -it "$id" -- python3                # interactive, with a tty`,
+  onmemos exec -it "$id" -- python3                # interactive, with a tty
+  onmemos exec --via job "$id" -- python3 batch.py  # cloud_run: as a Cloud Run job, even with the agent down`,
     )
     .action(async (id: string, rest: string[], before: Record<string, unknown>, self: Command) => {
       const { argv, options: after } = splitAfterId(rest, self);

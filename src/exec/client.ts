@@ -43,7 +43,7 @@ export interface ExecClientOptions {
   };
 }
 
-/** The exec query of the Kubernetes API (command= once per argv element, stdin, tty) plus onmemos' env=, workdir=, cols=, rows=. */
+/** The exec query of the Kubernetes API (command= once per argv element, stdin, tty) plus onmemos' env=, workdir=, cols=, rows=, term=, and via= (with timeout=). */
 export function execQuery(spec: ExecSpec): URLSearchParams {
   const q = new URLSearchParams();
   for (const a of spec.argv) q.append('command', a);
@@ -56,6 +56,8 @@ export function execQuery(spec: ExecSpec): URLSearchParams {
     q.set('rows', String(spec.rows));
   }
   if (spec.tty && spec.term) q.set('term', spec.term);
+  if (spec.via) q.set('via', spec.via);
+  if (spec.via && spec.timeoutSeconds) q.set('timeout', String(Math.ceil(spec.timeoutSeconds)));
   return q;
 }
 

@@ -18,6 +18,14 @@ export interface ExecSpec {
   rows?: number;
   /** TERM for a tty. */
   term?: string;
+  /**
+   * How the command runs, when not over the session's own exec transport: 'job' runs it once as a batch job
+   * beside the session (Cloud Run Jobs; no stdin, no tty, output in the backend's logs). Only a provider whose
+   * capabilities.exec lists the transport takes it (checkExecSpec).
+   */
+  via?: 'job';
+  /** The caller kills the command after this long; a transport that can also bound it there (a job's task) does. */
+  timeoutSeconds?: number;
 }
 
 export interface ExitStatus {

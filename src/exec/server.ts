@@ -69,6 +69,13 @@ export function execSpecFromQuery(q: URLSearchParams): ExecSpec {
   };
   const term = q.get('term') ?? undefined;
   if (term !== undefined && !/^[A-Za-z0-9._+-]{1,64}$/.test(term)) throw new UserError('term must be a terminal name');
+  const via = q.get('via') ?? undefined;
+  if (via !== undefined && via !== 'job')
+    throw new UserError(`via must be job, got ${JSON.stringify(via.slice(0, 20))}`);
+  const timeout = q.get('timeout');
+  if (timeout !== null && !(via && /^\d{1,6}$/.test(timeout) && Number(timeout) > 0)) {
+    throw new UserError('timeout must be a whole number of seconds, with via=job');
+  }
   return {
     argv,
     tty: truthy(q.get('tty')),
@@ -78,6 +85,8 @@ export function execSpecFromQuery(q: URLSearchParams): ExecSpec {
     cols: size('cols'),
     rows: size('rows'),
     term,
+    ...(via ? { via } : {}),
+    ...(timeout !== null ? { timeoutSeconds: Number(timeout) } : {}),
   };
 }
 

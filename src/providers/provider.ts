@@ -4,6 +4,7 @@
  * folder under src/providers/ that implements it, declares its capabilities as data, has an entry in the registry
  * (index.ts), and passes test/conformance/.
  */
+import { UnsupportedError, UserError } from '../errors.js';
 import type { ExecSpec, RemoteProcess } from '../exec/process.js';
 import {
   type ConnectInfo,
@@ -23,8 +24,11 @@ import {
 export type { ExecSpec, ExitStatus, RemoteProcess } from '../exec/process.js';
 
 export type StorageKind = 'bucket' | 'filestore' | 'volume';
-/** How commands reach a session: the v5.channel.k8s.io exec WebSocket, or SSH (workstations). */
-export type ExecTransport = 'websocket' | 'ssh';
+/**
+ * How commands reach a session: the v5.channel.k8s.io exec WebSocket, SSH (workstations), or a one-shot batch
+ * job beside the session (cloud_run: Cloud Run Jobs, `exec --via job`).
+ */
+export type ExecTransport = 'websocket' | 'ssh' | 'job';
 
 /** What a provider can do, as data: a request it cannot honour is refused before anything is made (checkRequest). */
 export interface Capabilities {
@@ -68,6 +72,21 @@ export function capabilities(lacks: Partial<Capabilities> = {}): Capabilities {
     images: true,
     ...lacks,
   };
+}
+
+/** Refuses an exec a provider cannot run as asked (`via`), and what a job cannot take (stdin, a tty). */
+export function checkExecSpec(kind: ProviderKind, caps: Capabilities, spec: ExecSpec): void {
+  if (spec.via !== 'job') return;
+  if (!caps.exec.includes('job')) {
+    throw new UnsupportedError(`provider ${kind} runs no one-shot jobs`, {
+      hint: '--via job is for cloud_run sessions (Cloud Run Jobs); drop it to run the command in the session',
+    });
+  }
+  if (spec.tty || spec.stdin) {
+    throw new UserError('a job reads no stdin and has no tty: drop -i/-t (and give no stdin) with --via job', {
+      code: 'usage',
+    });
+  }
 }
 
 export interface CreateOptions {

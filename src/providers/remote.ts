@@ -37,8 +37,8 @@ export interface RemoteOptions {
 
 export class RemoteProvider implements Provider {
   readonly kind = 'remote' as const;
-  /** The server checks each request against the provider it picks; here everything is passed on. */
-  readonly capabilities: Capabilities = capabilities();
+  /** The server checks each request against the provider it picks; here everything is passed on, jobs included. */
+  readonly capabilities: Capabilities = capabilities({ exec: ['websocket', 'ssh', 'job'] });
   private readonly base: URL;
 
   constructor(private readonly opts: RemoteOptions) {

@@ -10,9 +10,9 @@
 
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
-import { UserError } from '../errors.js';
+import { UnavailableError, UserError } from '../errors.js';
 import { type ExecSpec, exitCodeOf, type RemoteProcess } from '../exec/process.js';
-import type { Provider } from '../providers/provider.js';
+import { checkExecSpec, type Provider } from '../providers/provider.js';
 import { type ExecuteResult, validateArgument } from '../session/model.js';
 import type { Principal } from './auth.js';
 import { gone, type ServerContext } from './context.js';
@@ -31,6 +31,16 @@ export function checkTimeout(timeout: unknown): number {
   return timeout;
 }
 
+export interface ExecuteOptions {
+  /** Run it as a one-shot job (cloud_run's Cloud Run Jobs) instead of in the session. */
+  via?: 'job';
+  /**
+   * When the session's own transport cannot start the command (its agent does not answer), run it as a job
+   * instead, where the provider has jobs (the legacy Cloud Run route's behaviour).
+   */
+  fallbackToJob?: boolean;
+}
+
 /**
  * The buffered execute of both APIs as an HTTP answer, counted against the key's concurrency limit; a client that
  * goes away kills the command.
@@ -43,10 +53,22 @@ export async function respondExecute(
   id: string,
   command: string,
   timeout: number,
+  opts: ExecuteOptions = {},
 ): Promise<void> {
   const release = ctx.limit.acquire(principal.id);
   try {
-    sendJson(res, 200, await executeBuffered(provider, id, command, timeout, ctx.opts.outputCap, gone(res)));
+    const run = (via?: 'job') => executeBuffered(provider, id, command, timeout, ctx.opts.outputCap, gone(res), via);
+    let result: ExecuteResult;
+    try {
+      result = await run(opts.via);
+    } catch (e) {
+      // Only a command that never started is run again, as a job: one that started may have done its work.
+      const jobs = provider.capabilities.exec.includes('job');
+      if (!(opts.fallbackToJob && !opts.via && jobs && e instanceof UnavailableError)) throw e;
+      result = await run('job');
+      result.stderr = `onmemos: ${e.message}; ran as a job instead\n${result.stderr}`;
+    }
+    sendJson(res, 200, result);
   } finally {
     release();
   }
@@ -55,7 +77,7 @@ export async function respondExecute(
 /** Starts a command somewhere (a provider's session, the agent's own children): what a buffered execute runs on. */
 export type StartProcess = (spec: ExecSpec) => Promise<RemoteProcess>;
 
-/** The buffered execute on a session of a provider. */
+/** The buffered execute on a session of a provider (as a job with `via`: checked against its capabilities). */
 export function executeBuffered(
   provider: Provider,
   id: string,
@@ -64,8 +86,14 @@ export function executeBuffered(
   cap = DEFAULT_OUTPUT_CAP,
   /** Aborted when the client goes away: the command and everything it started are killed. */
   signal?: AbortSignal,
+  via?: 'job',
 ): Promise<ExecuteResult> {
-  return runBuffered((spec) => provider.exec(id, spec), command, timeoutSeconds, cap, signal);
+  const start: StartProcess = (spec) => {
+    const s = via ? { ...spec, via } : spec;
+    checkExecSpec(provider.kind, provider.capabilities, s);
+    return provider.exec(id, s);
+  };
+  return runBuffered(start, command, timeoutSeconds, cap, signal);
 }
 
 /** The buffered execute on whatever `start` runs commands on (the server's providers, the Cloud Run agent). */
@@ -78,7 +106,7 @@ export async function runBuffered(
   signal?: AbortSignal,
 ): Promise<ExecuteResult> {
   validateArgument('the command', command);
-  const proc = await start({ argv: ['/bin/sh', '-c', command], stdin: false });
+  const proc = await start({ argv: ['/bin/sh', '-c', command], stdin: false, timeoutSeconds });
   const onAbort = () => proc.kill('SIGKILL');
   if (signal?.aborted) onAbort();
   signal?.addEventListener('abort', onAbort);

@@ -4,7 +4,7 @@
  *   POST   /v1/cloudrun/workspaces                         create (`storage_options` for `storage`); NDJSON as create.ts
  *   GET    /v1/cloudrun/workspaces/{id}
  *   DELETE /v1/cloudrun/workspaces/{id}
- *   POST   /v1/cloudrun/workspaces/{id}/execute?command=…&timeout=…
+ *   POST   /v1/cloudrun/workspaces/{id}/execute?command=…&timeout=…   (a Cloud Run job when the agent does not answer)
  *
  * Where Cloud Run is not configured, the provider `auto` picks stands in, and `details.provider_reason` says so.
  */
@@ -42,7 +42,8 @@ export async function legacyRoutes(a: ApiRequest): Promise<void> {
     if (!command) throw apiError('bad_request', 'give the command as ?command=');
     const raw = url.searchParams.get('timeout');
     const timeout = checkTimeout(raw === null ? 120 : Number(raw));
-    return respondExecute(ctx, principal, res, provider, session.id, command, timeout);
+    // As the document's Cloud Run backend did: when the workspace's agent does not answer, a Cloud Run job runs it.
+    return respondExecute(ctx, principal, res, provider, session.id, command, timeout, { fallbackToJob: true });
   }
   throw apiError('method_not_allowed', `${method} is not allowed on ${path}`);
 }

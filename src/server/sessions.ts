@@ -6,7 +6,7 @@
  *                                            list; providers that did not answer are named in x-onmemos-unreachable
  *   GET    /v1/sessions/{id}
  *   DELETE /v1/sessions/{id}
- *   POST   /v1/sessions/{id}/execute         {command, timeout} → {stdout, stderr, returncode, success}
+ *   POST   /v1/sessions/{id}/execute         {command, timeout, via?: "job"} → {stdout, stderr, returncode, success}
  *   GET    /v1/sessions/{id}/connect         ConnectInfo
  *   POST   /v1/sessions/{id}/start | stop    → the session
  *   POST   /v1/sessions/{id}/extend          {ttl_minutes} → the session, expiring that long from now
@@ -70,7 +70,11 @@ export async function sessionRoutes(a: ApiRequest): Promise<void> {
     if (typeof command !== 'string' || command.length === 0) {
       throw apiError('bad_request', '"command" must be a non-empty string');
     }
-    return respondExecute(ctx, principal, res, provider, session.id, command, checkTimeout(body.timeout ?? 120));
+    const via = body.via;
+    if (via !== undefined && via !== 'job') throw apiError('bad_request', '"via" must be "job" when given');
+    return respondExecute(ctx, principal, res, provider, session.id, command, checkTimeout(body.timeout ?? 120), {
+      via,
+    });
   }
   if (action === 'connect' && method === 'GET') {
     const info = await provider.connect(session.id);

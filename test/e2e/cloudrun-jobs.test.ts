@@ -21,7 +21,7 @@ beforeAll(async () => {
   parent = parentOf(fake);
 });
 afterAll(async () => {
-  await Promise.all([c?.services.close(), c?.jobs.close(), c?.executions.close()]);
+  await Promise.all([c?.services.close(), c?.jobs.close(), c?.executions.close(), c?.tasks.close()]);
   await fake?.close();
 });
 
@@ -110,6 +110,16 @@ describe('jobs', () => {
       message: e.message,
     });
     expect(await logsOf(execution!.logUri!)).toBe('about to fail\n');
+    // The task (TasksClient) has the attempt's own exit code.
+    const [tasks] = await c.tasks.listTasks({ parent: execution!.name! });
+    expect(tasks).toHaveLength(1);
+    expect(tasks[0]).toMatchObject({
+      name: `${execution!.name}/tasks/${execution!.name!.split('/').pop()}-task0`,
+      index: 0,
+      lastAttemptResult: { exitCode: 3, status: { code: 2 } },
+    });
+    const [task] = await c.tasks.getTask({ name: tasks[0]!.name! });
+    expect(task.lastAttemptResult?.exitCode).toBe(3);
     const [job] = await c.jobs.getJob({ name });
     expect(job.latestCreatedExecution?.completionStatus).toBe('EXECUTION_FAILED');
     expect(await sandboxes(fake)).toEqual([]);

@@ -128,4 +128,44 @@ describe('cloud_run through onmemos serve', () => {
     const del = await fetch(`${served.url}/v1/cloudrun/workspaces/${w.id}`, { method: 'DELETE', headers: h });
     expect(del.status).toBe(200);
   });
+  it("the legacy create's storage_options become the service's NFS and Cloud Storage volumes", async () => {
+    const h = { 'x-api-key': key, 'content-type': 'application/json' };
+    const made = await fetch(`${served.url}/v1/cloudrun/workspaces`, {
+      method: 'POST',
+      headers: h,
+      body: JSON.stringify({
+        template: 'python',
+        namespace: 'legacy',
+        user: 'vol',
+        storage_options: { bucket: 'team-bucket', filestore: { ip: '10.1.2.3', share: 'workspace' } },
+      }),
+    });
+    expect(made.status).toBe(200);
+    const w = (await made.json()) as { id: string; details: { service_name: string; bucket_name: string } };
+    try {
+      const svc = (await (
+        await fetch(`${run.url}/v2/${w.details.service_name}`, { headers: { authorization: `Bearer ${run.token}` } })
+      ).json()) as {
+        template: { volumes: unknown[]; executionEnvironment: string; containers: { volumeMounts: unknown[] }[] };
+      };
+      expect(svc.template.volumes).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({
+            name: 'workspace',
+            nfs: expect.objectContaining({ server: '10.1.2.3', path: '/workspace' }),
+          }),
+          expect.objectContaining({ name: 'bucket', gcs: expect.objectContaining({ bucket: 'team-bucket' }) }),
+        ]),
+      );
+      expect(svc.template.containers[0]!.volumeMounts).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({ name: 'workspace', mountPath: '/workspace' }),
+          expect.objectContaining({ name: 'bucket', mountPath: '/workspace/bucket' }),
+        ]),
+      );
+      expect(svc.template.executionEnvironment).toBe('EXECUTION_ENVIRONMENT_GEN2');
+    } finally {
+      await fetch(`${served.url}/v1/cloudrun/workspaces/${w.id}`, { method: 'DELETE', headers: h });
+    }
+  });
 });

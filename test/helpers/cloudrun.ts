@@ -2,7 +2,7 @@
  * For tests against the Cloud Run fake (test/fakes/cloudrun): the real @google-cloud/run clients pointed at it over
  * their REST fallback with a static token (one google-auth-library in the tree), and small builders.
  */
-import { ExecutionsClient, JobsClient, ServicesClient } from '@google-cloud/run';
+import { ExecutionsClient, JobsClient, ServicesClient, TasksClient } from '@google-cloud/run';
 import { OAuth2Client } from 'google-auth-library';
 import { SandboxRuntime } from '../fakes/cloudrun/runtime.js';
 import type { CloudRunFake } from '../fakes/cloudrun/server.js';
@@ -18,7 +18,12 @@ export function clientOptions(fake: CloudRunFake, token = fake.token) {
 
 export function clients(fake: CloudRunFake, token?: string) {
   const o = clientOptions(fake, token);
-  return { services: new ServicesClient(o), jobs: new JobsClient(o), executions: new ExecutionsClient(o) };
+  return {
+    services: new ServicesClient(o),
+    jobs: new JobsClient(o),
+    executions: new ExecutionsClient(o),
+    tasks: new TasksClient(o),
+  };
 }
 
 export const parentOf = (fake: CloudRunFake) => `projects/${fake.project}/locations/${fake.region}`;

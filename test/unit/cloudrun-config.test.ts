@@ -65,10 +65,12 @@ describe('cloud_run names', () => {
     expect(serviceName(`ws-${'a'.repeat(36)}-b-1756062811-ab12`)).not.toContain('--');
   });
 
-  it('job names stay within 49 characters too', () => {
-    for (const id of ['ws-a-b-1-c', `ws-${'n'.repeat(40)}-u-1756062811-ab12`]) {
+  it('a job is named as its service: valid, and two sessions created in one second get two jobs', () => {
+    const a = `ws-${'n'.repeat(40)}-u-1756062811-ab12`;
+    for (const id of ['ws-a-b-1-c', a]) {
       expect(jobName(id)).toMatch(valid);
-      expect(jobName(id).endsWith('-job')).toBe(true);
+      expect(jobName(id)).toBe(serviceName(id));
     }
+    expect(jobName(a.replace(/ab12$/, 'ab13'))).not.toBe(jobName(a));
   });
 });

@@ -4,7 +4,7 @@ import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { errorFromResponse, UserError } from '../../src/errors.js';
-import { openExec } from '../../src/exec/client.js';
+import { execQuery, openExec } from '../../src/exec/client.js';
 import { execSpecFromQuery, type ServeExecOptions, serveExec } from '../../src/exec/server.js';
 import { SERVER_SUBPROTOCOLS } from '../../src/exec/v5.js';
 import type { ExitStatus, RemoteProcess } from '../../src/providers/provider.js';
@@ -145,5 +145,14 @@ describe('execSpecFromQuery', () => {
       stdin: true,
       env: { K: 'v=w' },
     });
+  });
+
+  it('via=job (with its timeout) round-trips through execQuery; another via, or a timeout without one, is refused', () => {
+    const spec = { argv: ['x'], via: 'job' as const, timeoutSeconds: 2.5 };
+    expect(execSpecFromQuery(execQuery(spec))).toMatchObject({ argv: ['x'], via: 'job', timeoutSeconds: 3 });
+    expect(execSpecFromQuery(execQuery({ argv: ['x'], timeoutSeconds: 5 }))).not.toHaveProperty('timeoutSeconds');
+    expect(() => execSpecFromQuery(new URLSearchParams('command=a&via=ssh'))).toThrow(/via must be job/);
+    expect(() => execSpecFromQuery(new URLSearchParams('command=a&timeout=5'))).toThrow(/with via=job/);
+    expect(() => execSpecFromQuery(new URLSearchParams('command=a&via=job&timeout=-1'))).toThrow(/timeout/);
   });
 });

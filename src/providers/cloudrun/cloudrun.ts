@@ -28,11 +28,30 @@ import {
 } from '../../session/model.js';
 import { type Capabilities, type CreateOptions, capabilities, type Provider } from '../provider.js';
 import { type CloudRunConfig, cloudRunConfig } from './config.js';
-import { serviceName } from './names.js';
+import {
+  type ExecutionLike,
+  executionDone,
+  executionExit,
+  type JobRun,
+  jobObject,
+  jobProcess,
+  runOverrides,
+  type ServiceTemplateLike,
+  type TaskLike,
+} from './job.js';
+import { jobName, serviceName } from './names.js';
 import { newNonce, secretKey, sessionSecret } from './secret.js';
-import { ANNOTATION, type ServiceLike, serviceObject, sessionOf, sha256Hex } from './service.js';
+import { ANNOTATION, LABEL, type ServiceLike, serviceObject, sessionOf, sha256Hex } from './service.js';
 
+type RunModule = typeof import('@google-cloud/run');
 type ServicesClient = import('@google-cloud/run').ServicesClient;
+/** The Admin API's clients, all alike: the jobs', executions' and tasks' are made at their first use. */
+interface Clients {
+  services: ServicesClient;
+  jobs(): import('@google-cloud/run').JobsClient;
+  executions(): import('@google-cloud/run').ExecutionsClient;
+  tasks(): import('@google-cloud/run').TasksClient;
+}
 /** What both an OAuth2Client (a static token) and GoogleAuth (ADC) give: request headers. */
 interface AuthLike {
   getRequestHeaders(url?: string): Promise<unknown>;
@@ -40,7 +59,8 @@ interface AuthLike {
 
 /**
  * A service per session: no stop/start (scale to zero stands in), a workspace that outlives a scale to zero only
- * on a Filestore volume, CPU and memory limits only, no nested user namespaces (gVisor/gen2 sandbox).
+ * on a Filestore volume, CPU and memory limits only, no nested user namespaces (gVisor/gen2 sandbox); commands
+ * through the agent, or once each as a Cloud Run job (job.ts).
  */
 export const CLOUDRUN_CAPABILITIES: Capabilities = capabilities({
   networks: ['outbound'],
@@ -48,6 +68,7 @@ export const CLOUDRUN_CAPABILITIES: Capabilities = capabilities({
   limits: ['cpus', 'memoryBytes'],
   persistentWorkspace: false,
   lifecycle: { start: false, stop: false, extend: true },
+  exec: ['websocket', 'job'],
   nestedUserns: false,
 });
 
@@ -66,7 +87,7 @@ export class CloudRunProvider implements Provider {
   readonly kind = 'cloud_run' as const;
   readonly capabilities = CLOUDRUN_CAPABILITIES;
   readonly parent: string;
-  private clients?: Promise<{ services: ServicesClient; auth: AuthLike & Record<string, unknown> }>;
+  private clients?: Promise<Clients & { auth: AuthLike & Record<string, unknown> }>;
 
   constructor(
     readonly config: CloudRunConfig,
@@ -84,7 +105,7 @@ export class CloudRunProvider implements Provider {
   /** The client and credentials, loaded on first use: a static token from CLOUDSDK_AUTH_ACCESS_TOKEN_FILE, else ADC. */
   private api() {
     this.clients ??= (async () => {
-      const [{ ServicesClient }, gal] = await Promise.all([import('@google-cloud/run'), import('google-auth-library')]);
+      const [run, gal] = await Promise.all([import('@google-cloud/run'), import('google-auth-library')]);
       let auth: AuthLike & Record<string, unknown>;
       if (this.config.tokenFile) {
         const client = new gal.OAuth2Client();
@@ -95,14 +116,24 @@ export class CloudRunProvider implements Provider {
         auth = new gal.GoogleAuth({ scopes: ['https://www.googleapis.com/auth/cloud-platform'] }) as never;
       }
       const e = this.config.endpoint;
-      const services = new ServicesClient({
+      const options = {
         fallback: true,
         authClient: auth as never,
         ...(e
           ? { apiEndpoint: e.host, port: e.port, protocol: e.protocol }
           : { apiEndpoint: `${this.config.region}-run.googleapis.com` }),
-      } as never);
-      return { services, auth };
+      } as never;
+      const once = <K extends 'JobsClient' | 'ExecutionsClient' | 'TasksClient'>(k: K) => {
+        let c: InstanceType<RunModule[K]> | undefined;
+        return () => (c ??= new run[k](options) as InstanceType<RunModule[K]>);
+      };
+      return {
+        services: new run.ServicesClient(options),
+        jobs: once('JobsClient'),
+        executions: once('ExecutionsClient'),
+        tasks: once('TasksClient'),
+        auth,
+      };
     })();
     return this.clients;
   }
@@ -130,9 +161,10 @@ export class CloudRunProvider implements Provider {
     return new ProviderError(`${what} failed: ${message}`, { cause: e });
   }
 
-  private async call<T>(what: string, fn: (s: ServicesClient) => Promise<T>): Promise<T> {
+  private async call<T>(what: string, fn: (s: ServicesClient, all: Clients) => Promise<T>): Promise<T> {
     try {
-      return await fn((await this.api()).services);
+      const clients = await this.api();
+      return await fn(clients.services, clients);
     } catch (e) {
       throw this.apiError(what, e);
     }
@@ -200,9 +232,27 @@ export class CloudRunProvider implements Provider {
     return out.sort((a, b) => a.created_at.localeCompare(b.created_at));
   }
 
+  /** Removes the session's service and its job (the job, if it was ever made). */
   private async remove(id: string): Promise<void> {
-    const [op] = await this.call('removing the service', (c) => c.deleteService({ name: this.name(id) }));
-    await this.call('removing the service', () => op.promise());
+    const service = async () => {
+      const [op] = await this.call('removing the service', (c) => c.deleteService({ name: this.name(id) }));
+      await this.call('removing the service', () => op.promise());
+    };
+    await Promise.all([service(), this.removeJob(this.jobPath(id))]);
+  }
+
+  private jobPath(id: string): string {
+    return `${this.parent}/jobs/${jobName(id)}`;
+  }
+
+  /** Deletes a job (running executions are cancelled by the API); one that is not there is fine. */
+  private async removeJob(name: string): Promise<void> {
+    try {
+      const [op] = await this.call('removing the job', (_s, c) => c.jobs().deleteJob({ name }));
+      await this.call('removing the job', () => op.promise());
+    } catch (e) {
+      if (!(e instanceof NotFoundError)) throw e;
+    }
   }
 
   async delete(id: string): Promise<void> {
@@ -228,14 +278,35 @@ export class CloudRunProvider implements Provider {
     return session;
   }
 
+  /** Removes expired sessions, and jobs whose session's service is gone (a remove that was cut short). */
   async reapExpired(): Promise<string[]> {
     const removed: string[] = [];
-    for (const s of await this.list()) {
+    const sessions = await this.list();
+    for (const s of sessions) {
       if (s.status === 'expired')
         await this.remove(s.id).then(
           () => removed.push(s.id),
           () => {},
         );
+    }
+    // A caller allowed services but not jobs still reaps its sessions: the sweep of jobs is best effort.
+    const jobs = await this.call('listing jobs', (_s, c) =>
+      c.jobs().listJobs({ parent: this.parent }, { autoPaginate: true }),
+    ).then(
+      ([j]) => j,
+      () => [],
+    );
+    const live = new Set(sessions.filter((s) => s.status !== 'expired').map((s) => this.jobPath(s.id)));
+    for (const j of jobs) {
+      const id = j.annotations?.[ANNOTATION.session];
+      if (j.labels?.[LABEL.managedBy] !== 'onmemos' || !id || !j.name || live.has(j.name)) continue;
+      if (j.name !== this.jobPath(id)) continue; // not a name this provider gives
+      await this.service(id)
+        .then(
+          () => {}, // the session is there after all (made after the list)
+          (e) => (e instanceof NotFoundError ? this.removeJob(j.name as string) : undefined),
+        )
+        .catch(() => {});
     }
     return removed;
   }
@@ -298,6 +369,7 @@ export class CloudRunProvider implements Provider {
   private readonly tokenCache = new Map<string, { token: string; until: number }>();
 
   async exec(id: string, spec: ExecSpec): Promise<RemoteProcess> {
+    if (spec.via === 'job') return this.execJob(id, spec);
     const { url, headers } = await this.agent(id);
     return openExec(spec, {
       url: `${url}/v1/exec`,
@@ -312,6 +384,64 @@ export class CloudRunProvider implements Provider {
         return new UnavailableError(`the agent of session ${id} answered ${status}: ${message}`);
       },
     });
+  }
+
+  /** A command as a run of the session's job (job.ts), made from its service at the first one. */
+  private async execJob(id: string, spec: ExecSpec): Promise<RemoteProcess> {
+    const s = (await this.service(id)) as ServiceTemplateLike;
+    const session = sessionOf(s);
+    if (!session) throw new NotFoundError(`no such session: ${id}`);
+    if (session.status === 'expired') throw new UnavailableError(`session ${id} has expired`);
+    const name = this.jobPath(id);
+    const short = jobName(id);
+    try {
+      const [op] = await this.call("making the session's job", (_s, c) =>
+        c.jobs().createJob({ parent: this.parent, jobId: short, job: jobObject(id, s) as never }),
+      );
+      await this.call("making the session's job", () => op.promise());
+    } catch (e) {
+      if (!(e instanceof ConflictError)) throw e; // made by an earlier command
+    }
+    const overrides = runOverrides(spec, spec.timeoutSeconds);
+    const [op] = await this.call('running the job', (_s, c) =>
+      c.jobs().runJob({ name, overrides: overrides as never }),
+    );
+    const execution = (op.metadata as { name?: string } | null)?.name;
+    if (!execution) throw new ProviderError(`the run of job ${short} named no execution`);
+    // Cloud Run ends the run by its task timeout; past that (and a margin for the API), the wait gives up.
+    const bound = Date.now() + (overrides.timeout.seconds + 600) * 1000;
+    const wait: JobRun['wait'] = async (cancelledWith) => {
+      let delay = 200;
+      let failures = 0;
+      while (Date.now() < bound) {
+        let e: ExecutionLike | undefined;
+        try {
+          [e] = await this.call('reading the execution', (_s, c) => c.executions().getExecution({ name: execution }));
+          failures = 0;
+        } catch (err) {
+          // A blip of the API is waited out; a run that is gone, or an API that stays away, ends the wait.
+          if (err instanceof NotFoundError || !(err instanceof UnavailableError) || ++failures > 5) throw err;
+        }
+        if (e && executionDone(e)) {
+          let task: TaskLike | undefined;
+          if ((e.failedCount ?? 0) > 0) {
+            const [tasks] = await this.call('reading the task', (_s, c) =>
+              c.tasks().listTasks({ parent: execution }, { autoPaginate: false }),
+            ).catch(() => [[] as TaskLike[]]);
+            task = (tasks as TaskLike[])[0];
+          }
+          return { ...executionExit(e, task, cancelledWith()), logUri: e.logUri || null };
+        }
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(2000, Math.round(delay * 1.5));
+      }
+      throw new UnavailableError(`execution ${execution} did not end within its timeout`);
+    };
+    // The wait sees the cancel through (the execution ends cancelled): its operation is not polled.
+    const cancel = async () => {
+      await this.call('cancelling the execution', (_s, c) => c.executions().cancelExecution({ name: execution }));
+    };
+    return jobProcess({ execution, wait, cancel }, short);
   }
 
   async connect(id: string): Promise<ConnectInfo> {

@@ -15,10 +15,10 @@ export function serviceName(id: string): string {
   return `${id.slice(0, MAX_SERVICE_ID - 9).replace(/-+$/, '')}-${hash}`;
 }
 
-/** A job for one-shot commands of a session: the service name with a suffix, within the same 49 characters. */
+/**
+ * The job for a session's one-shot commands: the service's name. Jobs and services are apart in the API (and in
+ * gcloud: `gcloud run jobs list`), so the same name collides with nothing, and it is as unique as the service's.
+ */
 export function jobName(id: string): string {
-  const base = serviceName(id);
-  return base.length <= MAX_SERVICE_ID - 4
-    ? `${base}-job`
-    : `${base.slice(0, MAX_SERVICE_ID - 4).replace(/-+$/, '')}-job`;
+  return serviceName(id);
 }

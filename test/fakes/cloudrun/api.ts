@@ -37,6 +37,7 @@ const V1 = '/v1/projects/([^/:]+)/locations/([^/:]+)';
 const KN = '/apis/serving.knative.dev/v1/namespaces/([^/:]+)';
 const S = 'google.cloud.run.v2.Services';
 const J = 'google.cloud.run.v2.Jobs';
+const T = 'google.cloud.run.v2.Tasks';
 const E = 'google.cloud.run.v2.Executions';
 const O = 'google.longrunning.Operations';
 
@@ -122,6 +123,18 @@ const ROUTES: [string, RegExp, string, Handler][] = [
     new RegExp(`^${P}/jobs/([^/:]+)/executions/([^/:]+)$`),
     `${E}.DeleteExecution`,
     (d, m) => d.jobs.deleteExecution(parent(m), m[3]!, m[4]!),
+  ],
+  [
+    'GET',
+    new RegExp(`^${P}/jobs/([^/:]+)/executions/([^/:]+)/tasks$`),
+    `${T}.ListTasks`,
+    (d, m, c) => d.jobs.listTasks(parent(m), m[3]!, m[4]!, size(c), token(c)),
+  ],
+  [
+    'GET',
+    new RegExp(`^${P}/jobs/([^/:]+)/executions/([^/:]+)/tasks/([^/:]+)$`),
+    `${T}.GetTask`,
+    (d, m) => d.jobs.getTask(parent(m), m[3]!, m[4]!, m[5]!),
   ],
   [
     'POST',

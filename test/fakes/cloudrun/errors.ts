@@ -89,7 +89,7 @@ export const badCredentials = (method: string) =>
 
 /** `Resource 'x' of kind 'SERVICE' in region 'r' in project 'p' does not exist.` */
 export const notFound = (
-  kind: 'SERVICE' | 'JOB' | 'EXECUTION' | 'REVISION',
+  kind: 'SERVICE' | 'JOB' | 'EXECUTION' | 'TASK' | 'REVISION',
   id: string,
   region: string,
   project: string,

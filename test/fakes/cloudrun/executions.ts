@@ -8,6 +8,7 @@
  * Tasks see the container's env, the run's overrides, and Cloud Run's CLOUD_RUN_JOB, CLOUD_RUN_EXECUTION,
  * CLOUD_RUN_TASK_INDEX, CLOUD_RUN_TASK_ATTEMPT and CLOUD_RUN_TASK_COUNT.
  */
+import { constants } from 'node:os';
 import type { NetworkMode } from '../../../src/session/model.js';
 import type { Faults } from './faults.js';
 import { type Condition, condition, type Json, keepTransition, now } from './resources.js';
@@ -61,8 +62,20 @@ export function applyOverrides(
 
 type TaskStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
+/** A task as its execution runs it; `lastAttempt` is what Task.lastAttemptResult reports. */
+export interface TaskRecord {
+  status: TaskStatus;
+  attempts: number;
+  output: string;
+  message?: string;
+  startTime?: string;
+  completionTime?: string;
+  /** The exit code, or the signal number when a signal ended the container. */
+  lastAttempt?: { exitCode?: number; termSignal?: number; ok: boolean; message: string };
+}
+
 export class ExecutionRun {
-  readonly tasks: { status: TaskStatus; attempts: number; output: string; message?: string }[];
+  readonly tasks: TaskRecord[];
   conditions: Condition[];
   startTime?: string;
   completionTime?: string;
@@ -170,6 +183,7 @@ export class ExecutionRun {
     const timeoutMs = durationMs(this.task.timeout, 600_000);
     for (let attempt = 0; !this.cancelled; attempt++) {
       t.status = 'running';
+      t.startTime ??= now();
       t.attempts = attempt + 1;
       this.changed();
       const forced = this.deps.faults.forcedExit(this.job);
@@ -194,12 +208,14 @@ export class ExecutionRun {
       if (this.cancelled) return;
       if (ok) {
         t.status = 'succeeded';
+        t.completionTime = now();
         this.changed();
         return;
       }
       t.message = message;
       if (attempt >= retries) {
         t.status = 'failed';
+        t.completionTime = now();
         this.changed();
         return;
       }
@@ -208,7 +224,7 @@ export class ExecutionRun {
   }
 
   private async attempt(
-    t: { output: string },
+    t: TaskRecord,
     a: { argv: string[]; env: Record<string, string>; c: Container; workingDir?: string; timeoutMs: number },
   ): Promise<{ ok: boolean; message: string }> {
     const cold = this.deps.faults.current.coldStartMs ?? 0;
@@ -241,10 +257,16 @@ export class ExecutionRun {
     t.output += container.output();
     await container.stop(0);
     this.containers.delete(container);
-    if (timedOut) return { ok: false, message: 'The configured timeout was reached.' };
-    return status.code === 0
-      ? { ok: true, message: '' }
-      : { ok: false, message: 'The container exited with an error.' };
+    const result = timedOut
+      ? { ok: false, message: 'The configured timeout was reached.' }
+      : status.code === 0
+        ? { ok: true, message: '' }
+        : { ok: false, message: 'The container exited with an error.' };
+    t.lastAttempt = {
+      ...result,
+      ...(status.code !== null ? { exitCode: status.code } : { termSignal: signalNumber(status.signal) }),
+    };
+    return result;
   }
 
   /** Stops every running task; the execution ends cancelled. */
@@ -255,4 +277,8 @@ export class ExecutionRun {
     await Promise.all([...this.containers].map((c) => c.stop(0)));
     await this.finished;
   }
+}
+
+function signalNumber(signal: string | undefined): number {
+  return (constants.signals as Record<string, number>)[signal ?? ''] ?? 9;
 }

@@ -209,6 +209,78 @@ export class Jobs {
     };
   }
 
+  /** Task `index` of an execution, as the API's Task shows it (its last attempt's exit code or signal included). */
+  taskJson(e: ExecutionRecord, index: number): Json {
+    const t = e.run.tasks[index]!;
+    const id = `${e.id}-task${index}`;
+    const last = t.lastAttempt;
+    const state =
+      t.status === 'succeeded'
+        ? 'CONDITION_SUCCEEDED'
+        : t.status === 'failed' || t.status === 'cancelled'
+          ? 'CONDITION_FAILED'
+          : t.status === 'running'
+            ? 'CONDITION_RECONCILING'
+            : 'CONDITION_PENDING';
+    return {
+      name: `${e.name}/tasks/${id}`,
+      uid: `${e.uid.slice(0, 24)}${String(index).padStart(12, '0')}`,
+      generation: '1',
+      labels: { 'run.googleapis.com/execution': e.id, 'run.googleapis.com/job': e.job.id },
+      createTime: e.createTime,
+      ...(t.startTime ? { scheduledTime: t.startTime, startTime: t.startTime } : {}),
+      ...(t.completionTime ? { completionTime: t.completionTime } : {}),
+      updateTime: t.completionTime ?? t.startTime ?? e.createTime,
+      job: e.job.id,
+      execution: e.id,
+      containers: e.template.containers ?? [],
+      volumes: e.template.volumes ?? [],
+      maxRetries: e.template.maxRetries ?? 3,
+      timeout: e.template.timeout ?? '600s',
+      ...(t.status === 'running' || t.status === 'pending' ? { reconciling: true } : {}),
+      conditions: [
+        condition('Ready', state, t.message ? { message: t.message } : {}, t.completionTime ?? e.createTime),
+      ],
+      observedGeneration: '1',
+      index,
+      ...(t.attempts > 1 ? { retried: t.attempts - 1 } : {}),
+      ...(last
+        ? {
+            lastAttemptResult: {
+              status: last.ok ? { code: 0, message: '' } : { code: 2, message: last.message },
+              ...(last.exitCode !== undefined ? { exitCode: last.exitCode } : {}),
+              ...(last.termSignal !== undefined ? { termSignal: last.termSignal } : {}),
+            },
+          }
+        : {}),
+      logUri: `${this.deps.logBase()}/${e.name}`,
+      etag: newEtag(`${e.name}/tasks/${id}`),
+    };
+  }
+
+  listTasks(parent: Parent, job: string, execution: string, pageSize: number, pageToken: string): Json {
+    const e = this.findExecution(parent, job, execution);
+    const p = page(
+      e.run.tasks.map((_, i) => i),
+      pageSize,
+      pageToken,
+    );
+    return p.items.length === 0
+      ? {}
+      : {
+          tasks: p.items.map((i) => this.taskJson(e, i)),
+          ...(p.nextPageToken ? { nextPageToken: p.nextPageToken } : {}),
+        };
+  }
+
+  getTask(parent: Parent, job: string, execution: string, task: string): Json {
+    const e = this.findExecution(parent, job, execution);
+    const m = new RegExp(`^${e.id}-task(\\d+)$`).exec(task);
+    const index = m ? Number(m[1]) : -1;
+    if (!(index >= 0 && index < e.run.tasks.length)) throw notFound('TASK', task, parent.location, parent.project);
+    return this.taskJson(e, index);
+  }
+
   /** A long-running operation that is done a moment later (as a job's create, update and delete are). */
   private soon(parent: Parent, type: string, metadata: Json, result: () => Json): Operation {
     const op = this.deps.ops.start(parent, type, metadata);
