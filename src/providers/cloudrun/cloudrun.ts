@@ -40,13 +40,15 @@ interface AuthLike {
 
 /**
  * A service per session: no stop/start (scale to zero stands in), a workspace that outlives a scale to zero only
- * on a Filestore volume, CPU and memory limits only, no nested user namespaces (gVisor/gen2 sandbox).
+ * on a Filestore volume, background processes between requests only with instance-based CPU (`cpu_always`), CPU
+ * and memory limits only, no nested user namespaces (gVisor/gen2 sandbox).
  */
 export const CLOUDRUN_CAPABILITIES: Capabilities = capabilities({
   networks: ['outbound'],
   storage: ['bucket', 'filestore'],
   limits: ['cpus', 'memoryBytes'],
   persistentWorkspace: false,
+  backgroundWhileIdle: 'cpu_always',
   lifecycle: { start: false, stop: false, extend: true },
   nestedUserns: false,
 });
