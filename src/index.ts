@@ -7,6 +7,7 @@ export * as internals from './internals.js';
 export { type ProviderEntry, type ProviderRegistry, tableRegistry } from './providers/index.js';
 export { LocalProvider } from './providers/local/local.js';
 export type {
+  BackgroundWhileIdle,
   Capabilities,
   CreateOptions,
   ExecSpec,

@@ -90,6 +90,10 @@ export function createCommand(ctx: () => Ctx): Command {
     )
     .option('--require-limits', 'refuse to create rather than run with a limit this machine cannot enforce')
     .option('--nested-userns', 'allow user namespaces inside the session (rootless containers); off by default')
+    .option(
+      '--cpu-always',
+      'CPU all the time, so background processes keep running between execs (cloud_run: instance-based CPU, billed while the instance lives; local and gke always do)',
+    )
     .option('--long-lived', "a long-lived session: auto picks gke (the document's rule)")
     .option('--needs-ssh', 'the session needs SSH: auto picks workstations')
     .option('--expected-duration <minutes>', 'how long it will be used; over 60, auto picks workstations', parseMinutes)
@@ -112,7 +116,8 @@ Examples:
   onmemos create --template nodejs --namespace team-a --user alice --ttl 120 --env DEBUG=1
   onmemos create --network isolated               # no network but the session's own loopback
   onmemos create --cpu 0.5 --memory 512m --pids 256 --disk 2g --require-limits
-  onmemos create --provider gke --storage-size 20Gi --keep-storage --image python:3.12`,
+  onmemos create --provider gke --storage-size 20Gi --keep-storage --image python:3.12
+  onmemos create --provider cloud_run --cpu-always  # background processes run between execs`,
     )
     .action(async (o) => {
       const c = ctx();
@@ -130,6 +135,7 @@ Examples:
         disk: o.disk,
         require_limits: !!o.requireLimits,
         nested_userns: !!o.nestedUserns,
+        cpu_always: !!o.cpuAlways,
         storage: storageOf(o),
         long_lived: !!o.longLived,
         needs_ssh: !!o.needsSsh,

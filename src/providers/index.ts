@@ -303,6 +303,9 @@ export function checkRequest(kind: ProviderKind, caps: Capabilities, req: Create
     refuse('cannot run a container image', 'drop --image (image), or use gke or cloud_run');
   if (req.ttl_minutes > caps.maxTtlMinutes) refuse(`allows a TTL of at most ${caps.maxTtlMinutes} minutes`);
   if (req.nested_userns && !caps.nestedUserns) refuse('cannot allow user namespaces inside a session');
+  if (req.cpu_always && caps.backgroundWhileIdle === 'never') {
+    refuse('cannot keep CPU for a session between requests', 'drop --cpu-always (cpu_always)');
+  }
   const missing = (['cpus', 'memoryBytes', 'pids', 'diskBytes'] as const).filter((l) => !caps.limits.includes(l));
   if (req.require_limits && missing.length > 0) {
     const names = { cpus: 'cpu', memoryBytes: 'memory', pids: 'pids', diskBytes: 'disk' };

@@ -29,6 +29,12 @@ export type StorageKind = 'bucket' | 'filestore' | 'volume';
  * job beside the session (cloud_run: Cloud Run Jobs, `exec --via job`).
  */
 export type ExecTransport = 'websocket' | 'ssh' | 'job';
+/**
+ * Whether a background process started by one exec keeps running while no exec or shell is open: `always` (a
+ * sandbox, a pod), `cpu_always` only when the request asks for `cpu_always` (Cloud Run: with request-based CPU an
+ * instance gets CPU only while it serves a request, so its processes are frozen in between), or `never`.
+ */
+export type BackgroundWhileIdle = 'always' | 'cpu_always' | 'never';
 
 /** What a provider can do, as data: a request it cannot honour is refused before anything is made (checkRequest). */
 export interface Capabilities {
@@ -40,6 +46,8 @@ export interface Capabilities {
   limits: readonly (keyof Limits)[];
   /** Whether the workspace outlives a stop/start, or a scale to zero. */
   persistentWorkspace: boolean;
+  /** Whether background processes run between execs (see BackgroundWhileIdle); a request for `cpu_always` is refused on `never`. */
+  backgroundWhileIdle: BackgroundWhileIdle;
   lifecycle: { start: boolean; stop: boolean; extend: boolean };
   exec: readonly ExecTransport[];
   tty: boolean;
@@ -63,6 +71,7 @@ export function capabilities(lacks: Partial<Capabilities> = {}): Capabilities {
     storage: ['bucket', 'filestore', 'volume'],
     limits: ['cpus', 'memoryBytes', 'pids', 'diskBytes'],
     persistentWorkspace: true,
+    backgroundWhileIdle: 'always',
     lifecycle: { start: true, stop: true, extend: true },
     exec: ['websocket'],
     tty: true,
@@ -87,6 +96,14 @@ export function checkExecSpec(kind: ProviderKind, caps: Capabilities, spec: Exec
       code: 'usage',
     });
   }
+}
+
+/** Whether a session made from `req` by a provider with `caps` keeps its background processes running between execs. */
+export function runsInBackground(
+  caps: Pick<Capabilities, 'backgroundWhileIdle'>,
+  req: { cpu_always?: boolean },
+): boolean {
+  return caps.backgroundWhileIdle === 'always' || (caps.backgroundWhileIdle === 'cpu_always' && !!req.cpu_always);
 }
 
 export interface CreateOptions {

@@ -63,6 +63,12 @@ export interface CreateSessionRequest {
   require_limits: boolean;
   /** Allow user namespaces inside the session (rootless containers, bwrap); off by default. */
   nested_userns: boolean;
+  /**
+   * CPU for the session all the time, not only while a request is served, so that background processes keep running
+   * between execs (cloud_run: instance-based CPU, `cpuIdle: false`). Where that is always so (local, gke) it is
+   * satisfied as it is; a provider that cannot give it refuses (Capabilities.backgroundWhileIdle).
+   */
+  cpu_always: boolean;
 }
 
 /** A request's limits as given (CLI flags or API fields): sizes as bytes or with a unit, "512m", "2g", "1.5GiB". */
@@ -294,7 +300,7 @@ export function normalizeLimits(input: LimitsInput = {}): Limits {
 
 /**
  * A create request as the API, the CLI and the SDK receive it (the document's fields, plus `cpu`, `memory`, `pids`,
- * `disk`, `env`, `network`, `require_limits`, `nested_userns`): types are checked here (bad_request, 400), values
+ * `disk`, `env`, `network`, `require_limits`, `nested_userns`, `cpu_always`): types are checked here (bad_request, 400), values
  * by normalizeCreateRequest (invalid_argument, 422).
  */
 export function parseCreateRequest(input: unknown): CreateSessionRequest {
@@ -339,6 +345,7 @@ export function parseCreateRequest(input: unknown): CreateSessionRequest {
     limits: { cpu: size('cpu'), memory: size('memory'), pids: size('pids'), disk: size('disk') },
     require_limits: bool('require_limits'),
     nested_userns: bool('nested_userns'),
+    cpu_always: bool('cpu_always'),
   });
 }
 
@@ -441,6 +448,7 @@ export function normalizeCreateRequest(
     limits: normalizeLimits(input.limits),
     require_limits: input.require_limits ?? false,
     nested_userns: input.nested_userns ?? false,
+    cpu_always: input.cpu_always ?? false,
   };
   if (input.storage && (input.storage.bucket || input.storage.filestore || input.storage.volume)) {
     req.storage = input.storage;

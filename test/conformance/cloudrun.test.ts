@@ -1,7 +1,9 @@
 /**
  * The conformance suite against the cloud_run provider: `@google-cloud/run` over its REST fallback and the agent
  * at each service's URL, against the Cloud Run Admin API fake (test/fakes/cloudrun), whose services run the real
- * `onmemos agent` in local sandboxes behind an ID-token check.
+ * `onmemos agent` in local sandboxes behind an ID-token check. The fake takes CPU away between requests as Cloud Run
+ * does with request-based CPU (freezeIdle): sessions without cpu_always have their processes frozen while no exec
+ * is open, so what the suite checks of background processes holds only where the capabilities promise it.
  */
 import { join } from 'node:path';
 import { CloudRunProvider } from '../../src/providers/cloudrun/cloudrun.js';
@@ -11,7 +13,7 @@ import { startCloudRunFake } from '../fakes/cloudrun/server.js';
 import { providerConformance } from './suite.js';
 
 providerConformance('cloud_run', async () => {
-  const run = await startCloudRunFake();
+  const run = await startCloudRunFake({ freezeIdle: true });
   const env = { ...process.env, ...run.env, ONMEMOS_CONFIG_DIR: join(run.dir, 'onmemos-config') };
   const r = cloudRunConfig(env);
   if (!r.ok) throw new Error(r.reason);

@@ -9,9 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InterruptedError, NotFoundError, type OnmemosError } from '../../src/errors.js';
 import { exitCodeOf, type RemoteProcess } from '../../src/exec/process.js';
 import { createSession, type ProviderRegistry } from '../../src/providers/index.js';
-import type { Provider } from '../../src/providers/provider.js';
+import { type Provider, runsInBackground } from '../../src/providers/provider.js';
 import { executeBuffered } from '../../src/server/execute.js';
 import { parseCreateRequest, type Session } from '../../src/session/model.js';
+import { heartbeatAcrossIdle } from '../helpers/background.js';
 
 export interface Subject {
   registry: ProviderRegistry;
@@ -203,6 +204,22 @@ export function providerConformance(name: string, setup: () => Promise<Subject>)
         expect(await poll(count, (n) => n === 0)).toBe(0);
       });
 
+      it('a background process started by one exec keeps running while the session is idle, for the next exec', async (ctx) => {
+        const caps = s.provider.capabilities;
+        // Only where the provider promises it for a session made without cpu_always: never a pass by accident.
+        if (!runsInBackground(caps, { cpu_always: false })) {
+          ctx.skip(
+            `provider ${s.provider.kind} declares backgroundWhileIdle: '${caps.backgroundWhileIdle}'` +
+              (caps.backgroundWhileIdle === 'cpu_always'
+                ? ': without cpu_always its background processes are frozen between requests'
+                : ''),
+          );
+        }
+        const beat = await heartbeatAcrossIdle((argv) => run(id, argv));
+        expect(beat.spanMs).toBeGreaterThanOrEqual(2_500);
+        expect(beat.maxGapMs).toBeLessThan(1_250);
+      });
+
       it('files persist across execs, in the working directory and by absolute path', async () => {
         await run(id, ['sh', '-c', 'echo one > persisted.txt && mkdir -p sub && echo two > sub/f']);
         expect((await run(id, ['cat', 'persisted.txt'])).stdout.toString()).toBe('one\n');
@@ -293,6 +310,23 @@ export function providerConformance(name: string, setup: () => Promise<Subject>)
           (l) => l.length === 0,
         );
         expect(left).toEqual([]);
+      });
+
+      it('cpu_always: background processes run between execs; refused only where they never can', async () => {
+        const caps = s.provider.capabilities;
+        const ns = namespace();
+        if (caps.backgroundWhileIdle === 'never') {
+          await expect(
+            createSession(s.registry, parseCreateRequest({ namespace: ns, cpu_always: true })),
+          ).rejects.toMatchObject({ code: 'unsupported' });
+          expect((await s.registry.list({ namespace: ns })).sessions).toEqual([]);
+          return;
+        }
+        // Where they always run, cpu_always is accepted and changes nothing.
+        const session = await create({ namespace: ns, cpu_always: true });
+        const beat = await heartbeatAcrossIdle((argv) => run(session.id, argv));
+        expect(beat.spanMs).toBeGreaterThanOrEqual(2_500);
+        expect(beat.maxGapMs).toBeLessThan(1_250);
       });
 
       it('a request the provider cannot honour is refused before anything is made', async () => {

@@ -9,7 +9,7 @@ import { protos } from '@google-cloud/run';
 import { IdTokenClient } from 'google-auth-library';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
-import { clients, parentOf, sandboxes, webContainer } from '../helpers/cloudrun.js';
+import { clients, NODE, parentOf, sandboxes, webContainer } from '../helpers/cloudrun.js';
 
 type Service = protos.google.cloud.run.v2.IService;
 type Obj = Record<string, unknown>;
@@ -369,6 +369,64 @@ describe('scale to zero', () => {
     } finally {
       await ic.services.close();
       await idle.close();
+    }
+  });
+});
+
+describe('request-based CPU (freezeIdle)', () => {
+  /** node counting every 50 ms in the background, and answering the count on any request. */
+  const ticker = (cpuIdle?: boolean) => ({
+    image: 'us-docker.pkg.dev/cloudrun/container/ticker',
+    command: [
+      NODE,
+      '-e',
+      "let n = 0; setInterval(() => n++, 50); require('node:http').createServer((q, s) => s.end(String(n))).listen(Number(process.env.PORT), '127.0.0.1');",
+    ],
+    ...(cpuIdle === undefined ? {} : { resources: { cpuIdle } }),
+  });
+
+  it('an instance with cpuIdle (the default) is frozen between requests; with cpuIdle false it runs on; both stop at once', async () => {
+    const frozen = await startCloudRunFake({ network: 'isolated', freezeIdle: true });
+    const fc = clients(frozen);
+    try {
+      const where = { project: frozen.project, location: frozen.region };
+      const made: Record<string, { uri: string; ticks(): Promise<number> }> = {};
+      for (const [id, cpuIdle] of [
+        ['throttled', undefined],
+        ['always', false],
+      ] as const) {
+        const [op] = await fc.services.createService({
+          parent: parentOf(frozen),
+          serviceId: id,
+          service: { invokerIamDisabled: true, template: { containers: [ticker(cpuIdle)] } },
+        });
+        const [svc] = await op.promise();
+        made[id] = { uri: svc.uri!, ticks: async () => Number(await (await fetch(svc.uri!)).text()) };
+      }
+      const throttled = frozen.services.find(where, 'throttled').host;
+      const always = frozen.services.find(where, 'always').host;
+      expect(frozen.services.json(frozen.services.find(where, 'throttled')).template).toMatchObject({
+        containers: [{ resources: { cpuIdle: true } }],
+      });
+      const before = { throttled: await made.throttled!.ticks(), always: await made.always!.ticks() };
+      expect(throttled.instanceFrozen).toBe(true);
+      expect(always.instanceFrozen).toBe(false);
+      await new Promise((r) => setTimeout(r, 1_500));
+      const gained = {
+        throttled: (await made.throttled!.ticks()) - before.throttled,
+        always: (await made.always!.ticks()) - before.always,
+      };
+      // 1.5 s is 30 ticks: frozen, a few at most (those of the requests themselves); running, nearly all.
+      expect(gained.throttled).toBeLessThan(8);
+      expect(gained.always).toBeGreaterThan(15);
+      // A frozen instance is thawed to be stopped: its SIGTERM lands at once, not after the grace period.
+      const t0 = Date.now();
+      const [del] = await fc.services.deleteService({ name: `${parentOf(frozen)}/services/throttled` });
+      await del.promise();
+      expect(Date.now() - t0).toBeLessThan(2_000);
+    } finally {
+      await fc.services.close();
+      await frozen.close();
     }
   });
 });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { newNonce, secretKey, sessionSecret } from '../../src/providers/cloudrun/secret.js';
-import { serviceObject, sessionOf, sha256Hex, statusOf } from '../../src/providers/cloudrun/service.js';
+import { ANNOTATION, serviceObject, sessionOf, sha256Hex, statusOf } from '../../src/providers/cloudrun/service.js';
 import { normalizeCreateRequest } from '../../src/session/model.js';
 
 const config = { project: 'my-project', region: 'europe-west1' };
@@ -71,6 +71,77 @@ describe('a session as a Cloud Run service', () => {
     expect(statusOf(live, Date.parse('2026-01-01T02:00:00Z'))).toBe('expired');
     // A service whose name does not match its session annotation (labels copied onto another) is not a session.
     expect(sessionOf({ ...live, name: `${name}-copy` })).toBeUndefined();
+  });
+
+  it('a Filestore workspace is persistent; request-based CPU by default: get says both, in fields and notes', () => {
+    const name = `projects/my-project/locations/europe-west1/services/${id}`;
+    expect(svc.template.containers[0]!.resources).toEqual({ limits: { cpu: '2', memory: '2048Mi' }, cpuIdle: true });
+    expect(svc.annotations[ANNOTATION.cpuAlways]).toBe('false');
+    const s = sessionOf({ ...svc, name });
+    expect(s?.details).toMatchObject({
+      cpu_always: false,
+      workspace_persistent: true,
+      notes: [
+        'workspace: the Filestore share 10.0.0.2:/vol1, kept when the service scales to zero',
+        'cpu: request-based: background processes are frozen between requests (--cpu-always keeps them running)',
+      ],
+    });
+  });
+});
+
+describe('cpu_always: instance-based CPU', () => {
+  const now = Date.parse('2026-01-01T00:00:00Z');
+  const name = `projects/my-project/locations/europe-west1/services/${id}`;
+  const make = (cpu_always: boolean) =>
+    serviceObject(id, normalizeCreateRequest({ namespace: 'team-a', user: 'alice', cpu_always }), config, {
+      secretSha256: sha256Hex('s'),
+      nonce: 'n',
+      now,
+    });
+
+  it('sets cpuIdle false on the container and records it in an annotation', () => {
+    const svc = make(true);
+    expect(svc.template.containers[0]!.resources.cpuIdle).toBe(false);
+    expect(svc.annotations[ANNOTATION.cpuAlways]).toBe('true');
+    expect(svc.template.scaling).toEqual({ minInstanceCount: 0, maxInstanceCount: 1 });
+  });
+
+  it('get and list rebuild it from the annotation; without Filestore the workspace is not persistent', () => {
+    const s = sessionOf({ ...make(true), name });
+    expect(s?.details).toEqual({
+      service_name: name,
+      bucket_name: 'onmemos-team-a-alice-1756062811-ab12',
+      cpu_always: true,
+      workspace_persistent: false,
+      notes: [
+        'workspace: in the instance, lost when the service scales to zero (no Filestore volume)',
+        'cpu: instance-based (--cpu-always): background processes run between requests, while the instance lives',
+      ],
+    });
+    expect(sessionOf({ ...make(false), name })?.details).toMatchObject({ cpu_always: false });
+  });
+
+  it('as the API returns it: a false cpuIdle left out (proto3 JSON) keeps it; a template turned back to cpuIdle true does not', () => {
+    const svc = make(true);
+    const c = svc.template.containers[0]!;
+    const omitted = {
+      ...svc,
+      name,
+      template: {
+        ...svc.template,
+        containers: [{ ...c, resources: { limits: c.resources.limits } }],
+      },
+    };
+    expect(sessionOf(omitted)?.details.cpu_always).toBe(true);
+    const throttled = {
+      ...svc,
+      name,
+      template: { ...svc.template, containers: [{ ...c, resources: { ...c.resources, cpuIdle: true } }] },
+    };
+    expect(sessionOf(throttled)?.details.cpu_always).toBe(false);
+    // A service made before the annotation existed had request-based CPU.
+    const { [ANNOTATION.cpuAlways]: _, ...older } = make(false).annotations;
+    expect(sessionOf({ ...make(false), annotations: older, name })?.details.cpu_always).toBe(false);
   });
 });
 

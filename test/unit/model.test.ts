@@ -9,6 +9,7 @@ import {
   MAX_ENV_TOTAL_BYTES,
   newSessionId,
   normalizeCreateRequest,
+  parseCreateRequest,
   parseEnvAssignment,
   sessionEnvironment,
   validateName,
@@ -102,6 +103,22 @@ describe('session model', () => {
     expect(validateTtl(0.05)).toBe(0.05);
     expect(isExpired({ expires_at: new Date(1000).toISOString() }, 2000)).toBe(true);
     expect(isExpired({ expires_at: new Date(3000).toISOString() }, 2000)).toBe(false);
+  });
+
+  it('cpu_always: a boolean, false by default, as long_lived; anything else is a bad request', () => {
+    expect(parseCreateRequest({}).cpu_always).toBe(false);
+    expect(parseCreateRequest({ cpu_always: null }).cpu_always).toBe(false);
+    expect(parseCreateRequest({ cpu_always: true }).cpu_always).toBe(true);
+    expect(parseCreateRequest({ cpu_always: false, long_lived: true })).toMatchObject({
+      cpu_always: false,
+      long_lived: true,
+    });
+    for (const bad of ['true', 1, {}, []]) {
+      expect(() => parseCreateRequest({ cpu_always: bad })).toThrow(
+        expect.objectContaining({ code: 'bad_request', message: '"cpu_always" must be a boolean' }),
+      );
+    }
+    expect(normalizeCreateRequest({ cpu_always: true }).cpu_always).toBe(true);
   });
 });
 

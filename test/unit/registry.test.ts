@@ -4,8 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UnavailableError } from '../../src/errors.js';
+import { CLOUDRUN_CAPABILITIES } from '../../src/providers/cloudrun/cloudrun.js';
+import { GKE_CAPABILITIES } from '../../src/providers/gke/gke.js';
 import { checkRequest, createSession, type ProviderEntry, tableRegistry } from '../../src/providers/index.js';
-import type { Provider } from '../../src/providers/provider.js';
+import { LOCAL_CAPABILITIES } from '../../src/providers/local/local.js';
+import { type Provider, runsInBackground } from '../../src/providers/provider.js';
 import { parseCreateRequest } from '../../src/session/model.js';
 import { FAKE_CAPABILITIES, FakeProvider } from '../helpers/fake-provider.js';
 
@@ -154,6 +157,26 @@ describe('capabilities', () => {
     ).toThrow('provider gke cannot enforce pids, disk (--require-limits)');
     expect(() => checkRequest('gke', { ...local, limits: ['cpus'] }, req())).not.toThrow();
     expect(() => checkRequest('local', local, req())).not.toThrow();
+  });
+
+  it('cpu_always: satisfied as it is where background processes always run, or where it is the switch; refused where they never do', () => {
+    expect(caps.backgroundWhileIdle).toBe('always');
+    expect(() => checkRequest('local', caps, req({ cpu_always: true }))).not.toThrow();
+    const cr = { ...caps, backgroundWhileIdle: 'cpu_always' as const };
+    expect(() => checkRequest('cloud_run', cr, req({ cpu_always: true }))).not.toThrow();
+    expect(() => checkRequest('cloud_run', cr, req())).not.toThrow();
+    const never = { ...caps, backgroundWhileIdle: 'never' as const };
+    expect(() => checkRequest('gke', never, req())).not.toThrow();
+    expect(() => checkRequest('gke', never, req({ cpu_always: true }))).toThrow(
+      'provider gke cannot keep CPU for a session between requests',
+    );
+    expect(runsInBackground(caps, req())).toBe(true);
+    expect(runsInBackground(cr, req())).toBe(false);
+    expect(runsInBackground(cr, req({ cpu_always: true }))).toBe(true);
+    expect(runsInBackground(never, req({ cpu_always: true }))).toBe(false);
+    expect(CLOUDRUN_CAPABILITIES).toMatchObject({ backgroundWhileIdle: 'cpu_always', persistentWorkspace: false });
+    expect(LOCAL_CAPABILITIES.backgroundWhileIdle).toBe('always');
+    expect(GKE_CAPABILITIES.backgroundWhileIdle).toBe('always');
   });
 
   it('createSession checks before the provider is asked to create', async () => {

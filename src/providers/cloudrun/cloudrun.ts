@@ -59,14 +59,16 @@ interface AuthLike {
 
 /**
  * A service per session: no stop/start (scale to zero stands in), a workspace that outlives a scale to zero only
- * on a Filestore volume, CPU and memory limits only, no nested user namespaces (gVisor/gen2 sandbox); commands
- * through the agent, or once each as a Cloud Run job (job.ts).
+ * on a Filestore volume, background processes between requests only with instance-based CPU (`cpu_always`), CPU
+ * and memory limits only, no nested user namespaces (gVisor/gen2 sandbox); commands through the agent, or once
+ * each as a Cloud Run job (job.ts).
  */
 export const CLOUDRUN_CAPABILITIES: Capabilities = capabilities({
   networks: ['outbound'],
   storage: ['bucket', 'filestore'],
   limits: ['cpus', 'memoryBytes'],
   persistentWorkspace: false,
+  backgroundWhileIdle: 'cpu_always',
   lifecycle: { start: false, stop: false, extend: true },
   exec: ['websocket', 'job'],
   nestedUserns: false,

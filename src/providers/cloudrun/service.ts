@@ -2,7 +2,8 @@
  * A session as a Cloud Run service, and back: the Service (Admin API v2, proto3 JSON) a create request becomes, and
  * the session its labels and annotations describe, so that list and get rebuild it from the API alone. The
  * service runs the workspace image's `onmemos agent` (README: onmemos agent), private (an ID token is needed),
- * scaled to zero when idle and to at most one instance (a session is one container), with session affinity.
+ * scaled to zero when idle and to at most one instance (a session is one container), with session affinity, and
+ * request-based CPU unless the request asks for `cpu_always` (instance-based: `cpuIdle: false`).
  * Pure functions: no client, no I/O.
  */
 import { createHash } from 'node:crypto';
@@ -30,6 +31,7 @@ export const ANNOTATION = {
   ttl: 'onmemos.dev/ttl-minutes',
   expires: 'onmemos.dev/expires-at',
   nonce: 'onmemos.dev/secret-nonce',
+  /** `true` when the session asked for instance-based CPU (`cpu_always`). */
   cpuAlways: 'onmemos.dev/cpu-always',
 } as const;
 /** Where a bucket is mounted (as `create --bucket` says for every provider that mounts one). */
@@ -88,13 +90,17 @@ export function serviceObject(id: string, req: CreateSessionRequest, c: CloudRun
       [ANNOTATION.ttl]: String(req.ttl_minutes),
       [ANNOTATION.expires]: new Date(o.now + req.ttl_minutes * 60_000).toISOString(),
       [ANNOTATION.nonce]: o.nonce,
+      [ANNOTATION.cpuAlways]: String(req.cpu_always),
     },
     template: {
       containers: [
         {
           image: req.image ?? defaultImage(c, req.template),
           env: Object.entries(env).map(([name, value]) => ({ name, value })),
-          resources: { limits: limits(req), cpuIdle: true },
+          // cpuIdle true: CPU only while a request is served (background processes are frozen in between);
+          // false: instance-based CPU, for as long as the instance lives. Sent either way: with `limits` set,
+          // leaving it out means false.
+          resources: { limits: limits(req), cpuIdle: !req.cpu_always },
           ports: [{ containerPort: AGENT_PORT }],
           startupProbe: { httpGet: { path: '/health', port: AGENT_PORT } },
           volumeMounts,
@@ -121,6 +127,15 @@ export interface ServiceLike {
   reconciling?: boolean | null;
   deleteTime?: unknown;
   terminalCondition?: { state?: string | number | null; message?: string | null } | null;
+  template?: {
+    containers?:
+      | {
+          resources?: { limits?: Record<string, string> | null; cpuIdle?: boolean | null } | null;
+          volumeMounts?: { name?: string | null; mountPath?: string | null }[] | null;
+        }[]
+      | null;
+    volumes?: { name?: string | null; nfs?: { server?: string | null; path?: string | null } | null }[] | null;
+  } | null;
 }
 
 /** CONDITION_SUCCEEDED and CONDITION_FAILED, as names or (enum-encoding=int) numbers. */
@@ -139,6 +154,43 @@ export function statusOf(s: ServiceLike, now = Date.now()): SessionStatus {
 /** The short name of a service's full resource name. */
 export function shortName(name: string): string {
   return name.slice(name.lastIndexOf('/') + 1);
+}
+
+/**
+ * Whether the service has instance-based CPU: asked for at create (the annotation) and not turned off since. A
+ * template that says `cpuIdle: true` wins over the annotation; proto3 JSON leaves a false `cpuIdle` out, so its
+ * absence proves nothing.
+ */
+export function cpuAlwaysOf(s: ServiceLike): boolean {
+  return s.annotations?.[ANNOTATION.cpuAlways] === 'true' && s.template?.containers?.[0]?.resources?.cpuIdle !== true;
+}
+
+/** `server:/path` of the Filestore (NFS) volume mounted at /workspace, if there is one. */
+export function workspaceShareOf(s: ServiceLike): string | undefined {
+  const mount = s.template?.containers?.[0]?.volumeMounts?.find((m) => m?.mountPath === '/workspace');
+  const nfs = mount && s.template?.volumes?.find((v) => v?.name === mount.name)?.nfs;
+  return nfs ? `${nfs.server ?? ''}:${nfs.path ?? '/'}` : undefined;
+}
+
+/**
+ * What Cloud Run does to a session that other providers do not, in `details`: `cpu_always` and
+ * `workspace_persistent` for programs, and a `notes` line each for people.
+ */
+function semantics(s: ServiceLike) {
+  const cpuAlways = cpuAlwaysOf(s);
+  const share = workspaceShareOf(s);
+  return {
+    cpu_always: cpuAlways,
+    workspace_persistent: share !== undefined,
+    notes: [
+      share
+        ? `workspace: the Filestore share ${share}, kept when the service scales to zero`
+        : 'workspace: in the instance, lost when the service scales to zero (no Filestore volume)',
+      cpuAlways
+        ? 'cpu: instance-based (--cpu-always): background processes run between requests, while the instance lives'
+        : 'cpu: request-based: background processes are frozen between requests (--cpu-always keeps them running)',
+    ],
+  };
 }
 
 /** The session a service describes, or undefined for a service that is not an onmemos session. */
@@ -167,6 +219,7 @@ export function sessionOf(s: ServiceLike, now = Date.now()): Session | undefined
     details: {
       service_name: s.name,
       bucket_name: bucketNameFor(id),
+      ...semantics(s),
       ...(s.terminalCondition?.message && statusOf(s, now) !== 'running'
         ? { reason: s.terminalCondition.message }
         : {}),

@@ -9,7 +9,7 @@ import { untilStopped } from '../foreground.js';
 import { startCloudRunFake } from './server.js';
 
 const USAGE =
-  'usage: npm run fake -- cloudrun [--port N] [--project ID] [--region R] [--verbose] [--network outbound|isolated] [--startup-timeout SECONDS] [--scale-to-zero SECONDS]';
+  'usage: npm run fake -- cloudrun [--port N] [--project ID] [--region R] [--verbose] [--network outbound|isolated] [--startup-timeout SECONDS] [--scale-to-zero SECONDS] [--freeze-idle]';
 
 const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
 
@@ -53,6 +53,7 @@ export async function main(args: string[]): Promise<number> {
     network: o.network as 'outbound' | 'isolated' | undefined,
     startupTimeoutMs,
     scaleToZeroAfterMs,
+    freezeIdle: o['freeze-idle'],
     log: o.verbose ? (line) => process.stderr.write(`cloudrun-fake: ${line}\n`) : undefined,
   });
   const missing = fake.image.missing();
@@ -84,6 +85,7 @@ function parse(args: string[]) {
       network: { type: 'string' },
       'startup-timeout': { type: 'string' },
       'scale-to-zero': { type: 'string' },
+      'freeze-idle': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   }).values;

@@ -41,7 +41,7 @@ export interface Container {
   args?: string[];
   env?: { name: string; value?: string; valueSource?: unknown }[];
   workingDir?: string;
-  resources?: { limits?: Record<string, string> };
+  resources?: { limits?: Record<string, string>; cpuIdle?: boolean };
   ports?: { name?: string; containerPort?: number }[];
   startupProbe?: { httpGet?: { path?: string } };
 }
@@ -77,6 +77,11 @@ export interface HostDeps {
   startupTimeoutMs: number;
   /** Stop an instance of a service without minimum instances after this long without requests. */
   idleMs?: number;
+  /**
+   * Request-based CPU as Cloud Run gives it, to the letter: an instance of a revision with `cpuIdle` (the default)
+   * is frozen (cgroup freezer) while it serves no request, and thawed when one comes (default off).
+   */
+  freezeIdle?: boolean;
   log(line: string): void;
 }
 
@@ -85,6 +90,12 @@ interface Instance {
   container: RunningContainer;
   port: number;
   gone: boolean;
+  frozen?: boolean;
+}
+
+/** Whether a revision's CPU is request-based: `cpuIdle` true, Cloud Run's default (services.ts fills it in). */
+export function requestBasedCpu(rev: Revision): boolean {
+  return (rev.template.containers as Container[] | undefined)?.[0]?.resources?.cpuIdle !== false;
 }
 
 export function freePort(): Promise<number> {
@@ -158,6 +169,7 @@ export class ServiceHost implements FrontendTarget {
       this.serving = inst;
       if (old && old !== inst) void this.stopInstance(old);
       this.scheduleIdle();
+      this.freezeIfIdle();
       return { ok: true };
     } catch (e) {
       rev.state = 'failed';
@@ -234,6 +246,7 @@ export class ServiceHost implements FrontendTarget {
   }
 
   private async stopInstance(inst: Instance): Promise<void> {
+    this.thaw(inst); // a frozen container would not see its SIGTERM
     inst.gone = true;
     if (this.serving === inst) this.serving = undefined;
     await inst.container.stop();
@@ -252,6 +265,7 @@ export class ServiceHost implements FrontendTarget {
       if (this.closed) throw new Error('closing');
       this.serving = inst;
     }
+    this.thaw(inst);
     this.active++;
     clearTimeout(this.idleTimer);
     let released = false;
@@ -262,8 +276,27 @@ export class ServiceHost implements FrontendTarget {
         released = true;
         this.active--;
         this.scheduleIdle();
+        this.freezeIfIdle();
       },
     };
+  }
+
+  /** With freezeIdle: the serving instance of a request-based revision is frozen once no request is open. */
+  private freezeIfIdle(): void {
+    const inst = this.serving;
+    if (!this.deps.freezeIdle || !inst || inst.gone || inst.frozen || this.active > 0 || this.closed) return;
+    if (requestBasedCpu(inst.revision) && inst.container.freeze?.(true)) inst.frozen = true;
+  }
+
+  private thaw(inst: Instance): void {
+    if (!inst.frozen) return;
+    inst.frozen = false;
+    inst.container.freeze?.(false);
+  }
+
+  /** Whether the serving instance is frozen now (freezeIdle, request-based CPU, no request open). */
+  get instanceFrozen(): boolean {
+    return !!this.serving && !this.serving.gone && !!this.serving.frozen;
   }
 
   /** Scale to zero: with an idle time set and no minimum instances, the instance stops once no request is open. */

@@ -7,7 +7,10 @@
  *
  * `ContainerRuntime` is the seam: a test can give the fake another one (say, plain child processes).
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ExitStatus, RemoteProcess } from '../../../src/exec/process.js';
+import { type CgroupSystem, detectCgroups, SessionGroup } from '../../../src/providers/local/cgroups.js';
 import { LocalProvider } from '../../../src/providers/local/local.js';
 import { type NetworkMode, normalizeCreateRequest } from '../../../src/session/model.js';
 import { IMAGE_DIR, IMAGE_PATH, type OnmemosImage } from './image.js';
@@ -35,6 +38,11 @@ export interface RunningContainer {
   output(): string;
   /** SIGTERM, then SIGKILL after `graceMs`; then the sandbox is removed. */
   stop(graceMs?: number): Promise<void>;
+  /**
+   * Freezes every process of the container (or thaws them), as request-based CPU leaves an instance between
+   * requests; false when the runtime cannot.
+   */
+  freeze?(frozen: boolean): boolean;
 }
 
 export interface ContainerRuntime {
@@ -173,6 +181,7 @@ export class SandboxRuntime implements ContainerRuntime {
       session: id,
       exit,
       output: () => out,
+      freeze: (frozen) => this.freeze(id, frozen),
       stop: (graceMs = 2_000) => {
         stopping ??= (async () => {
           proc.kill('SIGTERM');
@@ -185,6 +194,28 @@ export class SandboxRuntime implements ContainerRuntime {
       },
     };
   }
+
+  /**
+   * The cgroup freezer on the sandbox's group (v1 `freezer.state`, v2 `cgroup.freeze`): every process in it stops
+   * where it is, and goes on once thawed. Killing a frozen sandbox works (the local provider thaws what it kills).
+   */
+  private freeze(id: string, frozen: boolean): boolean {
+    if (this.cgroups === null) this.cgroups = detectCgroups();
+    const parent = this.provider.store.read(id)?.cgroup_parent;
+    if (!this.cgroups || !parent) return false;
+    try {
+      const dirs = SessionGroup.open(this.cgroups, parent, id).sandboxDirs();
+      const v2 = dirs.find((d) => d.controller === null);
+      const v1 = dirs.find((d) => d.controller === 'freezer');
+      if (v2) writeFileSync(join(v2.dir, 'cgroup.freeze'), frozen ? '1' : '0');
+      else if (v1) writeFileSync(join(v1.dir, 'freezer.state'), frozen ? 'FROZEN' : 'THAWED');
+      else return false;
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  private cgroups: CgroupSystem | undefined | null = null;
 
   private async remove(id: string): Promise<void> {
     this.running.delete(id);

@@ -51,6 +51,11 @@ export interface CloudRunFakeOptions {
   startupTimeoutMs?: number;
   /** Scale to zero: stop an instance of a service without minimum instances after this long idle (default off). */
   scaleToZeroAfterMs?: number;
+  /**
+   * Request-based CPU: freeze an instance whose revision has `cpuIdle` (the default) while it serves no request, as
+   * Cloud Run takes its CPU away (default off; `cpuIdle: false`, instance-based CPU, is never frozen).
+   */
+  freezeIdle?: boolean;
   /** What an image runs when a container names no command (default: `onmemos agent`, for every image). */
   images?: (image: string) => ImageDefaults;
   /** A package root with bin/onmemos.js and dist/cloud-agent.cjs (default ONMEMOS_FAKE_AGENT_ROOT, else this one). */
@@ -163,6 +168,7 @@ export async function startCloudRunFake(opts: CloudRunFakeOptions = {}): Promise
       images,
       startupTimeoutMs: opts.startupTimeoutMs ?? 30_000,
       idleMs: opts.scaleToZeroAfterMs,
+      freezeIdle: opts.freezeIdle,
       log,
     },
     onFrontRequest: (r) => {
