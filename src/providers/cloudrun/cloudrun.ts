@@ -29,6 +29,7 @@ import {
 import { type Capabilities, type CreateOptions, capabilities, type Provider } from '../provider.js';
 import { type CloudRunConfig, cloudRunConfig } from './config.js';
 import { serviceName } from './names.js';
+import { accessHeaders, apiBase, getService } from './rest.js';
 import { newNonce, secretKey, sessionSecret } from './secret.js';
 import { ANNOTATION, type ServiceLike, serviceObject, sessionOf, sha256Hex } from './service.js';
 
@@ -182,8 +183,30 @@ export class CloudRunProvider implements Provider {
     }
   }
 
+  /** The light path (rest.ts), made on first use: what get, exec and shell read, without the client library. */
+  private rest?: { base: string; headers: ReturnType<typeof accessHeaders> };
+
+  /**
+   * The service, as `service` reads it but through one plain REST GET (rest.ts), errors mapped alike. What get and
+   * the agent's lookup use; extend keeps the client's read, whose object it sends back to the client.
+   */
+  private async lookup(id: string): Promise<ServiceLike> {
+    validateSessionId(id);
+    this.rest ??= { base: apiBase(this.config), headers: accessHeaders(this.config) };
+    try {
+      return await getService(this.rest.base, this.rest.headers, this.name(id), {
+        timeoutMs: this.config.apiTimeoutMs,
+      });
+    } catch (e) {
+      const mapped = this.apiError('reading the service', e);
+      if (mapped instanceof NotFoundError)
+        throw new NotFoundError(`no such session: ${id}`, { hint: 'list sessions with: onmemos ls' });
+      throw mapped;
+    }
+  }
+
   async get(id: string): Promise<Session> {
-    const s = sessionOf(await this.service(id));
+    const s = sessionOf(await this.lookup(id));
     if (!s || s.id !== id) throw new NotFoundError(`no such session: ${id}`);
     return s;
   }
@@ -242,7 +265,7 @@ export class CloudRunProvider implements Provider {
 
   /** The agent's address and what it takes to be let in: an ID token for the URL, and the session's secret. */
   private async agent(id: string): Promise<{ url: string; headers: Record<string, string> }> {
-    const s = await this.service(id);
+    const s = await this.lookup(id);
     const session = sessionOf(s);
     if (!session || !s.uri) throw new NotFoundError(`no such session: ${id}`);
     if (session.status !== 'running') throw new UnavailableError(`session ${id} is ${session.status}, not running`);
@@ -275,7 +298,8 @@ export class CloudRunProvider implements Provider {
     } else {
       try {
         const gal = await import('google-auth-library');
-        const client = await new gal.GoogleAuth().getIdTokenClient(audience);
+        // The project given: else GoogleAuth first runs `gcloud config config-helper` to find one (rest.ts).
+        const client = await new gal.GoogleAuth({ projectId: this.config.project }).getIdTokenClient(audience);
         token = await client.idTokenProvider.fetchIdToken(audience);
       } catch (e) {
         tried.push(`Application Default Credentials: ${(e as Error).message.split('\n')[0]}`);
