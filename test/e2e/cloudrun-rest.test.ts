@@ -262,12 +262,16 @@ describe('against the Cloud Run fake', () => {
   let fake: CloudRunFake;
   let provider: CloudRunProvider;
   let id = '';
-  beforeAll(async () => {
-    fake = await startCloudRunFake();
+  /** A provider of its own (one remembers the services it read in the last 2 s). */
+  const fresh = () => {
     const env = { ...process.env, ...fake.env, ONMEMOS_CONFIG_DIR: join(fake.dir, 'onmemos-config') };
     const r = cloudRunConfig(env);
     if (!r.ok) throw new Error(r.reason);
-    provider = new CloudRunProvider(r.config, env, async (audience) => fake.idToken(audience));
+    return new CloudRunProvider(r.config, env, async (audience) => fake.idToken(audience));
+  };
+  beforeAll(async () => {
+    fake = await startCloudRunFake();
+    provider = fresh();
     id = (await provider.create(parseCreateRequest({ provider: 'cloud_run', namespace: 'rest', ttl_minutes: 5 }))).id;
   });
   afterAll(async () => {
@@ -277,7 +281,7 @@ describe('against the Cloud Run fake', () => {
 
   it('an exec reads the service with the light GET (bearer token, no client library) and runs through the agent', async () => {
     const before = fake.requests.length;
-    const p = await provider.exec(id, { argv: ['sh', '-c', 'echo $WORKSPACE_ID'] });
+    const p = await fresh().exec(id, { argv: ['sh', '-c', 'echo $WORKSPACE_ID'] });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.resume();
@@ -294,7 +298,7 @@ describe('against the Cloud Run fake', () => {
     fake.faults.set({ apiErrors: [{ path: `/services/${id}`, method: 'GET', code: 503, count: 1 }] });
     try {
       const before = fake.requests.length;
-      const p = await provider.exec(id, { argv: ['true'] });
+      const p = await fresh().exec(id, { argv: ['true'] });
       p.stdout.resume();
       p.stderr.resume();
       expect(await p.exit).toMatchObject({ code: 0 });
@@ -302,6 +306,24 @@ describe('against the Cloud Run fake', () => {
     } finally {
       fake.faults.clear();
     }
+  });
+
+  it('an exec right after a get (as `onmemos exec` does: locate, then exec) reads the service once', async () => {
+    const p1 = fresh();
+    const before = fake.requests.length;
+    await p1.get(id);
+    const p = await p1.exec(id, { argv: ['true'] });
+    p.stdout.resume();
+    p.stderr.resume();
+    expect(await p.exit).toMatchObject({ code: 0 });
+    expect(fake.requests.slice(before).map((r) => r.method)).toEqual(['GET']);
+    // Once the read is 2 s old, an exec reads the service again.
+    await new Promise((r) => setTimeout(r, 2_050));
+    const q = await p1.exec(id, { argv: ['true'] });
+    q.stdout.resume();
+    q.stderr.resume();
+    expect(await q.exit).toMatchObject({ code: 0 });
+    expect(fake.requests.slice(before).map((r) => r.method)).toEqual(['GET', 'GET']);
   });
 
   it('with Application Default Credentials (a metadata server): the CLI gets both tokens there, and no project lookup', async () => {
@@ -340,12 +362,9 @@ describe('against the Cloud Run fake', () => {
       expect(paths).toContain('/computeMetadata/v1/instance/service-accounts/default/identity');
       // The project is given to google-auth-library, which then neither asks for one here nor runs gcloud.
       expect(paths).not.toContain('/computeMetadata/v1/project/project-id');
-      // locate's get and the exec's own read: both the light GET, with the metadata server's access token.
+      // locate's get, whose read the exec then uses: the light GET, with the metadata server's access token.
       const reads = fake.requests.slice(before);
-      expect(reads.map((x) => [x.method, x.auth, x.apiClient])).toEqual([
-        ['GET', 'bearer', undefined],
-        ['GET', 'bearer', undefined],
-      ]);
+      expect(reads.map((x) => [x.method, x.auth, x.apiClient])).toEqual([['GET', 'bearer', undefined]]);
     } finally {
       await metadata.close();
     }

@@ -62,6 +62,8 @@ export async function loadCloudRunProvider(env: NodeJS.ProcessEnv): Promise<Clou
 const NOT_FOUND = new Set([5, 404]);
 const ALREADY_EXISTS = new Set([6, 409]);
 const UNAVAILABLE = new Set([4, 13, 14, 500, 502, 503, 504]);
+/** How long an exec may use the service as get() read it, instead of reading it again. */
+const READ_REUSE_MS = 2_000;
 
 export class CloudRunProvider implements Provider {
   readonly kind = 'cloud_run' as const;
@@ -185,6 +187,12 @@ export class CloudRunProvider implements Provider {
 
   /** The light path (rest.ts), made on first use: what get, exec and shell read, without the client library. */
   private rest?: { base: string; headers: ReturnType<typeof accessHeaders> };
+  /**
+   * Services this provider read in the last READ_REUSE_MS, by session id: an exec's own read of the service
+   * follows the one its locate() just made (a command on one session reads it first: `onmemos exec`, the server's
+   * routes), and on Cloud Run each read is a round trip to the regional endpoint.
+   */
+  private readonly recent = new Map<string, { at: number; service: ServiceLike }>();
 
   /**
    * The service, as `service` reads it but through one plain REST GET (rest.ts), errors mapped alike. What get and
@@ -194,10 +202,15 @@ export class CloudRunProvider implements Provider {
     validateSessionId(id);
     this.rest ??= { base: apiBase(this.config), headers: accessHeaders(this.config) };
     try {
-      return await getService(this.rest.base, this.rest.headers, this.name(id), {
+      const service = await getService(this.rest.base, this.rest.headers, this.name(id), {
         timeoutMs: this.config.apiTimeoutMs,
       });
+      const now = Date.now();
+      for (const [k, v] of this.recent) if (now - v.at >= READ_REUSE_MS) this.recent.delete(k);
+      this.recent.set(id, { at: now, service });
+      return service;
     } catch (e) {
+      this.recent.delete(id);
       const mapped = this.apiError('reading the service', e);
       if (mapped instanceof NotFoundError)
         throw new NotFoundError(`no such session: ${id}`, { hint: 'list sessions with: onmemos ls' });
@@ -224,6 +237,7 @@ export class CloudRunProvider implements Provider {
   }
 
   private async remove(id: string): Promise<void> {
+    this.recent.delete(id);
     const [op] = await this.call('removing the service', (c) => c.deleteService({ name: this.name(id) }));
     await this.call('removing the service', () => op.promise());
   }
@@ -265,7 +279,8 @@ export class CloudRunProvider implements Provider {
 
   /** The agent's address and what it takes to be let in: an ID token for the URL, and the session's secret. */
   private async agent(id: string): Promise<{ url: string; headers: Record<string, string> }> {
-    const s = await this.lookup(id);
+    const read = this.recent.get(id);
+    const s = read && Date.now() - read.at < READ_REUSE_MS ? read.service : await this.lookup(id);
     const session = sessionOf(s);
     if (!session || !s.uri) throw new NotFoundError(`no such session: ${id}`);
     if (session.status !== 'running') throw new UnavailableError(`session ${id} is ${session.status}, not running`);
