@@ -12,6 +12,8 @@
  *   limits         what limits add to create + rm: the session's cgroup (cpu, memory, pids, delegated) and its disk
  *                  image, made and removed as create and rm do, next to the whole create + rm    goal: <= 10 ms
  *   gke ...        exec and throughput on the gke provider next to kubectl, against the Kubernetes fake (gke.mjs)
+ *   cloud_run ...  exec next to a local exec, and create → first exec in its parts (API time, agent start),
+ *                  against the Cloud Run fake (cloudrun.mjs)
  *   agent start-up `onmemos agent` from spawn to /health answered, next to a bare node server (agent.mjs)
  *
  * Both onmemos and the baseline run on this Node (process.execPath), so the comparison is of onmemos's own work.
@@ -24,6 +26,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchAgentStart } from './agent.mjs';
+import { benchCloudRun, startCloudRunFake } from './cloudrun.mjs';
 import { benchGke, startKubeFake } from './gke.mjs';
 import {
   benchBigOutputs,
@@ -379,9 +382,10 @@ async function main() {
   // This machine's clusters and projects are not the bench's: gke is measured against its own fake, and `rm --all`
   // below must never reach a real cluster or project.
   env.KUBECONFIG = join(stateDir, 'no-kubeconfig');
-  for (const name of ['PROJECT_ID', 'REGION', 'GOOGLE_CLOUD_PROJECT', 'CLOUDSDK_CORE_PROJECT', 'CLOUDSDK_RUN_REGION']) {
-    delete env[name];
-  }
+  for (const name of ['PROJECT_ID', 'REGION', 'GOOGLE_CLOUD_PROJECT']) delete env[name];
+  // gcloud's own (CLOUDSDK_CORE_PROJECT, CLOUDSDK_RUN_REGION, the endpoint override, the token file): cloud_run is
+  // measured against its own fake, with the variables it prints.
+  for (const name of Object.keys(env)) if (name.startsWith('CLOUDSDK_')) delete env[name];
   delete env.ONMEMOS_LOG;
   const live = new Set();
   const onSignal = (sig) => {
@@ -394,6 +398,7 @@ async function main() {
   const results = [];
   let stopServer;
   let stopKube;
+  let stopCloudRun;
   try {
     const c = await run(NODE, [BIN, 'create', '--provider', 'local', '--ttl', '10'], { env });
     const id = c.stdout.trim();
@@ -428,6 +433,17 @@ async function main() {
         return benchGke({ ...t, throughputIterations: THROUGHPUT_ITERATIONS }, fake, join(stateDir, 'kubectl-cache'));
       },
     ]);
+    // cloud_run: the Cloud Run fake in a process of its own, its services' containers local sandboxes.
+    benches.push([
+      'cloud_run exec -- true',
+      '<= +150 ms',
+      async () => {
+        const fake = await startCloudRunFake(NODE, ROOT, env);
+        stopCloudRun = fake.stop;
+        const t = { env, node: NODE, bin: BIN, run, interleave, median, iterations: ITERATIONS };
+        return benchCloudRun(t, fake, id);
+      },
+    ]);
     // The Cloud Run agent: its start-up, which a cold start waits for.
     benches.push([
       'agent start-up',
@@ -446,6 +462,7 @@ async function main() {
   } finally {
     await stopServer?.();
     await stopKube?.();
+    await stopCloudRun?.();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     // --all also catches a session whose create was cut short (its id never printed); the state dir is ours alone.

@@ -40,6 +40,7 @@ import {
   type TaskLike,
 } from './job.js';
 import { jobName, serviceName } from './names.js';
+import { accessHeaders, apiBase, getService } from './rest.js';
 import { newNonce, secretKey, sessionSecret } from './secret.js';
 import { ANNOTATION, LABEL, type ServiceLike, serviceObject, sessionOf, sha256Hex } from './service.js';
 
@@ -84,6 +85,8 @@ export async function loadCloudRunProvider(env: NodeJS.ProcessEnv): Promise<Clou
 const NOT_FOUND = new Set([5, 404]);
 const ALREADY_EXISTS = new Set([6, 409]);
 const UNAVAILABLE = new Set([4, 13, 14, 500, 502, 503, 504]);
+/** How long an exec may use the service as get() read it, instead of reading it again. */
+const READ_REUSE_MS = 2_000;
 
 export class CloudRunProvider implements Provider {
   readonly kind = 'cloud_run' as const;
@@ -115,7 +118,11 @@ export class CloudRunProvider implements Provider {
         client.setCredentials({ access_token: token, expiry_date: Date.now() + 3600_000 });
         auth = client as unknown as AuthLike & Record<string, unknown>;
       } else {
-        auth = new gal.GoogleAuth({ scopes: ['https://www.googleapis.com/auth/cloud-platform'] }) as never;
+        // The project is known: without it, GoogleAuth runs `gcloud config config-helper` (~0.8 s) to find one.
+        auth = new gal.GoogleAuth({
+          scopes: ['https://www.googleapis.com/auth/cloud-platform'],
+          projectId: this.config.project,
+        }) as never;
       }
       const e = this.config.endpoint;
       const options = {
@@ -216,8 +223,41 @@ export class CloudRunProvider implements Provider {
     }
   }
 
+  /** The light path (rest.ts), made on first use: what get, exec and shell read, without the client library. */
+  private rest?: { base: string; headers: ReturnType<typeof accessHeaders> };
+  /**
+   * Services this provider read in the last READ_REUSE_MS, by session id: an exec's own read of the service
+   * follows the one its locate() just made (a command on one session reads it first: `onmemos exec`, the server's
+   * routes), and on Cloud Run each read is a round trip to the regional endpoint.
+   */
+  private readonly recent = new Map<string, { at: number; service: ServiceLike }>();
+
+  /**
+   * The service, as `service` reads it but through one plain REST GET (rest.ts), errors mapped alike. What get and
+   * the agent's lookup use; extend keeps the client's read, whose object it sends back to the client.
+   */
+  private async lookup(id: string): Promise<ServiceLike> {
+    validateSessionId(id);
+    this.rest ??= { base: apiBase(this.config), headers: accessHeaders(this.config) };
+    try {
+      const service = await getService(this.rest.base, this.rest.headers, this.name(id), {
+        timeoutMs: this.config.apiTimeoutMs,
+      });
+      const now = Date.now();
+      for (const [k, v] of this.recent) if (now - v.at >= READ_REUSE_MS) this.recent.delete(k);
+      this.recent.set(id, { at: now, service });
+      return service;
+    } catch (e) {
+      this.recent.delete(id);
+      const mapped = this.apiError('reading the service', e);
+      if (mapped instanceof NotFoundError)
+        throw new NotFoundError(`no such session: ${id}`, { hint: 'list sessions with: onmemos ls' });
+      throw mapped;
+    }
+  }
+
   async get(id: string): Promise<Session> {
-    const s = sessionOf(await this.service(id));
+    const s = sessionOf(await this.lookup(id));
     if (!s || s.id !== id) throw new NotFoundError(`no such session: ${id}`);
     return s;
   }
@@ -236,6 +276,7 @@ export class CloudRunProvider implements Provider {
 
   /** Removes the session's service and its job (the job, if it was ever made). */
   private async remove(id: string): Promise<void> {
+    this.recent.delete(id);
     const service = async () => {
       const [op] = await this.call('removing the service', (c) => c.deleteService({ name: this.name(id) }));
       await this.call('removing the service', () => op.promise());
@@ -315,7 +356,8 @@ export class CloudRunProvider implements Provider {
 
   /** The agent's address and what it takes to be let in: an ID token for the URL, and the session's secret. */
   private async agent(id: string): Promise<{ url: string; headers: Record<string, string> }> {
-    const s = await this.service(id);
+    const read = this.recent.get(id);
+    const s = read && Date.now() - read.at < READ_REUSE_MS ? read.service : await this.lookup(id);
     const session = sessionOf(s);
     if (!session || !s.uri) throw new NotFoundError(`no such session: ${id}`);
     if (session.status !== 'running') throw new UnavailableError(`session ${id} is ${session.status}, not running`);
@@ -348,7 +390,8 @@ export class CloudRunProvider implements Provider {
     } else {
       try {
         const gal = await import('google-auth-library');
-        const client = await new gal.GoogleAuth().getIdTokenClient(audience);
+        // The project given: else GoogleAuth first runs `gcloud config config-helper` to find one (rest.ts).
+        const client = await new gal.GoogleAuth({ projectId: this.config.project }).getIdTokenClient(audience);
         token = await client.idTokenProvider.fetchIdToken(audience);
       } catch (e) {
         tried.push(`Application Default Credentials: ${(e as Error).message.split('\n')[0]}`);

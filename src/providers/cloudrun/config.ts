@@ -23,6 +23,8 @@ export interface CloudRunConfig {
   tokenFile?: string;
   /** CLOUDRUN_DEFAULT_IMAGE: the image of every template (`create --image` wins). */
   defaultImage?: string;
+  /** How long a read of one service may take, retries included (default 10 s, as the client's; tests shorten it). */
+  apiTimeoutMs?: number;
 }
 
 export type CloudRunResolved = { ok: true; config: CloudRunConfig } | { ok: false; reason: string };

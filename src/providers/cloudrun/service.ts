@@ -102,7 +102,14 @@ export function serviceObject(id: string, req: CreateSessionRequest, c: CloudRun
           // leaving it out means false.
           resources: { limits: limits(req), cpuIdle: !req.cpu_always },
           ports: [{ containerPort: AGENT_PORT }],
-          startupProbe: { httpGet: { path: '/health', port: AGENT_PORT } },
+          // Probed every second (Cloud Run's default is every 10 s: a cold start would wait up to 10 s for nothing),
+          // for up to two minutes.
+          startupProbe: {
+            httpGet: { path: '/health', port: AGENT_PORT },
+            periodSeconds: 1,
+            timeoutSeconds: 1,
+            failureThreshold: 120,
+          },
           volumeMounts,
         },
       ],

@@ -202,6 +202,7 @@ export class ServiceHost implements FrontendTarget {
     if (matches(this.deps.faults.current.neverListen, this.id)) argv = ['sleep', 'infinity'];
     const cold = this.deps.faults.current.coldStartMs ?? 0;
     if (cold > 0) await new Promise((r) => setTimeout(r, cold));
+    const begun = performance.now();
     const env = {
       ...image.env,
       ...containerEnv(c),
@@ -235,11 +236,22 @@ export class ServiceHost implements FrontendTarget {
       if (this.serving === inst) this.serving = undefined;
       void this.stopInstance(inst);
     });
+    const started = performance.now();
     const deadline = Date.now() + this.deps.startupTimeoutMs;
     const path = c.startupProbe?.httpGet ? (c.startupProbe.httpGet.path ?? '/') : undefined;
+    // Every 10 ms for the first second (so that the time a container takes to answer is seen to within ~10 ms),
+    // then every 100 ms. Cloud Run probes every periodSeconds (default 10 s) instead: see README, Known gaps.
     while (!inst.gone && !this.closed && Date.now() < deadline) {
-      if (await probe(port, path)) return inst;
-      await new Promise((r) => setTimeout(r, 100));
+      if (await probe(port, path)) {
+        // What the bench reads (bench/cloudrun.mjs): the sandbox's making, then the container's own start.
+        const ms = (a: number, b: number) => (b - a).toFixed(1);
+        const now = performance.now();
+        log(
+          `instance ready in ${ms(begun, now)} ms: sandbox ${ms(begun, started)} ms, then container start to startup probe answered ${ms(started, now)} ms`,
+        );
+        return inst;
+      }
+      await new Promise((r) => setTimeout(r, performance.now() - started < 1_000 ? 10 : 100));
     }
     await this.stopInstance(inst);
     throw new StartFailure();
