@@ -383,6 +383,7 @@ async function main() {
   // below must never reach a real cluster or project.
   env.KUBECONFIG = join(stateDir, 'no-kubeconfig');
   for (const name of ['PROJECT_ID', 'REGION', 'GOOGLE_CLOUD_PROJECT']) delete env[name];
+  for (const name of Object.keys(env)) if (name.startsWith('WORKSTATIONS_')) delete env[name];
   // gcloud's own (CLOUDSDK_CORE_PROJECT, CLOUDSDK_RUN_REGION, the endpoint override, the token file): cloud_run is
   // measured against its own fake, with the variables it prints.
   for (const name of Object.keys(env)) if (name.startsWith('CLOUDSDK_')) delete env[name];

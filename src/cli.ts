@@ -15,6 +15,7 @@ import { lsCommand } from './commands/ls.js';
 import { rmCommand } from './commands/rm.js';
 import { serveCommand } from './commands/serve.js';
 import { shellCommand } from './commands/shell.js';
+import { tunnelCommand } from './commands/tunnel.js';
 import { OnmemosError, UserError } from './errors.js';
 import { type ProviderRegistry, remoteRegistry } from './providers/index.js';
 import { VERSION } from './version.js';
@@ -106,6 +107,7 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     lsCommand(ctx),
     getCommand(ctx),
     connectCommand(ctx),
+    tunnelCommand(ctx, setExit),
     rmCommand(ctx),
     startCommand(ctx),
     stopCommand(ctx),

@@ -20,6 +20,7 @@ import { cloudRunConfig } from './cloudrun/config.js';
 import { resolveKube } from './gke/kubeconfig.js';
 import { stateDir } from './local/store.js';
 import type { Capabilities, CreateOptions, Provider } from './provider.js';
+import { workstationsConfig } from './workstations/config.js';
 
 export type BackendKind = Exclude<ProviderKind, 'remote'>;
 
@@ -88,20 +89,15 @@ export function defaultEntries(): ProviderEntry[] {
       },
       load: async (env) => (await import('./gke/gke.js')).loadGkeProvider(env),
     },
-    notYet('workstations'),
-  ];
-}
-
-/** A cloud kind whose provider this build does not have yet: never configured, and it says so. */
-function notYet(kind: BackendKind): ProviderEntry {
-  const reason = `this build of onmemos has no ${kind} provider yet`;
-  return {
-    kind,
-    configured: () => ({ ok: false, reason }),
-    load: async () => {
-      throw new UnavailableError(reason);
+    {
+      kind: 'workstations',
+      configured: (env) => {
+        const r = workstationsConfig(env);
+        return r.ok ? { ok: true } : { ok: false, reason: r.reason };
+      },
+      load: async (env) => (await import('./workstations/workstations.js')).loadWorkstationsProvider(env),
     },
-  };
+  ];
 }
 
 export function defaultRegistry(env: NodeJS.ProcessEnv = process.env): ProviderRegistry {

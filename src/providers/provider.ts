@@ -4,6 +4,7 @@
  * folder under src/providers/ that implements it, declares its capabilities as data, has an entry in the registry
  * (index.ts), and passes test/conformance/.
  */
+import type { Duplex } from 'node:stream';
 import { UnsupportedError, UserError } from '../errors.js';
 import type { ExecSpec, RemoteProcess } from '../exec/process.js';
 import {
@@ -132,4 +133,6 @@ export interface Provider {
   extend?(id: string, minutes: number): Promise<Session>;
   /** Removes the expired sessions (and leftovers of creates that died); returns the ids removed. */
   reapExpired?(): Promise<string[]>;
+  /** One byte stream to a TCP port inside the session (`onmemos tunnel`), where the backend has a way there. */
+  tunnel?(id: string, port: number): Promise<Duplex>;
 }

@@ -15,6 +15,14 @@ const CLOUD_RUN_VARIABLES = [
   'CLOUDSDK_RUN_REGION',
   'CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN',
   'CLOUDSDK_AUTH_ACCESS_TOKEN_FILE',
+  'WORKSTATIONS_REGION',
+  'WORKSTATIONS_CLUSTER',
+  'WORKSTATIONS_CONFIG',
+  'CLOUDSDK_WORKSTATIONS_REGION',
+  'CLOUDSDK_WORKSTATIONS_CLUSTER',
+  'CLOUDSDK_WORKSTATIONS_CONFIG',
+  'CLOUDSDK_API_ENDPOINT_OVERRIDES_WORKSTATIONS',
+  'CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE',
 ];
 
 export default function setup(): () => void {
@@ -25,7 +33,8 @@ export default function setup(): () => void {
   // The one exception, the conformance suite against a real cluster, finds the machine's own here.
   process.env.ONMEMOS_TEST_REAL_KUBECONFIG ??= process.env.KUBECONFIG ?? '';
   process.env.KUBECONFIG = join(dir, 'no-kubeconfig');
-  // Nor this machine's Google project: cloud_run is configured only where a test points it at its own fake.
+  // Nor this machine's Google project: cloud_run and workstations are configured only where a test points them at
+  // its own fake.
   for (const name of CLOUD_RUN_VARIABLES) {
     if (process.env[name] !== undefined) process.env[`ONMEMOS_TEST_REAL_${name}`] ??= process.env[name];
     delete process.env[name];

@@ -1,15 +1,8 @@
-/**
- * The cloud_run provider: a session is a Cloud Run service (Admin API v2, `@google-cloud/run` over its REST
- * fallback) whose one container runs `onmemos agent`; the service's labels and annotations are the whole session.
- * Commands go to the agent at the service's URL over the same exec WebSocket as everywhere (src/exec), with a
- * Google ID token for that URL (Cloud Run's invoker check) and the session's secret (secret.ts).
- */
-import { readFileSync } from 'node:fs';
 import {
   ConflictError,
   InterruptedError,
   NotFoundError,
-  OnmemosError,
+  type OnmemosError,
   ProviderError,
   UnavailableError,
 } from '../../errors.js';
@@ -26,6 +19,7 @@ import {
   validateSessionId,
   validateTtl,
 } from '../../session/model.js';
+import { type AuthLike, abortable, clientOptions, googleCredentials, googleError } from '../google.js';
 import { type Capabilities, type CreateOptions, capabilities, type Provider } from '../provider.js';
 import { type CloudRunConfig, cloudRunConfig } from './config.js';
 import {
@@ -53,10 +47,6 @@ interface Clients {
   executions(): import('@google-cloud/run').ExecutionsClient;
   tasks(): import('@google-cloud/run').TasksClient;
 }
-/** What both an OAuth2Client (a static token) and GoogleAuth (ADC) give: request headers. */
-interface AuthLike {
-  getRequestHeaders(url?: string): Promise<unknown>;
-}
 
 /**
  * A service per session: no stop/start (scale to zero stands in), a workspace that outlives a scale to zero only
@@ -81,10 +71,6 @@ export async function loadCloudRunProvider(env: NodeJS.ProcessEnv): Promise<Clou
   return new CloudRunProvider(r.config, env);
 }
 
-/** gRPC codes the REST fallback reports (google-gax maps HTTP statuses onto them), and the HTTP ones. */
-const NOT_FOUND = new Set([5, 404]);
-const ALREADY_EXISTS = new Set([6, 409]);
-const UNAVAILABLE = new Set([4, 13, 14, 500, 502, 503, 504]);
 /** How long an exec may use the service as get() read it, instead of reading it again. */
 const READ_REUSE_MS = 2_000;
 
@@ -92,7 +78,7 @@ export class CloudRunProvider implements Provider {
   readonly kind = 'cloud_run' as const;
   readonly capabilities = CLOUDRUN_CAPABILITIES;
   readonly parent: string;
-  private clients?: Promise<Clients & { auth: AuthLike & Record<string, unknown> }>;
+  private clients?: Promise<Clients & { auth: AuthLike }>;
 
   constructor(
     readonly config: CloudRunConfig,
@@ -110,28 +96,8 @@ export class CloudRunProvider implements Provider {
   /** The client and credentials, loaded on first use: a static token from CLOUDSDK_AUTH_ACCESS_TOKEN_FILE, else ADC. */
   private api() {
     this.clients ??= (async () => {
-      const [run, gal] = await Promise.all([import('@google-cloud/run'), import('google-auth-library')]);
-      let auth: AuthLike & Record<string, unknown>;
-      if (this.config.tokenFile) {
-        const client = new gal.OAuth2Client();
-        const token = readFileSync(this.config.tokenFile, 'utf8').trim();
-        client.setCredentials({ access_token: token, expiry_date: Date.now() + 3600_000 });
-        auth = client as unknown as AuthLike & Record<string, unknown>;
-      } else {
-        // The project is known: without it, GoogleAuth runs `gcloud config config-helper` (~0.8 s) to find one.
-        auth = new gal.GoogleAuth({
-          scopes: ['https://www.googleapis.com/auth/cloud-platform'],
-          projectId: this.config.project,
-        }) as never;
-      }
-      const e = this.config.endpoint;
-      const options = {
-        fallback: true,
-        authClient: auth as never,
-        ...(e
-          ? { apiEndpoint: e.host, port: e.port, protocol: e.protocol }
-          : { apiEndpoint: `${this.config.region}-run.googleapis.com` }),
-      } as never;
+      const [run, auth] = await Promise.all([import('@google-cloud/run'), googleCredentials(this.config)]);
+      const options = clientOptions(auth, `${this.config.region}-run.googleapis.com`, this.config.endpoint) as never;
       const once = <K extends 'JobsClient' | 'ExecutionsClient' | 'TasksClient'>(k: K) => {
         let c: InstanceType<RunModule[K]> | undefined;
         return () => (c ??= new run[k](options) as InstanceType<RunModule[K]>);
@@ -153,21 +119,7 @@ export class CloudRunProvider implements Provider {
 
   /** An API error as an onmemos error that names the service and says what was being done. */
   private apiError(what: string, e: unknown): OnmemosError {
-    if (e instanceof OnmemosError) return e;
-    const code = (e as { code?: unknown })?.code;
-    const raw = e instanceof Error ? e.message : String(e);
-    const message = raw.replace(/^\d+ [A-Z_]+: /, '').split('\n')[0];
-    if (typeof code === 'number') {
-      if (NOT_FOUND.has(code)) return new NotFoundError(`${what}: ${message}`);
-      if (ALREADY_EXISTS.has(code)) return new ConflictError(`${what}: ${message}`);
-      if (UNAVAILABLE.has(code))
-        return new UnavailableError(`${this.where()} failed (${what}): ${message}`, { cause: e });
-      return new ProviderError(`${this.where()} refused ${what}: ${message}`, { cause: e });
-    }
-    // A socket's error (ECONNREFUSED, ETIMEDOUT...) is the network's; anything else is ours or the library's.
-    if (typeof code === 'string')
-      return new UnavailableError(`cannot reach ${this.where()} (${what}): ${message}`, { cause: e });
-    return new ProviderError(`${what} failed: ${message}`, { cause: e });
+    return googleError(this.where(), what, e);
   }
 
   private async call<T>(what: string, fn: (s: ServicesClient, all: Clients) => Promise<T>): Promise<T> {
@@ -516,25 +468,5 @@ async function runForToken(file: string, args: string[], env: NodeJS.ProcessEnv)
         reject(new Error(why));
       } else resolve(token);
     });
-  });
-}
-
-/** Resolves as `p` does, or rejects as interrupted when `signal` aborts first. */
-function abortable<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return p;
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(new InterruptedError('interrupted'));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
   });
 }

@@ -7,12 +7,9 @@
  * environment is read here: `configured` must be cheap.
  */
 import type { Template } from '../../session/model.js';
+import { type GoogleEndpoint, parseEndpoint as parseGoogleEndpoint } from '../google.js';
 
-export interface CloudRunEndpoint {
-  host: string;
-  port: number;
-  protocol: 'http' | 'https';
-}
+export type CloudRunEndpoint = GoogleEndpoint;
 
 export interface CloudRunConfig {
   project: string;
@@ -52,22 +49,9 @@ export function cloudRunConfig(env: NodeJS.ProcessEnv): CloudRunResolved {
   return { ok: true, config };
 }
 
-/** gcloud's override is a URL (`https://europe-west1-run.googleapis.com/`); the client wants host, port, protocol. */
+/** CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN as the client wants it: host, port, protocol. */
 export function parseEndpoint(raw: string): CloudRunEndpoint | string {
-  let u: URL;
-  try {
-    u = new URL(raw);
-  } catch {
-    return `CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN is not a URL: ${JSON.stringify(raw.slice(0, 100))}`;
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    return `CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN must be an http(s) URL, got ${u.protocol}`;
-  }
-  if (u.pathname !== '/' && u.pathname !== '') {
-    return `CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN must name a host, not a path (${u.pathname})`;
-  }
-  const protocol = u.protocol === 'http:' ? 'http' : 'https';
-  return { host: u.hostname, port: u.port ? Number(u.port) : protocol === 'http' ? 80 : 443, protocol };
+  return parseGoogleEndpoint('CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN', raw);
 }
 
 /** The images/ recipe's image in the project's Artifact Registry (README: how to build and push it). */

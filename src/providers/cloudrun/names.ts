@@ -5,14 +5,12 @@
  * deterministic (any onmemos finds the service again from the id alone), and two ids that share those 40
  * characters still get different names.
  */
-import { createHash } from 'node:crypto';
+import { boundedName } from '../google.js';
 
 export const MAX_SERVICE_ID = 49;
 
 export function serviceName(id: string): string {
-  if (id.length <= MAX_SERVICE_ID) return id;
-  const hash = createHash('sha256').update(id).digest('hex').slice(0, 8);
-  return `${id.slice(0, MAX_SERVICE_ID - 9).replace(/-+$/, '')}-${hash}`;
+  return boundedName(id, MAX_SERVICE_ID);
 }
 
 /**

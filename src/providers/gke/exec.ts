@@ -1,77 +1,12 @@
-// biome-ignore-all lint/suspicious/noTemplateCurlyInString: these are sh scripts, where ${x} is sh's own
 /**
  * Commands in a pod, over the Kubernetes exec API. That API runs argv as given, with the container's environment
- * and working directory, and ends nothing when the client goes away (without a tty the process keeps running).
- * So every command starts through a fixed sh wrapper that records its pid in a file under /tmp, applies the
- * exec's environment (values arrive as positional parameters, never as shell text), changes directory and
- * checks argv[0] as every onmemos transport does; and a signal (Ctrl-C, --timeout, a client that went away) is
- * sent to the command and everything it started by a second exec that reads that file.
+ * and working directory, and ends nothing when the client goes away (without a tty the process keeps running): so
+ * every command starts through the pid-recording wrapper of src/exec/wrapper.ts, and a signal goes to the command's
+ * whole tree through a second exec.
  */
-
-import { CHANGE_DIRECTORY_AND_EXEC } from '../../exec/lookup.js';
-import type { ExecSpec } from '../../exec/process.js';
-import { randomSuffix } from '../../session/model.js';
 import { CONTAINER } from './pod.js';
 
-/** `$1` the pid file, `$2` how many environment assignments follow, those, the directory, then argv. */
-export const POD_EXEC_WRAPPER = [
-  'echo $$ > "$1" 2>/dev/null; shift',
-  'n=$1; shift',
-  'while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n - 1)); done',
-  CHANGE_DIRECTORY_AND_EXEC,
-].join('\n');
-
-/**
- * `$1` the pid file, `$2` the signal: signals the recorded process and its descendants (found through each
- * process's parent in /proc/N/stat: no tool beyond sh is assumed in the image). Twice for KILL, so that what
- * forked while the first pass ran goes too.
- */
-export const POD_SIGNAL_SCRIPT = [
-  'f=$1; sig=$2; root=$(cat "$f" 2>/dev/null) || exit 0',
-  'tree() {',
-  '  all=""',
-  '  for d in /proc/[0-9]*; do',
-  '    read -r l < "$d/stat" 2>/dev/null || continue',
-  '    set -- ${l##*) }',
-  '    all="$all ${d#/proc/}:$2"',
-  '  done',
-  '  pids=$root; front=$root; depth=0',
-  '  while [ -n "$front" ] && [ $depth -lt 64 ]; do',
-  '    next=""',
-  '    for e in $all; do for p in $front; do [ "${e#*:}" = "$p" ] && next="$next ${e%%:*}"; done; done',
-  '    pids="$pids $next"; front=$next; depth=$((depth + 1))',
-  '  done',
-  '}',
-  'tree; kill -s "$sig" $pids 2>/dev/null',
-  'if [ "$sig" = KILL ]; then tree; kill -s KILL $pids 2>/dev/null; rm -f "$f"; fi',
-  'exit 0',
-].join('\n');
-
-/** A fresh pid file path for one exec. */
-export function pidFile(): string {
-  return `/tmp/.onmemos-exec-${Date.now().toString(36)}-${randomSuffix(8)}`;
-}
-
-/** The argv that runs `spec` through the wrapper. TERM travels with the environment for a tty. */
-export function wrappedArgv(spec: ExecSpec, pid: string): string[] {
-  const env = { ...(spec.tty && spec.term ? { TERM: spec.term } : {}), ...(spec.env ?? {}) };
-  const assignments = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  return [
-    '/bin/sh',
-    '-c',
-    POD_EXEC_WRAPPER,
-    'onmemos-exec',
-    pid,
-    String(assignments.length),
-    ...assignments,
-    spec.cwd ?? '/workspace',
-    ...spec.argv,
-  ];
-}
-
-export function signalArgv(pid: string, signal: NodeJS.Signals): string[] {
-  return ['/bin/sh', '-c', POD_SIGNAL_SCRIPT, 'onmemos-signal', pid, signal.replace(/^SIG/, '')];
-}
+export { pidFile, signalArgv, wrappedArgv } from '../../exec/wrapper.js';
 
 /** The exec query as the Kubernetes API takes it (kubectl's own: `command` once per argv element). */
 export function podExecQuery(argv: string[], o: { stdin: boolean; tty: boolean }): URLSearchParams {

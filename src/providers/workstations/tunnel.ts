@@ -1,0 +1,53 @@
+/**
+ * The workstation TCP tunnel, as `gcloud workstations start-tcp-tunnel` opens it (PROTOCOLS.md §3): one WebSocket
+ * per TCP connection to `wss://{host}/_workstation/tcp/{port}` with `Authorization: Bearer {access token}` (from
+ * generateAccessToken), no subprotocol, raw bytes both ways (sent as binary frames; text frames are taken too). An
+ * upgrade answered 503 means nothing listens on that port in the workstation.
+ */
+import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import { rootCertificates } from 'node:tls';
+import { ProviderError, UnavailableError } from '../../errors.js';
+
+export interface TunnelTarget {
+  /** The workstation's `host` (`name.cluster-hash.cloudworkstations.dev`, or a fake's `127.0.0.1:port`). */
+  host: string;
+  port: number;
+  accessToken: string;
+  /** A CA bundle trusted besides Node's own (CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE). */
+  caFile?: string;
+  /** How long the upgrade may take (default 30 s). */
+  timeoutMs?: number;
+}
+
+/** Opens one tunnelled connection to `port` in the workstation: a byte stream, ended when either side closes. */
+export async function openTunnel(t: TunnelTarget): Promise<Duplex> {
+  const { default: WebSocket, createWebSocketStream } = await import('ws');
+  const ca = t.caFile ? [...rootCertificates, readFileSync(t.caFile, 'utf8')] : undefined;
+  const url = `wss://${t.host}/_workstation/tcp/${t.port}`;
+  const ws = new WebSocket(url, {
+    headers: { authorization: `Bearer ${t.accessToken}` },
+    perMessageDeflate: false,
+    handshakeTimeout: t.timeoutMs ?? 30_000,
+    maxPayload: 16 << 20,
+    ...(ca ? { ca } : {}),
+  });
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('unexpected-response', (_req, res) => {
+      res.resume();
+      const status = res.statusCode ?? 0;
+      ws.terminate();
+      if (status === 503) {
+        reject(new UnavailableError(`nothing listens on port ${t.port} in the workstation (503 from its host)`));
+      } else if (status === 401 || status === 403) {
+        reject(new ProviderError(`the workstation's host refused the tunnel (${status}): is the access token valid?`));
+      } else reject(new UnavailableError(`the workstation's host answered ${status} to the tunnel to port ${t.port}`));
+    });
+    ws.once('error', (e) => reject(new UnavailableError(`cannot open the tunnel to ${t.host}: ${e.message}`)));
+  });
+  const stream = createWebSocketStream(ws);
+  // A closed or broken tunnel ends the stream; an error is the connection's end, not a crash.
+  stream.on('error', () => stream.destroy());
+  return stream;
+}
