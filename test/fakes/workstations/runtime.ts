@@ -1,0 +1,299 @@
+/**
+ * How a running workstation runs: a local sandbox (LocalProvider with a state directory of the fake's own, network
+ * mode `host` so that the host reaches its sshd at 127.0.0.1) whose user is `user` (uid 1000, home `/home/user`,
+ * login shell bash: the sandbox's own /etc/passwd), in which Debian's real `/usr/sbin/sshd` runs as that user, not
+ * root, on a fresh port, as one long exec (`sshd -D -e`, its log the workstation's log).
+ *
+ * sshd (see README, "SSH"): config, host key and the fake's authorized keys in `/run/workstation` (a tmpfs of the
+ * sandbox: made anew at each start), `AllowUsers user`, public keys only, from the user's own
+ * `~/.ssh/authorized_keys` and from `/run/workstation/authorized_keys`, which the fake writes. A non-root sshd can
+ * run no AuthorizedKeysCommand (it must be owned by uid 0, which nothing in the sandbox is), so "any key" is not
+ * possible: the fake authorizes the keys it is given.
+ *
+ * The home persists across stop and start as a workstation's persistent disk does: a stop stops sshd, writes the
+ * home out as a tar file in the fake's directory and removes the sandbox; the next start unpacks it into the new
+ * sandbox's home (a first start copies /etc/skel). Delete removes the tar file. Nothing else persists (`/workspace`,
+ * `/tmp` are the sandbox's, gone at stop, as a workstation's container filesystem is).
+ */
+import { createReadStream, createWriteStream, existsSync, renameSync, rmSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { pipeline } from 'node:stream/promises';
+import type { ExitStatus, RemoteProcess } from '../../../src/exec/process.js';
+import { LocalProvider } from '../../../src/providers/local/local.js';
+import { normalizeCreateRequest } from '../../../src/session/model.js';
+
+/** The workstation's user: gcloud's default remote user, and the sandbox's passwd name (uid 1000). */
+export const WORKSTATION_USER = 'user';
+export const HOME = `/home/${WORKSTATION_USER}`;
+export const RUN_DIR = '/run/workstation';
+export const SSHD = '/usr/sbin/sshd';
+
+export function sshdConfig(port: number): string {
+  return [
+    `Port ${port}`,
+    'ListenAddress 127.0.0.1',
+    `HostKey ${RUN_DIR}/ssh_host_ed25519_key`,
+    `PidFile ${RUN_DIR}/sshd.pid`,
+    `AllowUsers ${WORKSTATION_USER}`,
+    'PubkeyAuthentication yes',
+    `AuthorizedKeysFile .ssh/authorized_keys ${RUN_DIR}/authorized_keys`,
+    'PasswordAuthentication no',
+    'KbdInteractiveAuthentication no',
+    'UsePAM no',
+    // The sandbox shows the host's root-owned /etc and /usr as nobody's: the ownership checks would refuse them.
+    'StrictModes no',
+    'PrintMotd no',
+    'PrintLastLog no',
+    'AcceptEnv LANG LC_*',
+    'Subsystem sftp /usr/lib/openssh/sftp-server',
+    '',
+  ].join('\n');
+}
+
+/** Runs in the new sandbox: the run directory, a host key, sshd's config, the keys; then the saved home or /etc/skel. */
+const SETUP = [
+  'set -e',
+  'umask 077',
+  `mkdir -p ${RUN_DIR}`,
+  `ssh-keygen -q -t ed25519 -N '' -C "$4" -f ${RUN_DIR}/ssh_host_ed25519_key`,
+  `printf '%s' "$1" > ${RUN_DIR}/sshd_config`,
+  `printf '%s' "$2" > ${RUN_DIR}/authorized_keys`,
+  'umask 022',
+  `if [ "$3" = restore ]; then tar -xpf - -C ${HOME}; else cat > /dev/null; cp -rT /etc/skel ${HOME} 2>/dev/null || true; fi`,
+].join('\n');
+
+export interface MachineSpec {
+  /** The workstation id (names the sandbox). */
+  id: string;
+  /** A tar file of the home to restore, when one was saved. */
+  homeTar?: string;
+  /** The authorized_keys text sshd starts with. */
+  authorizedKeys: string;
+  /** Start sshd (false: the workstation runs, nothing listens on 22). */
+  sshd: boolean;
+  /** Each line sshd logs. */
+  onLine?: (line: string) => void;
+}
+
+export interface RunningMachine {
+  /** The local session the workstation runs in. */
+  readonly session: string;
+  /** The host port sshd listens on (127.0.0.1), when it runs. */
+  readonly sshPort?: number;
+  /** sshd's end (never, for a machine without sshd, until stopped). */
+  readonly exit: Promise<ExitStatus>;
+  /** Replaces the fake's authorized keys file. */
+  writeKeys(text: string): Promise<void>;
+  /** Stops sshd, writes the home to `saveTo` (when given), removes the sandbox. */
+  stop(saveTo?: string): Promise<void>;
+}
+
+/** A DNS label of at most `max` characters from `name`. */
+function label(name: string, max: number): string {
+  const l = name
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, '-')
+    .slice(0, Math.max(1, max))
+    .replace(/^-+|-+$/g, '');
+  return l || 'w';
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.setTimeout(1_000);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+    s.once('timeout', () => {
+      s.destroy();
+      resolve(false);
+    });
+  });
+}
+
+/** Runs argv in the sandbox to its end, with `input` on stdin; rejects with its stderr on a non-zero exit. */
+async function run(provider: LocalProvider, id: string, argv: string[], input?: Buffer | NodeJS.ReadableStream) {
+  const p = await provider.exec(id, { argv, stdin: true, cwd: '/' });
+  let err = '';
+  p.stdout.resume();
+  p.stderr.on('data', (d) => (err += d));
+  if (input === undefined) p.stdin.end();
+  else if (Buffer.isBuffer(input)) p.stdin.end(input);
+  else input.pipe(p.stdin);
+  const { code, signal } = await p.exit;
+  if (code !== 0)
+    throw new Error(`${argv.slice(0, 2).join(' ')} in the workstation failed (${code ?? signal}): ${err.trim()}`);
+}
+
+export class WorkstationRuntime {
+  readonly provider: LocalProvider;
+  private readonly sessions = new Set<string>();
+
+  constructor(
+    private readonly opts: {
+      stateDir: string;
+      log: (line: string) => void;
+      /** Characters the session's namespace part may have (socket paths are bounded). */
+      idBudget: number;
+      /** The sandbox's disk (home, /workspace, /tmp), default 1 GiB. */
+      diskBytes?: number;
+    },
+  ) {
+    this.provider = new LocalProvider({ env: { ...process.env, ONMEMOS_STATE_DIR: opts.stateDir } });
+  }
+
+  async start(spec: MachineSpec, signal?: AbortSignal): Promise<RunningMachine> {
+    const request = normalizeCreateRequest({
+      provider: 'local',
+      namespace: label(spec.id, this.opts.idBudget - WORKSTATION_USER.length - 1),
+      user: WORKSTATION_USER,
+      ttl_minutes: 7 * 24 * 60,
+      network: 'host',
+      limits: { disk: this.opts.diskBytes ?? 2 ** 30 },
+    });
+    const s = await this.provider.create(request, { signal });
+    this.sessions.add(s.id);
+    try {
+      const port = await freePort();
+      const restore = spec.homeTar !== undefined && existsSync(spec.homeTar);
+      await run(
+        this.provider,
+        s.id,
+        [
+          '/bin/sh',
+          '-c',
+          SETUP,
+          'setup',
+          sshdConfig(port),
+          spec.authorizedKeys,
+          restore ? 'restore' : 'fresh',
+          `root@${spec.id}`,
+        ],
+        restore ? createReadStream(spec.homeTar!) : undefined,
+      );
+      let proc: RemoteProcess | undefined;
+      let exit: Promise<ExitStatus>;
+      if (spec.sshd) {
+        proc = await this.provider.exec(s.id, {
+          argv: [
+            '/usr/bin/env',
+            '-i',
+            'PATH=/usr/sbin:/usr/bin:/sbin:/bin',
+            SSHD,
+            '-D',
+            '-e',
+            '-f',
+            `${RUN_DIR}/sshd_config`,
+          ],
+          cwd: '/',
+        });
+        exit = this.follow(proc, spec.onLine);
+        await this.listening(port, exit, signal);
+      } else {
+        exit = new Promise<ExitStatus>(() => {});
+      }
+      const provider = this.provider;
+      let stopping: Promise<void> | undefined;
+      return {
+        session: s.id,
+        ...(spec.sshd ? { sshPort: port } : {}),
+        exit,
+        writeKeys: (text) =>
+          run(
+            provider,
+            s.id,
+            ['/bin/sh', '-c', `umask 077; cat > ${RUN_DIR}/.keys && mv ${RUN_DIR}/.keys ${RUN_DIR}/authorized_keys`],
+            Buffer.from(text),
+          ),
+        stop: (saveTo) => {
+          stopping ??= (async () => {
+            try {
+              if (proc) {
+                proc.kill('SIGTERM');
+                await Promise.race([exit, new Promise((r) => setTimeout(r, 2_000))]);
+              }
+              if (saveTo) await this.save(s.id, saveTo);
+            } finally {
+              await this.remove(s.id);
+            }
+          })();
+          return stopping;
+        },
+      };
+    } catch (e) {
+      await this.remove(s.id);
+      throw e;
+    }
+  }
+
+  /** sshd's log, a line at a time. */
+  private follow(proc: RemoteProcess, onLine?: (line: string) => void): Promise<ExitStatus> {
+    let partial = '';
+    const take = (d: Buffer) => {
+      const lines = (partial + d.toString('utf8')).split('\n');
+      partial = lines.pop() ?? '';
+      for (const l of lines) onLine?.(l);
+    };
+    proc.stdout.on('data', take);
+    proc.stderr.on('data', take);
+    return proc.exit.then((s) => {
+      if (partial) onLine?.(partial);
+      return s;
+    });
+  }
+
+  /** Until sshd accepts connections (10 ms apart, then 100 ms); fails if it ends first or takes 15 s. */
+  private async listening(port: number, exit: Promise<ExitStatus>, signal?: AbortSignal): Promise<void> {
+    let ended: ExitStatus | undefined;
+    void exit.then((s) => (ended = s));
+    const t0 = Date.now();
+    for (let i = 0; ; i++) {
+      if (await accepts(port)) return;
+      if (ended) throw new Error(`sshd ended (${ended.code ?? ended.signal}) before it listened on ${port}`);
+      if (signal?.aborted) throw new Error('start cancelled');
+      if (Date.now() - t0 > 15_000) throw new Error(`sshd did not listen on ${port} within 15 s`);
+      await new Promise((r) => setTimeout(r, i < 100 ? 10 : 100));
+    }
+  }
+
+  /** The home as a tar file (written next to `file`, then renamed: a failed save keeps the previous one). */
+  private async save(id: string, file: string): Promise<void> {
+    const p = await this.provider.exec(id, { argv: ['tar', '-cf', '-', '-C', HOME, '.'], cwd: '/' });
+    let err = '';
+    p.stderr.on('data', (d) => (err += d));
+    const tmp = `${file}.part`;
+    await pipeline(p.stdout, createWriteStream(tmp, { mode: 0o600 }));
+    const { code } = await p.exit;
+    // tar exits 1 when a file changed as it read it: the archive is still good.
+    if (code !== 0 && code !== 1) {
+      rmSync(tmp, { force: true });
+      throw new Error(`could not save the workstation's home: ${err.trim()}`);
+    }
+    renameSync(tmp, file);
+  }
+
+  private async remove(id: string): Promise<void> {
+    this.sessions.delete(id);
+    await this.provider.delete(id).catch(() => {});
+  }
+
+  /** Removes every sandbox it made (and any of its state directory a start did not get to record). */
+  async close(): Promise<void> {
+    await Promise.all([...this.sessions].map((id) => this.remove(id)));
+    for (const s of await this.provider.list().catch(() => [])) await this.provider.delete(s.id).catch(() => {});
+  }
+}
