@@ -19,6 +19,13 @@ export const EXEC_WRAPPER = [
 ].join('\n');
 
 /**
+ * The wrapper for a transport that reports a signal as its own failure (ssh exits 255 when the remote command is
+ * killed by one): the shell stays, runs the command as its child, and exits with what sh reports, 128+N for
+ * signal N. The recorded pid is the shell's, so a signal still reaches the command's whole tree.
+ */
+export const RUN_WRAPPER = EXEC_WRAPPER.replace(/exec "\$@"$/, '"$@"; exit $?');
+
+/**
  * `$1` the pid file, `$2` the signal: signals the recorded process and its descendants (found through each
  * process's parent in /proc/N/stat: no tool beyond sh is assumed in the image). Twice for KILL, so that what
  * forked while the first pass ran goes too.
@@ -50,13 +57,18 @@ export function pidFile(): string {
 }
 
 /** The argv that runs `spec` through the wrapper. TERM travels with the environment for a tty. */
-export function wrappedArgv(spec: ExecSpec, pid: string, base: Record<string, string> = {}): string[] {
+export function wrappedArgv(
+  spec: ExecSpec,
+  pid: string,
+  base: Record<string, string> = {},
+  wrapper: string = EXEC_WRAPPER,
+): string[] {
   const env = { ...base, ...(spec.tty && spec.term ? { TERM: spec.term } : {}), ...(spec.env ?? {}) };
   const assignments = Object.entries(env).map(([k, v]) => `${k}=${v}`);
   return [
     '/bin/sh',
     '-c',
-    EXEC_WRAPPER,
+    wrapper,
     'onmemos-exec',
     pid,
     String(assignments.length),

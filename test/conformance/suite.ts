@@ -102,11 +102,13 @@ export function providerConformance(name: string, setup: () => Promise<Subject>)
         expect((await s.registry.list({ namespace: session.namespace, user: 'bob' })).sessions).toEqual([]);
       });
 
-      it('connect: the shell argv and an exec WebSocket', async () => {
+      it('connect: the shell argv, and the exec WebSocket or SSH its transports say', async () => {
         const info = await s.provider.connect(session.id);
         expect(info).toMatchObject({ id: session.id, status: 'running' });
         expect(info.shell?.argv.length).toBeGreaterThan(0);
-        expect(info.exec?.protocol).toBe('v5.channel.k8s.io');
+        const transports = s.provider.capabilities.exec;
+        if (transports.includes('websocket')) expect(info.exec?.protocol).toBe('v5.channel.k8s.io');
+        if (transports.includes('ssh')) expect(info.ssh).toMatchObject({ port: 22, user: expect.any(String) });
       });
 
       it('extend moves the expiry to that many minutes from now', async () => {

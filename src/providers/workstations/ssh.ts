@@ -18,7 +18,7 @@ import { configDir } from '../../config.js';
 import { UnavailableError } from '../../errors.js';
 import { pipedProcess, ptyProcess } from '../../exec/child.js';
 import type { ExecSpec, RemoteProcess } from '../../exec/process.js';
-import { pidFile, signalArgv, wrappedArgv } from '../../exec/wrapper.js';
+import { EXEC_WRAPPER, pidFile, RUN_WRAPPER, signalArgv, wrappedArgv } from '../../exec/wrapper.js';
 import { binPath } from '../../paths.js';
 
 /** The ssh client (SSH, else `ssh` on PATH). */
@@ -140,7 +140,12 @@ export async function sshExec(
 ): Promise<RemoteProcess> {
   await ensureKey(t.env);
   const pid = pidFile();
-  const line = wrappedArgv(spec, pid, sessionEnv).map(shq).join(' ');
+  // Without a tty, ssh reports a command killed by a signal as its own failure (255): the shell that stays gives 128+N.
+  // The default directory is the login's, the home: a workstation's persistent disk (/workspace is not kept).
+  const where = { ...spec, cwd: spec.cwd ?? '.' };
+  const line = wrappedArgv(where, pid, sessionEnv, spec.tty ? EXEC_WRAPPER : RUN_WRAPPER)
+    .map(shq)
+    .join(' ');
   const ssh = sshClient(t.env);
   const signal = (sig: NodeJS.Signals) =>
     new Promise<void>((resolve) => {

@@ -5,7 +5,7 @@
  * (tunnel.ts, ssh.ts), as `gcloud workstations ssh` reaches it.
  */
 import type { Duplex } from 'node:stream';
-import { InterruptedError, NotFoundError, type OnmemosError, UnavailableError } from '../../errors.js';
+import { ConflictError, InterruptedError, NotFoundError, type OnmemosError, UnavailableError } from '../../errors.js';
 import type { ExecSpec, RemoteProcess } from '../../exec/process.js';
 import {
   type ConnectInfo,
@@ -276,7 +276,7 @@ export class WorkstationsProvider implements Provider {
     const w = await this.workstation(id);
     const status = statusOf(w);
     if (status !== 'running' || !w.host) {
-      throw new UnavailableError(`session ${id} is ${status}, not running`, {
+      throw new ConflictError(`session ${id} is ${status}, not running`, {
         hint: status === 'stopped' ? `start it with: onmemos start ${id}` : undefined,
       });
     }

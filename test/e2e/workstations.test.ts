@@ -1,0 +1,114 @@
+/**
+ * End to end, the workstations provider through the built binary against the Cloud Workstations fake
+ * (test/fakes/workstations): the real v1 client over REST, each running workstation a real sshd in a local sandbox
+ * behind a TLS tunnel endpoint that checks access tokens, reached by the machine's real ssh with `onmemos tunnel
+ * --stdio` as its ProxyCommand.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startWorkstationsFake, type WorkstationsFake } from '../fakes/workstations/server.js';
+import { BIN, StateDir } from '../helpers/cli.js';
+
+let fake: WorkstationsFake;
+const state = new StateDir();
+let env: Record<string, string>;
+let id = '';
+const wsx = (args: string[], opts: { input?: string; env?: Record<string, string> } = {}) =>
+  state.run(args, { ...opts, env: { ...env, ...opts.env } });
+
+beforeAll(async () => {
+  const config = join(state.path, 'config');
+  fake = await startWorkstationsFake({ authorizedKeyFiles: [join(config, 'ssh')] });
+  env = { ...fake.env, ONMEMOS_CONFIG_DIR: config };
+  const r = await wsx(['create', '--provider', 'workstations', '--namespace', 'dev', '--user', 'ann', '--json']);
+  expect(r.code, r.stderr).toBe(0);
+  id = JSON.parse(r.stdout).id;
+}, 120_000);
+afterAll(async () => {
+  await wsx(['rm', '--all']);
+  await state.cleanup();
+  await fake.close();
+}, 120_000);
+
+describe('workstations through the CLI', () => {
+  it('create gives a running session with its web URL, ssh, and the workstation name', async () => {
+    const s = JSON.parse((await wsx(['get', id, '--json'])).stdout);
+    expect(s).toMatchObject({ id, provider: 'workstations', status: 'running', ssh: true });
+    expect(s.url).toMatch(/^https:\/\//);
+    expect(s.details.workstation_name).toBe(`${fake.configName}/workstations/${id}`);
+  });
+
+  it('exec over ssh: exit code, stdout and stderr apart, stdin to EOF, argv intact, the session variables', async () => {
+    const r = await wsx(['exec', id, '--', 'sh', '-c', 'echo out; echo err >&2; exit 3']);
+    expect(r).toMatchObject({ code: 3, stdout: 'out\n', stderr: 'err\n' });
+    expect((await wsx(['exec', id, '--', 'wc', '-c'], { input: 'abcd' })).stdout.trim()).toBe('4');
+    const odd = ["it's", '$HOME `id`', 'two  spaces', 'new\nline'];
+    const echo = await wsx(['exec', id, '--', 'printf', '[%s]', ...odd]);
+    expect(echo.stdout).toBe(odd.map((a) => `[${a}]`).join(''));
+    const v = await wsx(['exec', '-e', 'X=a b', id, '--', 'sh', '-c', 'echo "$WORKSPACE_ID|$NAMESPACE|$X"']);
+    expect(v.stdout).toBe(`${id}|dev|a b\n`);
+  });
+
+  it('--timeout ends the remote command (124), and nothing of it is left', async () => {
+    const r = await wsx(['exec', '--timeout', '1', id, '--', 'sh', '-c', 'sleep 300']);
+    expect(r.code, r.stderr).toBe(124);
+    const ps = await wsx(['exec', id, '--', 'sh', '-c', 'ps -eo args | grep -c "[s]leep 300" || true']);
+    expect(ps.stdout.trim()).toBe('0');
+  });
+
+  it('stop keeps the disk; exec on a stopped session says how to start it; start brings it back', async () => {
+    expect((await wsx(['exec', id, '--', 'sh', '-c', 'echo kept > ~/f'])).code).toBe(0);
+    const stopped = await wsx(['stop', id]);
+    expect(stopped.code, stopped.stderr).toBe(0);
+    expect(JSON.parse((await wsx(['get', id, '--json'])).stdout).status).toBe('stopped');
+    const refused = await wsx(['exec', id, '--', 'true']);
+    expect(refused.code).toBe(125);
+    expect(refused.stderr).toMatch(/stopped, not running/);
+    expect(refused.stderr).toMatch(/onmemos start/);
+    expect((await wsx(['start', id])).code).toBe(0);
+    expect(
+      (await wsx(['exec', id, '--', 'cat', '.']).then(() => wsx(['exec', id, '--', 'sh', '-c', 'cat ~/f']))).stdout,
+    ).toBe('kept\n');
+  }, 60_000);
+
+  it('onmemos tunnel --local-port: a real ssh through it', async () => {
+    const t = spawn(process.execPath, [BIN, 'tunnel', id, '--local-port', '0', '--json'], {
+      env: { ...process.env, ...state.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        t.stdout.once('data', (d) => resolve(String(d)));
+        t.once('exit', (c) => reject(new Error(`tunnel exited ${c}`)));
+      });
+      const { port } = JSON.parse(line) as { port: number };
+      const key = join(env.ONMEMOS_CONFIG_DIR!, 'ssh', 'onmemos_ed25519');
+      const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
+        const ssh = spawn('ssh', [
+          '-i',
+          key,
+          '-o',
+          'BatchMode=yes',
+          '-o',
+          'StrictHostKeyChecking=no',
+          '-o',
+          'UserKnownHostsFile=/dev/null',
+          '-o',
+          'LogLevel=ERROR',
+          '-p',
+          String(port),
+          'user@127.0.0.1',
+          'echo via-tunnel; exit 7',
+        ]);
+        let out = '';
+        ssh.stdout.on('data', (d) => (out += d));
+        ssh.on('exit', (code) => resolve({ code, out }));
+      });
+      expect(r).toEqual({ code: 7, out: 'via-tunnel\n' });
+    } finally {
+      t.kill('SIGINT');
+      await new Promise((r) => t.once('exit', r));
+    }
+  });
+});
