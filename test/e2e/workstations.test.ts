@@ -7,8 +7,11 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { OnMemOSClient } from '../../src/sdk/client.js';
 import { startWorkstationsFake, type WorkstationsFake } from '../fakes/workstations/server.js';
 import { BIN, StateDir } from '../helpers/cli.js';
+import { type Served, startServe } from '../helpers/serve.js';
 
 let fake: WorkstationsFake;
 const state = new StateDir();
@@ -67,9 +70,7 @@ describe('workstations through the CLI', () => {
     expect(refused.stderr).toMatch(/stopped, not running/);
     expect(refused.stderr).toMatch(/onmemos start/);
     expect((await wsx(['start', id])).code).toBe(0);
-    expect(
-      (await wsx(['exec', id, '--', 'cat', '.']).then(() => wsx(['exec', id, '--', 'sh', '-c', 'cat ~/f']))).stdout,
-    ).toBe('kept\n');
+    expect((await wsx(['exec', id, '--', 'sh', '-c', 'cat ~/f'])).stdout).toBe('kept\n');
   }, 60_000);
 
   it('onmemos tunnel --local-port: a real ssh through it', async () => {
@@ -111,4 +112,51 @@ describe('workstations through the CLI', () => {
       await new Promise((r) => t.once('exit', r));
     }
   });
+});
+
+describe('workstations through onmemos serve (the server is the SSH client)', () => {
+  let served: Served;
+  const key = 'workstations-e2e-key-0123456789abcdef';
+  beforeAll(async () => {
+    served = await startServe({ ...state.env, ...env, ONMEMOS_API_KEYS: key });
+  });
+  afterAll(() => served.stop());
+
+  it('auto with needs_ssh picks workstations; execute, the exec WebSocket (remote mode) and the JSON shell work', async () => {
+    const client = new OnMemOSClient(served.url, key);
+    const s = await client.createSession({ namespace: 'srv', user: 'bo', needs_ssh: true });
+    try {
+      expect(s).toMatchObject({ provider: 'workstations', ssh: true });
+      expect(s.details.provider_reason).toMatch(/needs_ssh/);
+      expect(await client.executeSession(s.id, 'echo $NAMESPACE; echo oops >&2; exit 3')).toEqual({
+        stdout: 'srv\n',
+        stderr: 'oops\n',
+        returncode: 3,
+        success: false,
+      });
+      const remote = { ONMEMOS_SERVER: served.url, ONMEMOS_API_KEY: key };
+      expect(
+        await wsx(['exec', s.id, '--', 'sh', '-c', 'cat; exit 5'], { env: remote, input: 'via-serve' }),
+      ).toMatchObject({
+        code: 5,
+        stdout: 'via-serve',
+      });
+      const ws = new WebSocket(`${served.url.replace(/^http/, 'ws')}/v1/sessions/${s.id}/shell?api_key=${key}`);
+      const reply = await new Promise<Record<string, unknown>>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('no reply in 20 s')), 20_000);
+        ws.on('open', () => ws.send(JSON.stringify({ type: 'command', command: 'echo shell' })));
+        ws.on('message', (d: Buffer) => {
+          clearTimeout(t);
+          resolve(JSON.parse(d.toString()));
+        });
+        ws.on('error', reject);
+      });
+      ws.close();
+      expect(reply).toEqual({ type: 'command_result', stdout: 'shell\n', stderr: '', returncode: 0, success: true });
+      const c = await client.connectSession(s.id);
+      expect(c).toMatchObject({ provider: 'workstations', ssh: { port: 22, user: 'user' } });
+    } finally {
+      await client.deleteSession(s.id);
+    }
+  }, 60_000);
 });
