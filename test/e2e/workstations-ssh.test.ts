@@ -125,6 +125,18 @@ describe.skipIf(!existsSync(SSHD))('ssh through the workstation tunnel', () => {
     );
   });
 
+  it('takes a key authorized while the workstation runs, and refuses a key never authorized', async () => {
+    const other = sshKey(work, 'other');
+    writeToken(tokenFile, (await accessToken(fake, 'w1')).accessToken);
+    const host = fake.workstations.get('w1')!.host;
+    const args = sshArgs({ host, key: other.key, tokenFile, caFile: fake.caFile });
+    const refused = await runProcess([SSH, ...args, 'true']);
+    expect(refused.code).toBe(255);
+    expect(refused.err).toContain('Permission denied (publickey)');
+    fake.authorizeKey(other.pub);
+    expect((await runProcess([SSH, ...args, 'echo second key'])).out).toBe('second key\n');
+  });
+
   it('answers 503 for a port nothing listens on in the workstation', async () => {
     const r = await ssh('w1', ['true'], { port: 1 });
     expect(r.code).toBe(255);
