@@ -41,7 +41,7 @@ afterAll(async () => {
 });
 
 /** ssh through the tunnel of workstation `id` (a fresh token first), running `command`. */
-async function ssh(id: string, command: string[], o: { input?: string; tty?: boolean; port?: number } = {}) {
+async function ssh(id: string, command: string[], o: { input?: string | Buffer; tty?: boolean; port?: number } = {}) {
   writeToken(tokenFile, (await accessToken(fake, id)).accessToken);
   const host = fake.workstations.get(id)!.host;
   const args = sshArgs({ host, key: key.key, tokenFile, caFile: fake.caFile, port: o.port });
@@ -123,6 +123,18 @@ describe.skipIf(!existsSync(SSHD))('ssh through the workstation tunnel', () => {
     expect((await runProcess([SSH, ...args, 'true'])).err).toContain(
       'HTTP 401: Unauthorized: the access token was not issued for this workstation and port',
     );
+  });
+
+  it('takes a key authorized while the workstation runs, and refuses a key never authorized', async () => {
+    const other = sshKey(work, 'other');
+    writeToken(tokenFile, (await accessToken(fake, 'w1')).accessToken);
+    const host = fake.workstations.get('w1')!.host;
+    const args = sshArgs({ host, key: other.key, tokenFile, caFile: fake.caFile });
+    const refused = await runProcess([SSH, ...args, 'true']);
+    expect(refused.code).toBe(255);
+    expect(refused.err).toContain('Permission denied (publickey)');
+    fake.authorizeKey(other.pub);
+    expect((await runProcess([SSH, ...args, 'echo second key'])).out).toBe('second key\n');
   });
 
   it('answers 503 for a port nothing listens on in the workstation', async () => {
