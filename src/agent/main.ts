@@ -9,6 +9,7 @@
  */
 import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { RemoteProcess } from '../exec/process.js';
 import { execSpecFromQuery, execWebSocketServer, serveExec } from '../exec/server.js';
@@ -97,15 +98,22 @@ export async function runAgent(config: AgentConfig, listen: { fd: number } | { p
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => {});
     const url = new URL(req.url ?? '/', 'http://agent');
+    const refuse = (status: string, code: string, message: string) => {
+      const body = JSON.stringify({ error: { code, message } });
+      socket.end(
+        `HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+    };
+    if (url.pathname === '/tunnel') {
+      tunnelUpgrade(url, req, socket, head, webSockets, refuse);
+      return;
+    }
     let spec: ReturnType<typeof execSpecFromQuery>;
     try {
       if (url.pathname !== '/exec') throw new Error('no WebSocket route');
       spec = execSpecFromQuery(url.searchParams);
     } catch (e) {
-      const body = JSON.stringify({ error: { code: 'bad_request', message: (e as Error).message } });
-      socket.end(
-        `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-      );
+      refuse('400 Bad Request', 'bad_request', (e as Error).message);
       return;
     }
     prime();
@@ -123,6 +131,55 @@ export async function runAgent(config: AgentConfig, listen: { fd: number } | { p
     else server.listen(listen.port, listen.host, resolve);
   });
   return server;
+}
+
+/**
+ * `/tunnel?port=N`: a TCP connection to port N on the session's own loopback (the agent is in the session's network
+ * namespace), as raw bytes over the WebSocket: what `onmemos tunnel` uses for local sessions. Only 127.0.0.1: the
+ * tunnel reaches into the session, never through it. Nothing listening there is a 503 before the upgrade.
+ */
+function tunnelUpgrade(
+  url: URL,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+  webSockets: () => Promise<import('ws').WebSocketServer>,
+  refuse: (status: string, code: string, message: string) => void,
+): void {
+  const raw = url.searchParams.get('port') ?? '';
+  const port = Number(raw);
+  if (!/^\d{1,5}$/.test(raw) || port < 1 || port > 65535) {
+    refuse('400 Bad Request', 'bad_request', 'port must be a number from 1 to 65535');
+    return;
+  }
+  const conn = connect({ port, host: '127.0.0.1' });
+  conn.once('error', () =>
+    refuse('503 Service Unavailable', 'unavailable', `nothing listens on port ${port} in the session`),
+  );
+  conn.once('connect', () => {
+    conn.removeAllListeners('error');
+    conn.on('error', () => {});
+    webSockets().then(
+      async (w) => {
+        const { createWebSocketStream } = await import('ws');
+        w.handleUpgrade(req, socket, head, (ws) => {
+          const stream = createWebSocketStream(ws);
+          stream.on('error', () => {});
+          const done = () => {
+            conn.destroy();
+            stream.destroy();
+          };
+          stream.on('close', done);
+          conn.on('close', done);
+          stream.pipe(conn).pipe(stream);
+        });
+      },
+      () => {
+        conn.destroy();
+        socket.destroy();
+      },
+    );
+  });
 }
 
 /** The local sandbox's entry point: `node agent.cjs <config.json>`, listening on fd 3. */

@@ -2,6 +2,7 @@
  * The remote provider: the Provider contract over an onmemos server's /v1 API (undici for HTTP, ws for the
  * v5.channel.k8s.io exec stream), so every command works the same against a server as locally.
  */
+import type { Duplex } from 'node:stream';
 import {
   errorFromResponse,
   InterruptedError,
@@ -11,6 +12,7 @@ import {
   UserError,
 } from '../errors.js';
 import { openExec } from '../exec/client.js';
+import { jsonBody, openTunnelSocket } from '../exec/tunnel.js';
 import {
   type ConnectInfo,
   type CreateSessionRequest,
@@ -217,6 +219,18 @@ export class RemoteProvider implements Provider {
       exec: info.exec ? { ...info.exec, url: ws(info.exec.url) } : null,
       json_shell: info.json_shell ? ws(info.json_shell) : null,
     };
+  }
+
+  /** A TCP port inside the session through the server's tunnel route (the server opens the provider's tunnel). */
+  async tunnel(id: string, port: number): Promise<Duplex> {
+    const u = this.url(`/v1/sessions/${encodeURIComponent(id)}/tunnel`);
+    u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+    u.searchParams.set('port', String(port));
+    return openTunnelSocket(u.href, {
+      headers: this.opts.apiKey ? { 'x-api-key': this.opts.apiKey } : {},
+      refused: (status, body) => errorFromResponse(status, jsonBody(body)),
+      unreachable: (e) => new UnavailableError(`cannot reach the onmemos server at ${this.base.origin}: ${e.message}`),
+    });
   }
 
   async exec(id: string, spec: ExecSpec): Promise<RemoteProcess> {

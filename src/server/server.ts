@@ -9,6 +9,7 @@
  *   /v1/cloudrun/workspaces…          legacy.ts
  *   WebSocket …/{id}/exec             exec-route.ts (v5.channel.k8s.io, src/exec/server.ts)
  *   WebSocket …/{id}/shell            json-shell.ts (the document's JSON shell)
+ *   WebSocket …/{id}/tunnel?port=N    tunnel-route.ts (raw bytes to a TCP port inside the session)
  *
  * What the rooms share (options, principal, authorizedSession, accept, refuseUpgrade) is in context.ts.
  *
@@ -36,6 +37,7 @@ import { apiError, sendError, sendJson } from './http.js';
 import { shellRoute } from './json-shell.js';
 import { legacyRoutes } from './legacy.js';
 import { sessionRoutes } from './sessions.js';
+import { tunnelRoute } from './tunnel-route.js';
 
 export type { ServerOptions } from './context.js';
 
@@ -83,15 +85,16 @@ async function handle(ctx: ServerContext, req: IncomingMessage, res: ServerRespo
 }
 
 /**
- * A WebSocket upgrade: the streaming exec (`/v1/sessions/{id}/exec`) or the JSON shell (`/v1/sessions/{id}/shell`,
- * `/v1/cloudrun/workspaces/{id}/shell`). The guard, the route, the key and a running session are checked here,
+ * A WebSocket upgrade: the streaming exec (`/v1/sessions/{id}/exec`), the JSON shell (`/v1/sessions/{id}/shell`,
+ * `/v1/cloudrun/workspaces/{id}/shell`), or a tunnel (`/v1/sessions/{id}/tunnel?port=N`). The guard, the route, the key and a running session are checked here,
  * before the upgrade, so a refusal is a plain HTTP answer; the route checks the rest and takes the connection.
  */
 async function upgrade(ctx: ServerContext, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
   const url = requestUrl(req);
   ctx.guard.check(req, { body: false });
   const shell = /^\/v1\/(?:sessions|cloudrun\/workspaces)\/([^/]+)\/shell\/?$/.exec(url.pathname);
-  const m = shell ?? /^\/v1\/sessions\/([^/]+)\/exec\/?$/.exec(url.pathname);
+  const tunnel = /^\/v1\/sessions\/([^/]+)\/tunnel\/?$/.exec(url.pathname);
+  const m = shell ?? tunnel ?? /^\/v1\/sessions\/([^/]+)\/exec\/?$/.exec(url.pathname);
   if (!m) throw apiError('not_found', `no WebSocket route for ${url.pathname}`);
   const principal = principalOf(ctx.opts, req, url, true);
   const { provider, session } = await authorizedSession(ctx.opts, principal, m[1]!);
@@ -99,5 +102,5 @@ async function upgrade(ctx: ServerContext, req: IncomingMessage, socket: Duplex,
     throw new ConflictError(`session ${session.id} is not running (${session.status})`);
   }
   const u = { ctx, req, socket, head, url, principal, provider, session };
-  return shell ? shellRoute(u) : execRoute(u);
+  return shell ? shellRoute(u) : tunnel ? tunnelRoute(u) : execRoute(u);
 }

@@ -16,6 +16,7 @@
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
+import type { Duplex } from 'node:stream';
 import {
   ConflictError,
   errorFromResponse,
@@ -25,6 +26,7 @@ import {
   UserError,
 } from '../../errors.js';
 import { openExec } from '../../exec/client.js';
+import { jsonBody, openTunnelSocket } from '../../exec/tunnel.js';
 import { V5 } from '../../exec/v5.js';
 import {
   type ConnectInfo,
@@ -470,6 +472,15 @@ export class LocalProvider implements Provider {
       });
     }
     return rec;
+  }
+
+  /** A TCP port on the session's own loopback, through its agent (`/tunnel`): `onmemos tunnel` for local sessions. */
+  async tunnel(id: string, port: number): Promise<Duplex> {
+    this.running(id);
+    return openTunnelSocket(`ws+unix://${join(this.store.dir(id), 'agent.sock')}:/tunnel?port=${port}`, {
+      refused: (status, body) => errorFromResponse(status, jsonBody(body)),
+      unreachable: (e) => new UnavailableError(`cannot reach the agent of session ${id}: ${e.message}`),
+    });
   }
 
   async exec(id: string, spec: ExecSpec): Promise<RemoteProcess> {

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import { ProviderError, UnavailableError } from '../../errors.js';
+import { openTunnelSocket } from '../../exec/tunnel.js';
 
 export interface TunnelTarget {
   /** The workstation's `host` (`name.cluster-hash.cloudworkstations.dev`, or a fake's `127.0.0.1:port`). */
@@ -21,33 +22,19 @@ export interface TunnelTarget {
 }
 
 /** Opens one tunnelled connection to `port` in the workstation: a byte stream, ended when either side closes. */
-export async function openTunnel(t: TunnelTarget): Promise<Duplex> {
-  const { default: WebSocket, createWebSocketStream } = await import('ws');
-  const ca = t.caFile ? [...rootCertificates, readFileSync(t.caFile, 'utf8')] : undefined;
-  const url = `wss://${t.host}/_workstation/tcp/${t.port}`;
-  const ws = new WebSocket(url, {
+export function openTunnel(t: TunnelTarget): Promise<Duplex> {
+  return openTunnelSocket(`wss://${t.host}/_workstation/tcp/${t.port}`, {
     headers: { authorization: `Bearer ${t.accessToken}` },
-    perMessageDeflate: false,
-    handshakeTimeout: t.timeoutMs ?? 30_000,
-    maxPayload: 16 << 20,
-    ...(ca ? { ca } : {}),
+    ...(t.caFile ? { ca: [...rootCertificates, readFileSync(t.caFile, 'utf8')] } : {}),
+    timeoutMs: t.timeoutMs,
+    refused: (status) => {
+      if (status === 503)
+        return new UnavailableError(`nothing listens on port ${t.port} in the workstation (503 from its host)`);
+      if (status === 401 || status === 403) {
+        return new ProviderError(`the workstation's host refused the tunnel (${status}): is the access token valid?`);
+      }
+      return new UnavailableError(`the workstation's host answered ${status} to the tunnel to port ${t.port}`);
+    },
+    unreachable: (e) => new UnavailableError(`cannot open the tunnel to ${t.host}: ${e.message}`),
   });
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('unexpected-response', (_req, res) => {
-      res.resume();
-      const status = res.statusCode ?? 0;
-      ws.terminate();
-      if (status === 503) {
-        reject(new UnavailableError(`nothing listens on port ${t.port} in the workstation (503 from its host)`));
-      } else if (status === 401 || status === 403) {
-        reject(new ProviderError(`the workstation's host refused the tunnel (${status}): is the access token valid?`));
-      } else reject(new UnavailableError(`the workstation's host answered ${status} to the tunnel to port ${t.port}`));
-    });
-    ws.once('error', (e) => reject(new UnavailableError(`cannot open the tunnel to ${t.host}: ${e.message}`)));
-  });
-  const stream = createWebSocketStream(ws);
-  // A closed or broken tunnel ends the stream; an error is the connection's end, not a crash.
-  stream.on('error', () => stream.destroy());
-  return stream;
 }
