@@ -11,13 +11,10 @@ const [kind, ...args] = process.argv.slice(2);
 const usage = [
   'usage: npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated]',
   '       npm run fake -- cloudrun [--port N] [--project ID] [--region R] [--verbose] [--network outbound|isolated] [--startup-timeout SECONDS] [--scale-to-zero SECONDS]',
+  '       npm run fake -- workstations [--port N] [--project ID] [--region R] [--cluster ID] [--config ID] [--authorized-keys PATH]... [--start-time SECONDS] [--verbose]',
 ].join('\n');
 
-if (kind === 'workstations') {
-  process.stderr.write(`onmemos fake: ${kind}: not yet\n`);
-  process.exit(2);
-}
-if (kind !== 'kube' && kind !== 'cloudrun') {
+if (kind !== 'kube' && kind !== 'cloudrun' && kind !== 'workstations') {
   process.stderr.write(`${kind === undefined ? 'which fake?' : `no fake named ${kind}`}\n${usage}\n`);
   process.exit(2);
 }

@@ -41,7 +41,7 @@ afterAll(async () => {
 });
 
 /** ssh through the tunnel of workstation `id` (a fresh token first), running `command`. */
-async function ssh(id: string, command: string[], o: { input?: string; tty?: boolean; port?: number } = {}) {
+async function ssh(id: string, command: string[], o: { input?: string | Buffer; tty?: boolean; port?: number } = {}) {
   writeToken(tokenFile, (await accessToken(fake, id)).accessToken);
   const host = fake.workstations.get(id)!.host;
   const args = sshArgs({ host, key: key.key, tokenFile, caFile: fake.caFile, port: o.port });

@@ -142,19 +142,21 @@ export interface Ran {
   code: number | null;
   signal: NodeJS.Signals | null;
   out: string;
+  /** stdout as bytes. */
+  raw: Buffer;
   err: string;
 }
 
 /** Runs argv to its end (bounded), with `input` on stdin; output collected. */
 export function runProcess(
   argv: string[],
-  o: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  o: { input?: string | Buffer; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
 ): Promise<Ran> {
   return new Promise((resolve, reject) => {
     const p = spawn(argv[0]!, argv.slice(1), { env: o.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
+    const out: Buffer[] = [];
     let err = '';
-    p.stdout.on('data', (d) => (out += d));
+    p.stdout.on('data', (d: Buffer) => out.push(d));
     p.stderr.on('data', (d) => (err += d));
     p.stdin.on('error', () => {});
     p.stdin.end(o.input ?? '');
@@ -162,7 +164,8 @@ export function runProcess(
     p.on('error', reject);
     p.on('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, signal, out, err });
+      const raw = Buffer.concat(out);
+      resolve({ code, signal, out: raw.toString('utf8'), raw, err });
     });
   });
 }

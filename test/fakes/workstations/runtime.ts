@@ -16,7 +16,7 @@
  * `/tmp` are the sandbox's, gone at stop, as a workstation's container filesystem is).
  */
 import { createReadStream, createWriteStream, existsSync, renameSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import type { ExitStatus, RemoteProcess } from '../../../src/exec/process.js';
 import { LocalProvider } from '../../../src/providers/local/local.js';
@@ -28,9 +28,9 @@ export const HOME = `/home/${WORKSTATION_USER}`;
 export const RUN_DIR = '/run/workstation';
 export const SSHD = '/usr/sbin/sshd';
 
-export function sshdConfig(port: number): string {
+/** sshd's config (its port comes with `-p`). */
+export function sshdConfig(): string {
   return [
-    `Port ${port}`,
     'ListenAddress 127.0.0.1',
     `HostKey ${RUN_DIR}/ssh_host_ed25519_key`,
     `PidFile ${RUN_DIR}/sshd.pid`,
@@ -109,21 +109,16 @@ export function freePort(): Promise<number> {
   });
 }
 
-export function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1');
-    s.setTimeout(1_000);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-    s.once('timeout', () => {
-      s.destroy();
-      resolve(false);
-    });
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
   });
-}
 
 /** Runs argv in the sandbox to its end, with `input` on stdin; rejects with its stderr on a non-zero exit. */
 async function run(provider: LocalProvider, id: string, argv: string[], input?: Buffer | NodeJS.ReadableStream) {
@@ -168,7 +163,6 @@ export class WorkstationRuntime {
     const s = await this.provider.create(request, { signal });
     this.sessions.add(s.id);
     try {
-      const port = await freePort();
       const restore = spec.homeTar !== undefined && existsSync(spec.homeTar);
       await run(
         this.provider,
@@ -178,17 +172,18 @@ export class WorkstationRuntime {
           '-c',
           SETUP,
           'setup',
-          sshdConfig(port),
+          sshdConfig(),
           spec.authorizedKeys,
           restore ? 'restore' : 'fresh',
           `root@${spec.id}`,
         ],
         restore ? createReadStream(spec.homeTar!) : undefined,
       );
-      let proc: RemoteProcess | undefined;
-      let exit: Promise<ExitStatus>;
-      if (spec.sshd) {
-        proc = await this.provider.exec(s.id, {
+      let sshd: { proc: RemoteProcess; port: number; exit: Promise<ExitStatus> } | undefined;
+      // A port that was free a moment ago may not be any more: another try with another one.
+      for (let attempt = 1; spec.sshd && !sshd; attempt++) {
+        const port = await freePort();
+        const proc = await this.provider.exec(s.id, {
           argv: [
             '/usr/bin/env',
             '-i',
@@ -196,21 +191,33 @@ export class WorkstationRuntime {
             SSHD,
             '-D',
             '-e',
+            '-p',
+            String(port),
             '-f',
             `${RUN_DIR}/sshd_config`,
           ],
           cwd: '/',
         });
-        exit = this.follow(proc, spec.onLine);
-        await this.listening(port, exit, signal);
-      } else {
-        exit = new Promise<ExitStatus>(() => {});
+        const ready = this.follow(proc, port, spec.onLine);
+        const waited = new AbortController();
+        const timeout = sleep(15_000, signal ? AbortSignal.any([signal, waited.signal]) : waited.signal);
+        const up = await Promise.race([ready.listening, timeout.then(() => false)]);
+        waited.abort();
+        if (up) sshd = { proc, port, exit: ready.exit };
+        else {
+          proc.kill('SIGKILL');
+          const ended = await ready.exit;
+          if (signal?.aborted) throw new Error('start cancelled');
+          if (attempt >= 3) throw new Error(`sshd did not start (${ended.code ?? ended.signal}): ${ready.lastLine()}`);
+        }
       }
+      const proc = sshd?.proc;
+      const exit = sshd?.exit ?? new Promise<ExitStatus>(() => {});
       const provider = this.provider;
       let stopping: Promise<void> | undefined;
       return {
         session: s.id,
-        ...(spec.sshd ? { sshPort: port } : {}),
+        ...(sshd ? { sshPort: sshd.port } : {}),
         exit,
         writeKeys: (text) =>
           run(
@@ -240,34 +247,33 @@ export class WorkstationRuntime {
     }
   }
 
-  /** sshd's log, a line at a time. */
-  private follow(proc: RemoteProcess, onLine?: (line: string) => void): Promise<ExitStatus> {
+  /**
+   * sshd's log, a line at a time; `listening` resolves true once it says it listens on `port` (`sshd -e` logs
+   * "Server listening on 127.0.0.1 port N."), false if it ends first.
+   */
+  private follow(proc: RemoteProcess, port: number, onLine?: (line: string) => void) {
     let partial = '';
+    let last = '';
+    let up!: (v: boolean) => void;
+    const listening = new Promise<boolean>((r) => (up = r));
+    const line = (l: string) => {
+      last = l;
+      if (l.startsWith(`Server listening on 127.0.0.1 port ${port}.`)) up(true);
+      onLine?.(l);
+    };
     const take = (d: Buffer) => {
       const lines = (partial + d.toString('utf8')).split('\n');
       partial = lines.pop() ?? '';
-      for (const l of lines) onLine?.(l);
+      for (const l of lines) line(l);
     };
     proc.stdout.on('data', take);
     proc.stderr.on('data', take);
-    return proc.exit.then((s) => {
-      if (partial) onLine?.(partial);
+    const exit = proc.exit.then((s) => {
+      if (partial) line(partial);
+      up(false);
       return s;
     });
-  }
-
-  /** Until sshd accepts connections (10 ms apart, then 100 ms); fails if it ends first or takes 15 s. */
-  private async listening(port: number, exit: Promise<ExitStatus>, signal?: AbortSignal): Promise<void> {
-    let ended: ExitStatus | undefined;
-    void exit.then((s) => (ended = s));
-    const t0 = Date.now();
-    for (let i = 0; ; i++) {
-      if (await accepts(port)) return;
-      if (ended) throw new Error(`sshd ended (${ended.code ?? ended.signal}) before it listened on ${port}`);
-      if (signal?.aborted) throw new Error('start cancelled');
-      if (Date.now() - t0 > 15_000) throw new Error(`sshd did not listen on ${port} within 15 s`);
-      await new Promise((r) => setTimeout(r, i < 100 ? 10 : 100));
-    }
+    return { listening, exit, lastLine: () => last };
   }
 
   /** The home as a tar file (written next to `file`, then renamed: a failed save keeps the previous one). */
