@@ -14,6 +14,9 @@
  *   gke ...        exec and throughput on the gke provider next to kubectl, against the Kubernetes fake (gke.mjs)
  *   cloud_run ...  exec next to a local exec, and create → first exec in its parts (API time, agent start),
  *                  against the Cloud Run fake (cloudrun.mjs)
+ *   workstations ... exec with a reused and a new SSH connection next to a local exec, and the tunnel's
+ *                  throughput next to a plain ssh to the same sshd, against the Cloud Workstations fake
+ *                  (workstations.mjs)
  *   agent start-up `onmemos agent` from spawn to /health answered, next to a bare node server (agent.mjs)
  *
  * Both onmemos and the baseline run on this Node (process.execPath), so the comparison is of onmemos's own work.
@@ -21,7 +24,7 @@
  * ONMEMOS_STATE_DIR, removed at the end with every session the bench made, also on failure or Ctrl-C.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,6 +40,7 @@ import {
   benchStdinFlood,
   startServer,
 } from './server.mjs';
+import { benchWorkstations, startWorkstationsFake } from './workstations.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = join(ROOT, 'bin', 'onmemos.js');
@@ -400,6 +404,7 @@ async function main() {
   let stopServer;
   let stopKube;
   let stopCloudRun;
+  let stopWorkstations;
   try {
     const c = await run(NODE, [BIN, 'create', '--provider', 'local', '--ttl', '10'], { env });
     const id = c.stdout.trim();
@@ -445,6 +450,24 @@ async function main() {
         return benchCloudRun(t, fake, id);
       },
     ]);
+    // workstations: the Cloud Workstations fake in a process of its own, its workstations' sshd in local sandboxes;
+    // onmemos' SSH key is made in a config directory of the bench's own, whose ssh/ the fake's sshd takes keys from.
+    benches.push([
+      'workstations exec -- true (reused)',
+      '<= +150 ms',
+      async () => {
+        const configDir = join(stateDir, 'config');
+        mkdirSync(join(configDir, 'ssh'), { recursive: true, mode: 0o700 });
+        const fake = await startWorkstationsFake(NODE, ROOT, env, join(configDir, 'ssh'));
+        stopWorkstations = fake.stop;
+        const t = { env, node: NODE, bin: BIN, root: ROOT, configDir, run, interleave, median, shq };
+        return benchWorkstations(
+          { ...t, iterations: ITERATIONS, throughputIterations: THROUGHPUT_ITERATIONS },
+          fake,
+          id,
+        );
+      },
+    ]);
     // The Cloud Run agent: its start-up, which a cold start waits for.
     benches.push([
       'agent start-up',
@@ -464,6 +487,7 @@ async function main() {
     await stopServer?.();
     await stopKube?.();
     await stopCloudRun?.();
+    await stopWorkstations?.();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     // --all also catches a session whose create was cut short (its id never printed); the state dir is ours alone.
