@@ -1,5 +1,5 @@
 /**
- * The cloud_run provider's light path (src/providers/cloudrun/rest.ts): get, exec and shell read the session's
+ * The cloud_run provider's light path (src/providers/google-rest.ts): get, exec and shell read the session's
  * service with one plain REST GET instead of @google-cloud/run. Against small servers on 127.0.0.1 (what it sends,
  * how each answer maps: Google's JSON errors, UNAVAILABLE asked again, no answer), Application Default Credentials
  * through the CLI (a metadata server of the test's own), and the Cloud Run fake (an exec through the agent).

@@ -20,6 +20,7 @@ import {
   validateTtl,
 } from '../../session/model.js';
 import { type AuthLike, abortable, clientOptions, googleCredentials, googleError } from '../google.js';
+import { accessHeaders, apiBase, googleCall } from '../google-rest.js';
 import { type Capabilities, type CreateOptions, capabilities, type Provider } from '../provider.js';
 import { type CloudRunConfig, cloudRunConfig } from './config.js';
 import {
@@ -34,7 +35,7 @@ import {
   type TaskLike,
 } from './job.js';
 import { jobName, serviceName } from './names.js';
-import { accessHeaders, apiBase, getService } from './rest.js';
+
 import { newNonce, secretKey, sessionSecret } from './secret.js';
 import { ANNOTATION, LABEL, type ServiceLike, serviceObject, sessionOf, sha256Hex } from './service.js';
 
@@ -175,7 +176,7 @@ export class CloudRunProvider implements Provider {
     }
   }
 
-  /** The light path (rest.ts), made on first use: what get, exec and shell read, without the client library. */
+  /** The light path (google-rest.ts), made on first use: what get, exec and shell read, without the client library. */
   private rest?: { base: string; headers: ReturnType<typeof accessHeaders> };
   /**
    * Services this provider read in the last READ_REUSE_MS, by session id: an exec's own read of the service
@@ -185,14 +186,17 @@ export class CloudRunProvider implements Provider {
   private readonly recent = new Map<string, { at: number; service: ServiceLike }>();
 
   /**
-   * The service, as `service` reads it but through one plain REST GET (rest.ts), errors mapped alike. What get and
+   * The service, as `service` reads it but through one plain REST GET (google-rest.ts), errors mapped alike. What get and
    * the agent's lookup use; extend keeps the client's read, whose object it sends back to the client.
    */
   private async lookup(id: string): Promise<ServiceLike> {
     validateSessionId(id);
-    this.rest ??= { base: apiBase(this.config), headers: accessHeaders(this.config) };
+    this.rest ??= {
+      base: apiBase(this.config.endpoint, `${this.config.region}-run.googleapis.com`),
+      headers: accessHeaders(this.config),
+    };
     try {
-      const service = await getService(this.rest.base, this.rest.headers, this.name(id), {
+      const service: ServiceLike = await googleCall(this.rest.base, this.rest.headers, `v2/${this.name(id)}`, {
         timeoutMs: this.config.apiTimeoutMs,
       });
       const now = Date.now();
@@ -342,7 +346,7 @@ export class CloudRunProvider implements Provider {
     } else {
       try {
         const gal = await import('google-auth-library');
-        // The project given: else GoogleAuth first runs `gcloud config config-helper` to find one (rest.ts).
+        // The project given: else GoogleAuth first runs `gcloud config config-helper` to find one (google-rest.ts).
         const client = await new gal.GoogleAuth({ projectId: this.config.project }).getIdTokenClient(audience);
         token = await client.idTokenProvider.fetchIdToken(audience);
       } catch (e) {

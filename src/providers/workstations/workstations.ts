@@ -19,6 +19,7 @@ import {
   validateTtl,
 } from '../../session/model.js';
 import { type AuthLike, abortable, clientOptions, googleCredentials, googleError } from '../google.js';
+import { accessHeaders, apiBase, googleCall } from '../google-rest.js';
 import { type Capabilities, type CreateOptions, capabilities, type Provider } from '../provider.js';
 import { configName, type WorkstationsConfig, workstationsConfig } from './config.js';
 import { closeShared, keyPath, type SshTarget, sshExec } from './ssh.js';
@@ -61,6 +62,8 @@ const STATE_TIMEOUT_MS = 600_000;
 /** generateAccessToken's lifetime, and how long before its end a fresh one is fetched (gcloud: every 2700 s). */
 const TOKEN_TTL_S = 3600;
 const TOKEN_REFRESH_MS = 2700_000;
+/** How long an exec may use the workstation as get() just read it, instead of reading it again. */
+const READ_REUSE_MS = 2_000;
 
 export class WorkstationsProvider implements Provider {
   readonly kind = 'workstations' as const;
@@ -105,18 +108,6 @@ export class WorkstationsProvider implements Provider {
     return `${this.parent}/workstations/${workstationId(id)}`;
   }
 
-  private async workstation(id: string): Promise<WorkstationLike> {
-    validateSessionId(id);
-    try {
-      const [w] = await this.call('reading the workstation', (c) => c.getWorkstation({ name: this.name(id) }));
-      return w as WorkstationLike;
-    } catch (e) {
-      if (e instanceof NotFoundError)
-        throw new NotFoundError(`no such session: ${id}`, { hint: 'list sessions with: onmemos ls' });
-      throw e;
-    }
-  }
-
   /** Polls the workstation until its state is `want` (bounded), with a progress line per change. */
   private async waitFor(
     id: string,
@@ -130,7 +121,7 @@ export class WorkstationsProvider implements Provider {
     let delay = 200;
     while (Date.now() < deadline) {
       if (signal?.aborted) throw new InterruptedError('interrupted');
-      const w = await this.workstation(id);
+      const w = await this.lookup(id);
       const status = statusOf(w);
       if (status === want) return w;
       if (status !== seen) {
@@ -178,7 +169,7 @@ export class WorkstationsProvider implements Provider {
   }
 
   async get(id: string): Promise<Session> {
-    const s = sessionOf(await this.workstation(id));
+    const s = sessionOf(await this.lookup(id));
     if (!s || s.id !== id) throw new NotFoundError(`no such session: ${id}`);
     return s;
   }
@@ -197,6 +188,7 @@ export class WorkstationsProvider implements Provider {
 
   private async remove(id: string): Promise<void> {
     this.tokens.delete(id);
+    this.recent.delete(id);
     await closeShared(this.sshTarget(id)).catch(() => {});
     const [op] = await this.call('removing the workstation', (c) => c.deleteWorkstation({ name: this.name(id) }));
     await this.call('removing the workstation', () => op.promise());
@@ -220,6 +212,7 @@ export class WorkstationsProvider implements Provider {
     const s = await this.get(id);
     if (s.status === 'stopped') return s;
     this.tokens.delete(id);
+    this.recent.delete(id);
     await closeShared(this.sshTarget(id)).catch(() => {});
     const [op] = await this.call('stopping the workstation', (c) => c.stopWorkstation({ name: this.name(id) }));
     this.call('stopping the workstation', () => op.promise()).catch(() => {});
@@ -229,7 +222,7 @@ export class WorkstationsProvider implements Provider {
 
   async extend(id: string, minutes: number): Promise<Session> {
     validateTtl(minutes);
-    const w = await this.workstation(id);
+    const w = await this.lookup(id);
     const annotations = {
       ...(w.annotations ?? {}),
       [ANNOTATION.expires]: new Date(Date.now() + minutes * 60_000).toISOString(),
@@ -259,21 +252,56 @@ export class WorkstationsProvider implements Provider {
     return removed;
   }
 
+  /** The light path (google-rest.ts): what exec, shell and tunnel call, without loading the client library. */
+  private rest?: { base: string; headers: ReturnType<typeof accessHeaders> };
+  private restCall(path: string, body?: unknown): Promise<Record<string, unknown>> {
+    this.rest ??= {
+      base: apiBase(this.config.endpoint, 'workstations.googleapis.com'),
+      headers: accessHeaders(this.config),
+    };
+    return googleCall(this.rest.base, this.rest.headers, path, body === undefined ? {} : { body });
+  }
+
+  /** Workstations read in the last READ_REUSE_MS: an exec's read follows the one its locate() just made. */
+  private readonly recent = new Map<string, { at: number; w: WorkstationLike }>();
+
+  /** The workstation through one REST GET (no client library loaded), errors as the client's. */
+  private async lookup(id: string): Promise<WorkstationLike> {
+    validateSessionId(id);
+    try {
+      const w = (await this.restCall(`v1/${this.name(id)}`)) as WorkstationLike;
+      this.recent.set(id, { at: Date.now(), w });
+      return w;
+    } catch (e) {
+      this.recent.delete(id);
+      const mapped = this.apiError('reading the workstation', e);
+      if (mapped instanceof NotFoundError)
+        throw new NotFoundError(`no such session: ${id}`, { hint: 'list sessions with: onmemos ls' });
+      throw mapped;
+    }
+  }
+
   /** An access token for the workstation's host (generateAccessToken), kept until 15 minutes before its end. */
   private async accessToken(id: string): Promise<string> {
     const kept = this.tokens.get(id);
     if (kept && kept.until > Date.now()) return kept.token;
-    const [r] = await this.call('getting an access token for the workstation', (c) =>
-      c.generateAccessToken({ workstation: this.name(id), ttl: { seconds: TOKEN_TTL_S } }),
-    );
-    if (!r.accessToken) throw new UnavailableError(`no access token for workstation ${workstationId(id)}`);
+    let r: { accessToken?: unknown };
+    try {
+      r = await this.restCall(`v1/${this.name(id)}:generateAccessToken`, { ttl: `${TOKEN_TTL_S}s` });
+    } catch (e) {
+      throw this.apiError('getting an access token for the workstation', e);
+    }
+    if (typeof r.accessToken !== 'string' || !r.accessToken) {
+      throw new UnavailableError(`no access token for workstation ${workstationId(id)}`);
+    }
     this.tokens.set(id, { token: r.accessToken, until: Date.now() + TOKEN_REFRESH_MS });
     return r.accessToken;
   }
 
   /** The workstation, refused in one line unless it is running (a stopped one says how to start it). */
   private async running(id: string): Promise<WorkstationLike> {
-    const w = await this.workstation(id);
+    const read = this.recent.get(id);
+    const w = read && Date.now() - read.at < READ_REUSE_MS ? read.w : await this.lookup(id);
     const status = statusOf(w);
     if (status !== 'running' || !w.host) {
       throw new ConflictError(`session ${id} is ${status}, not running`, {

@@ -1,22 +1,22 @@
 /**
- * The hot path to the Cloud Run Admin API, without @google-cloud/run: loading that client (google-gax, protobufjs,
- * the API's protos) is ~200 ms, and building it and making its first call as much again, more than everything else
- * an `onmemos exec` on cloud_run does. A command on one session needs one GET of its service (its uri, its
- * secret's nonce, its status): `GET {endpoint}/v2/{name}` with the caller's access token, the REST call the client
- * makes itself. The token is the file's (CLOUDSDK_AUTH_ACCESS_TOKEN_FILE), read once; else Application Default
- * Credentials through google-auth-library alone (~30 ms to load, and the ID token for the agent loads it anyway).
- * Everything else (create, list, delete, extend, operations) stays with the client (cloudrun.ts).
+ * The hot path to Google's APIs, without their client libraries: loading one (google-gax, protobufjs, the API's
+ * protos) is ~200 ms, and building it and making its first call as much again, more than everything else an
+ * `onmemos exec` on a cloud session does. A command on one session needs a GET of its resource (a Cloud Run
+ * service: its uri, secret nonce and status; a workstation: its host and state), and for a workstation's tunnel one
+ * POST (generateAccessToken): the REST calls the clients make themselves, with the caller's access token. The token
+ * is the file's (CLOUDSDK_AUTH_ACCESS_TOKEN_FILE), read once; else Application Default Credentials through
+ * google-auth-library alone (~30 ms to load). Everything else (create, list, delete, operations) stays with the
+ * clients.
  *
- * As the client does for GetService (its client config): an UNAVAILABLE answer is asked again after 1 s, then
- * 1.3 times longer each time, and the whole call, retries included, has 10 s. A refusal rejects with
- * CloudRunApiError, whose `code` is the gRPC code the body's `status` names, as google-gax reports it (else the
- * HTTP status), and whose message is Google's; a socket's failure with the socket's error (a string `code`).
+ * As the clients do for their reads (their client config): an UNAVAILABLE answer to a GET is asked again after
+ * 1 s, then 1.3 times longer each time, and the whole call, retries included, has 10 s. A refusal rejects with
+ * GoogleApiError, whose `code` is the gRPC code the body's `status` names, as google-gax reports it (else the HTTP
+ * status), and whose message is Google's; a socket's failure with the socket's error (a string `code`).
  */
 import { readFileSync } from 'node:fs';
-import type { CloudRunConfig } from './config.js';
-import type { ServiceLike } from './service.js';
+import type { GoogleEndpoint } from './google.js';
 
-/** GetService's own timeout in @google-cloud/run's client config, retries included. */
+/** A read's own timeout in the clients' config (GetService, GetWorkstation), retries included. */
 export const GET_TIMEOUT_MS = 10_000;
 const FIRST_RETRY_MS = 1_000;
 const RETRY_MULTIPLIER = 1.3;
@@ -43,7 +43,7 @@ const RPC_CODES: Record<string, number> = {
 };
 
 /** A refusal of the API: `{"error": {"code", "message", "status"}}`. */
-export class CloudRunApiError extends Error {
+export class GoogleApiError extends Error {
   constructor(
     /** The gRPC code of the body's `status` (as google-gax reports it), else the HTTP status. */
     readonly code: number,
@@ -51,20 +51,19 @@ export class CloudRunApiError extends Error {
     readonly httpStatus: number,
   ) {
     super(message);
-    this.name = 'CloudRunApiError';
+    this.name = 'GoogleApiError';
   }
 }
 
-/** The API's base URL: the override's (gcloud's CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN), else the regional endpoint. */
-export function apiBase(c: CloudRunConfig): string {
-  const e = c.endpoint;
-  return e ? `${e.protocol}://${e.host}:${e.port}` : `https://${c.region}-run.googleapis.com`;
+/** The API's base URL: gcloud's override's (CLOUDSDK_API_ENDPOINT_OVERRIDES_…), else `https://{defaultHost}`. */
+export function apiBase(endpoint: GoogleEndpoint | undefined, defaultHost: string): string {
+  return endpoint ? `${endpoint.protocol}://${endpoint.host}:${endpoint.port}` : `https://${defaultHost}`;
 }
 
 type AuthHeaders = () => Promise<Record<string, string>>;
 
 /** Request headers with the caller's access token: the token file's, else Application Default Credentials'. */
-export function accessHeaders(c: CloudRunConfig): AuthHeaders {
+export function accessHeaders(c: { tokenFile?: string; project: string }): AuthHeaders {
   if (c.tokenFile) {
     const file = c.tokenFile;
     let token: string | undefined;
@@ -95,24 +94,27 @@ export interface RestOptions {
   timeoutMs?: number;
 }
 
-/** GET of one service by its full name (`projects/p/locations/l/services/s`). */
-export async function getService(
+/**
+ * One call: GET `{base}/{path}` (UNAVAILABLE asked again while there is time), or POST with a JSON body (never
+ * repeated: the clients retry no POST either). The JSON object the API answers.
+ */
+export async function googleCall(
   base: string,
   headers: AuthHeaders,
-  name: string,
-  o: RestOptions = {},
-): Promise<ServiceLike> {
+  path: string,
+  o: RestOptions & { body?: unknown } = {},
+): Promise<Record<string, unknown>> {
   const total = o.timeoutMs ?? GET_TIMEOUT_MS;
   const deadline = Date.now() + total;
-  const url = `${base}/v2/${name}`;
+  const url = `${base}/${path}`;
   let delay = FIRST_RETRY_MS;
   for (;;) {
     try {
       const h = await beforeDeadline(headers(), deadline, total);
-      return (await getJson(url, h, deadline, total)) as ServiceLike;
+      return (await requestJson(url, h, o.body, deadline, total)) as Record<string, unknown>;
     } catch (e) {
       // UNAVAILABLE is asked again while there is time for it; anything else is the answer.
-      if (!(e instanceof CloudRunApiError) || e.code !== RPC_CODES.UNAVAILABLE) throw e;
+      if (o.body !== undefined || !(e instanceof GoogleApiError) || e.code !== RPC_CODES.UNAVAILABLE) throw e;
       if (Date.now() + delay >= deadline) throw e;
       await new Promise((r) => setTimeout(r, delay));
       delay *= RETRY_MULTIPLIER;
@@ -133,19 +135,26 @@ function beforeDeadline<T>(p: Promise<T>, deadline: number, total: number): Prom
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
-/** One GET, its JSON body; a non-2xx answer rejects with CloudRunApiError, no answer in time with ETIMEDOUT. */
-async function getJson(
+/** One GET (or POST of `body`), its JSON body; non-2xx rejects with GoogleApiError, no answer in time with ETIMEDOUT. */
+async function requestJson(
   url: string,
   headers: Record<string, string>,
+  body: unknown,
   deadline: number,
   total: number,
 ): Promise<unknown> {
   const u = new URL(url);
   const { request } = u.protocol === 'https:' ? await import('node:https') : await import('node:http');
   return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
     const req = request(u, {
-      method: 'GET',
-      headers: { ...headers, accept: 'application/json', 'user-agent': 'onmemos' },
+      method: payload === undefined ? 'GET' : 'POST',
+      headers: {
+        ...headers,
+        accept: 'application/json',
+        'user-agent': 'onmemos',
+        ...(payload === undefined ? {} : { 'content-type': 'application/json' }),
+      },
     });
     const timer = setTimeout(() => req.destroy(timedOut(total)), Math.max(1, deadline - Date.now()));
     req.on('error', (e) => {
@@ -165,23 +174,23 @@ async function getJson(
         clearTimeout(timer);
         const status = res.statusCode ?? 0;
         const text = Buffer.concat(chunks).toString('utf8');
-        let body: unknown;
+        let json: unknown;
         try {
-          body = JSON.parse(text);
+          json = JSON.parse(text);
         } catch {
-          body = undefined;
+          json = undefined;
         }
-        if (status >= 200 && status < 300 && body && typeof body === 'object') return resolve(body);
+        if (status >= 200 && status < 300 && json && typeof json === 'object') return resolve(json);
         if (status >= 200 && status < 300) return reject(new Error(`the API answered ${status} without a JSON object`));
-        const err = (body as { error?: { code?: unknown; message?: unknown; status?: unknown } } | undefined)?.error;
+        const err = (json as { error?: { code?: unknown; message?: unknown; status?: unknown } } | undefined)?.error;
         const named = typeof err?.status === 'string' ? RPC_CODES[err.status] : undefined;
         const message =
           typeof err?.message === 'string' && err.message
             ? err.message
             : `HTTP ${status}${text.trim() ? `: ${text.trim().replace(/\s+/g, ' ').slice(0, 200)}` : ''}`;
-        reject(new CloudRunApiError(named ?? status, message, status));
+        reject(new GoogleApiError(named ?? status, message, status));
       });
     });
-    req.end();
+    req.end(payload);
   });
 }
