@@ -6,11 +6,12 @@
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { OnMemOSClient } from '../../src/sdk/client.js';
 import { startWorkstationsFake, type WorkstationsFake } from '../fakes/workstations/server.js';
-import { BIN, StateDir } from '../helpers/cli.js';
+import { BIN, StateDir, waitFor } from '../helpers/cli.js';
 import { type Served, startServe } from '../helpers/serve.js';
 
 let fake: WorkstationsFake;
@@ -112,6 +113,94 @@ describe('workstations through the CLI', () => {
       await new Promise((r) => t.once('exit', r));
     }
   });
+});
+
+describe('workstations: the interactive shell and signals', () => {
+  it('onmemos shell in a real pty: a login shell in the home, stty size, and its exit code', async () => {
+    const term = pty.spawn(process.execPath, [BIN, 'shell', id], {
+      cols: 101,
+      rows: 33,
+      name: 'xterm-256color',
+      env: { ...process.env, ...state.env, ...env, TERM: 'xterm-256color' } as Record<string, string>,
+    });
+    let out = '';
+    term.onData((d) => {
+      out += d;
+    });
+    const exit = new Promise<{ exitCode: number }>((r) => term.onExit(r));
+    try {
+      term.write('stty size; pwd; echo "id=$WORKSPACE_ID"\r');
+      expect(await waitFor(() => out.includes(`id=${id}`), 20_000, 20), out).toBe(true);
+      expect(out).toContain('33 101');
+      expect(out).toContain('/home/user');
+      term.write('exit 5\r');
+      expect(
+        (
+          (await Promise.race([exit, new Promise((r) => setTimeout(() => r({ exitCode: -1 }), 20_000))])) as {
+            exitCode: number;
+          }
+        ).exitCode,
+      ).toBe(5);
+    } finally {
+      try {
+        term.kill('SIGKILL');
+      } catch {}
+    }
+  }, 60_000);
+
+  it('Ctrl-C (SIGINT) to onmemos exec ends the remote command and its children: 130, nothing left', async () => {
+    const p = spawn(process.execPath, [BIN, 'exec', id, '--', 'sh', '-c', 'sleep 301 & sleep 302; echo never'], {
+      env: { ...process.env, ...state.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    const code = new Promise<number | null>((r) => p.on('exit', (c) => r(c)));
+    const running = async () =>
+      (await wsx(['exec', id, '--', 'sh', '-c', 'ps -eo args | grep -c "^sleep 30[12]" || true'])).stdout.trim();
+    expect(await waitFor(async () => (await running()) === '2', 20_000, 200)).toBe(true);
+    p.kill('SIGINT');
+    expect(await code).toBe(130);
+    expect(out).toBe('');
+    expect(await waitFor(async () => (await running()) === '0', 10_000, 200)).toBe(true);
+  }, 60_000);
+});
+
+describe('workstations faults', () => {
+  it("a start that fails: the API's message in one line, and no workstation left", async () => {
+    fake.faults.set({
+      failOperations: {
+        method: 'startWorkstation',
+        code: 'RESOURCE_EXHAUSTED',
+        message: 'no capacity in zone',
+        count: 1,
+      },
+    });
+    try {
+      const r = await wsx(['create', '--provider', 'workstations', '--namespace', 'fails', '--json']);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/no capacity in zone/);
+      expect(JSON.parse((await wsx(['ls', '--namespace', 'fails', '--json'])).stdout)).toEqual([]);
+      expect(fake.workstations.list().filter((w) => w.id.startsWith('ws-fails-'))).toEqual([]);
+    } finally {
+      fake.faults.clear();
+    }
+  }, 60_000);
+
+  it('a start that never ends: bounded by WORKSTATIONS_START_TIMEOUT, one line, nothing left', async () => {
+    fake.faults.set({ neverRunning: 'ws-slow-' });
+    try {
+      const r = await wsx(['create', '--provider', 'workstations', '--namespace', 'slow', '--json'], {
+        env: { WORKSTATIONS_START_TIMEOUT: '2' },
+      });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/did not become running within 2 s/);
+      expect(fake.workstations.list().filter((w) => w.id.startsWith('ws-slow-'))).toEqual([]);
+    } finally {
+      fake.faults.clear();
+    }
+  }, 60_000);
 });
 
 describe('workstations through onmemos serve (the server is the SSH client)', () => {
