@@ -61,7 +61,11 @@ cannot be opened (a session that is not running, nothing listening on the port).
     });
 }
 
-/** stdin → the tunnel → stdout, until either side ends; 0 when it ended cleanly. */
+/**
+ * stdin → the tunnel → stdout, until the far side closes; 0 when it ended cleanly. A WebSocket has no half-close:
+ * the end of stdin does not close the tunnel (as `nc -N` would not drop what is still coming back), the far end
+ * does.
+ */
 function pipeStdio(c: Ctx, t: Duplex): Promise<number> {
   return new Promise((resolve) => {
     let done = false;
@@ -71,7 +75,7 @@ function pipeStdio(c: Ctx, t: Duplex): Promise<number> {
       c.stdin.unpipe(t);
       resolve(code);
     };
-    c.stdin.pipe(t);
+    c.stdin.pipe(t, { end: false });
     t.pipe(c.stdout, { end: false });
     t.on('end', () => finish(0));
     t.on('close', () => finish(0));
@@ -90,15 +94,19 @@ function pipeStdio(c: Ctx, t: Duplex): Promise<number> {
 /** A local listener: each connection gets its own tunnel; runs until SIGINT/SIGTERM. */
 async function listen(c: Ctx, localPort: number, asJson: boolean, open: () => Promise<Duplex>): Promise<void> {
   const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
+  // Half-open: a client that ends its side still gets what comes back, until the far end closes (no half-close
+  // in a WebSocket).
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {});
     socket.pause();
     open().then(
       (t) => {
-        socket.pipe(t).pipe(socket);
+        socket.pipe(t, { end: false });
+        t.pipe(socket);
         t.on('error', () => socket.destroy());
+        t.on('close', () => socket.end());
         socket.on('close', () => t.destroy());
         socket.resume();
       },

@@ -53,9 +53,10 @@ describe('npm run fake', () => {
     expect(existsSync(dirname(kubeconfig))).toBe(false);
   });
 
-  it('workstations is not there yet (exit 2, one line)', async () => {
-    const { io, exit } = start(['workstations']);
+  it('a fake that does not exist: exit 2, its name and the usage', async () => {
+    const { io, exit } = start(['nope']);
     expect(await exit).toBe(2);
-    expect(io.err).toBe('onmemos fake: workstations: not yet\n');
+    expect(io.err).toMatch(/^no fake named nope\nusage: npm run fake -- kube/);
+    expect(io.err).toContain('npm run fake -- workstations');
   });
 });

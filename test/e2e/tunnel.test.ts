@@ -12,7 +12,8 @@ import { type Served, startServe } from '../helpers/serve.js';
 const state = new StateDir();
 let id = '';
 const PORT = 7411;
-const server = `require('net').createServer((s) => { s.on('data', (d) => s.write('echo:' + d)); s.on('end', () => s.end()); }).listen(${PORT}, '127.0.0.1')`;
+// Answers the first chunk and closes: a WebSocket has no half-close, so the far end ends each tunnel.
+const server = `require('net').createServer((s) => { s.once('data', (d) => s.end('echo:' + d)); }).listen(${PORT}, '127.0.0.1')`;
 
 beforeAll(async () => {
   id = await state.create('--network', 'isolated');

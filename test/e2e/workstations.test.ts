@@ -149,7 +149,8 @@ describe('workstations: the interactive shell and signals', () => {
   }, 60_000);
 
   it('Ctrl-C (SIGINT) to onmemos exec ends the remote command and its children: 130, nothing left', async () => {
-    const p = spawn(process.execPath, [BIN, 'exec', id, '--', 'sh', '-c', 'sleep 301 & sleep 302; echo never'], {
+    // A foreground pipeline: both take the SIGINT (a child sent to the background by sh ignores it, as anywhere).
+    const p = spawn(process.execPath, [BIN, 'exec', id, '--', 'sh', '-c', 'sleep 301 | sleep 302; echo never'], {
       env: { ...process.env, ...state.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -112,15 +112,22 @@ export class WorkstationsProvider implements Provider {
   private async waitFor(
     id: string,
     want: 'running' | 'stopped',
+    op: Promise<unknown>,
     signal?: AbortSignal,
     progress?: (step: string, message: string) => void,
   ): Promise<WorkstationLike> {
+    // The operation that moves it (start, stop): its failure ends the wait at once, with the API's message.
+    let failure: unknown;
+    op.catch((e) => {
+      failure = e;
+    });
     const limit = Number(this.env.WORKSTATIONS_START_TIMEOUT) * 1000 || STATE_TIMEOUT_MS;
     const deadline = Date.now() + limit;
     let seen = '';
     let delay = 200;
     while (Date.now() < deadline) {
       if (signal?.aborted) throw new InterruptedError('interrupted');
+      if (failure !== undefined) throw failure;
       const w = await this.lookup(id);
       const status = statusOf(w);
       if (status === want) return w;
@@ -155,8 +162,7 @@ export class WorkstationsProvider implements Provider {
       progress('start', `starting workstation ${wid}`);
       const [start] = await this.call('starting the workstation', (c) => c.startWorkstation({ name: this.name(id) }));
       const started = this.call('starting the workstation', () => start.promise());
-      started.catch(() => {}); // the state is what is waited for; an operation error is seen there too
-      const w = await this.waitFor(id, 'running', signal, progress);
+      const w = await this.waitFor(id, 'running', started, signal, progress);
       const session = sessionOf(w);
       if (!session) throw new UnavailableError(`workstation ${wid} lost its onmemos labels`);
       progress('ready', `workstation ${wid} is running at ${w.host}`);
@@ -203,8 +209,11 @@ export class WorkstationsProvider implements Provider {
     const s = await this.get(id);
     if (s.status === 'running') return s;
     const [op] = await this.call('starting the workstation', (c) => c.startWorkstation({ name: this.name(id) }));
-    this.call('starting the workstation', () => op.promise()).catch(() => {});
-    const w = await this.waitFor(id, 'running');
+    const w = await this.waitFor(
+      id,
+      'running',
+      this.call('starting the workstation', () => op.promise()),
+    );
     return sessionOf(w) ?? s;
   }
 
@@ -215,8 +224,11 @@ export class WorkstationsProvider implements Provider {
     this.recent.delete(id);
     await closeShared(this.sshTarget(id)).catch(() => {});
     const [op] = await this.call('stopping the workstation', (c) => c.stopWorkstation({ name: this.name(id) }));
-    this.call('stopping the workstation', () => op.promise()).catch(() => {});
-    const w = await this.waitFor(id, 'stopped');
+    const w = await this.waitFor(
+      id,
+      'stopped',
+      this.call('stopping the workstation', () => op.promise()),
+    );
     return sessionOf(w) ?? s;
   }
 
