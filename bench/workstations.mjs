@@ -16,13 +16,13 @@
  *                                               the same sshd (its port from the fake's --verbose log)
  *                                                                                            goal: >= 0.4x ssh
  *
- * The +150 ms (as cloud_run's): a reused exec does what a local one does, minus the sandbox, plus a GET of the
- * workstation through @google-cloud/workstations and one command through the shared ssh connection (a few ms).
- * Measured at the start (2 cores): +230 to +260 ms, of which loading @google-cloud/workstations alone is ~165 ms
- * (the row's note says what it took in this run): this goal is missed by that load, which a slimmer client (as
- * dist/kube.cjs is for gke) would remove. New connections have no goal: each is a second onmemos (the ProxyCommand:
- * the same library, a GET and generateAccessToken) plus TLS, the WebSocket and the SSH handshake; the note gives a
- * plain `ssh ... true` straight to sshd (the handshake alone) for scale.
+ * The +150 ms (as cloud_run's): a reused exec does what a local one does, minus the sandbox, plus one REST GET of
+ * the workstation (google-rest.ts: no client library is loaded on this path) and one command through the shared
+ * ssh connection (a few ms). Measured when the exec path still loaded @google-cloud/workstations: +230 to +260 ms,
+ * ~165 ms of it that load; with the REST GET: about +20 ms. The note says what loading the library alone takes in
+ * this run, which the exec path no longer pays. New connections have no goal: each is a second onmemos (the
+ * ProxyCommand: a GET and generateAccessToken, over REST too) plus TLS, the WebSocket and the SSH handshake; the
+ * note gives a plain `ssh ... true` straight to sshd (the handshake alone) for scale.
  * The 0.4x: through the tunnel every byte also crosses two more processes (onmemos tunnel --stdio, and the fake's
  * tunnel endpoint), each with TLS and WebSocket framing on top of SSH's own encryption, on the same cores as ssh,
  * sshd, head and wc; measured at the start: 0.42x to 0.48x (about 125 vs 280 MB/s here). Half the rate is about
@@ -162,7 +162,7 @@ export async function benchWorkstations(t, fake, localId) {
       ...['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'],
       ...['-o', 'ControlMaster=no', '-o', 'ControlPath=none', '-p', String(port), 'user@127.0.0.1'],
     ];
-    // What loading the client library takes (a reused exec's largest part): a node that only requires it.
+    // What loading the client library takes (a reused exec paid it before the REST path): a node that only requires it.
     const gcw = join(t.root, 'node_modules', '@google-cloud', 'workstations');
     const s = await t.interleave(
       {
@@ -191,7 +191,7 @@ export async function benchWorkstations(t, fake, localId) {
       result: { kind: 'added_ms', value: added, text: `${added >= 0 ? '+' : ''}${added.toFixed(1)} ms` },
       goal: `<= +${EXEC_GOAL_MS} ms`,
       status: added <= EXEC_GOAL_MS ? 'PASS' : 'MISS',
-      note: `of which loading @google-cloud/workstations alone (node -e "require(...)" minus node -e 0) takes ${library.toFixed(1)} ms`,
+      note: `loading @google-cloud/workstations (node -e "require(...)" minus node -e 0), which the exec path no longer does, takes ${library.toFixed(1)} ms`,
     });
     const fresher = t.median(s.fresh);
     rows.push({

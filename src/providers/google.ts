@@ -14,6 +14,25 @@ import {
   UnavailableError,
 } from '../errors.js';
 
+/**
+ * The labels that carry a session on a Google resource (a Cloud Run service, a workstation): Google's label
+ * values allow lowercase letters, digits, `-` and `_`, which namespaces, users and templates are.
+ */
+export const SESSION_LABEL = {
+  managedBy: 'managed-by',
+  namespace: 'onmemos-namespace',
+  user: 'onmemos-user',
+  template: 'onmemos-template',
+} as const;
+
+/** The annotations that carry the rest of a session on a Google resource (ids and times are not label values). */
+export const SESSION_ANNOTATION = {
+  session: 'onmemos.dev/session-id',
+  created: 'onmemos.dev/created',
+  ttl: 'onmemos.dev/ttl-minutes',
+  expires: 'onmemos.dev/expires-at',
+} as const;
+
 export interface GoogleEndpoint {
   host: string;
   port: number;

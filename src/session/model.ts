@@ -515,6 +515,20 @@ export function matchesFilter(s: Session, f: SessionFilter = {}): boolean {
   );
 }
 
+/** The sessions `describe` finds among a backend's resources (pods, services, records...), filtered, oldest first. */
+export function sessionsAmong<T>(
+  items: Iterable<T>,
+  describe: (item: T) => Session | undefined,
+  filter: SessionFilter = {},
+): Session[] {
+  const out: Session[] = [];
+  for (const item of items) {
+    const s = describe(item);
+    if (s && matchesFilter(s, filter)) out.push(s);
+  }
+  return out.sort((a, b) => a.created_at.localeCompare(b.created_at) || a.id.localeCompare(b.id));
+}
+
 /**
  * The document's provider choice for `auto`: `needs_ssh` or `expected_duration_minutes > 60` → workstations;
  * `long_lived` → gke; otherwise cloud_run. Returns the choice and the reason.

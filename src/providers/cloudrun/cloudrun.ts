@@ -12,10 +12,10 @@ import { V5 } from '../../exec/v5.js';
 import {
   type ConnectInfo,
   type CreateSessionRequest,
-  matchesFilter,
   newSessionId,
   type Session,
   type SessionFilter,
+  sessionsAmong,
   validateSessionId,
   validateTtl,
 } from '../../session/model.js';
@@ -222,12 +222,7 @@ export class CloudRunProvider implements Provider {
     const [items] = await this.call('listing services', (c) =>
       c.listServices({ parent: this.parent }, { autoPaginate: true }),
     );
-    const out: Session[] = [];
-    for (const s of items as ServiceLike[]) {
-      const session = sessionOf(s);
-      if (session && matchesFilter(session, filter)) out.push(session);
-    }
-    return out.sort((a, b) => a.created_at.localeCompare(b.created_at));
+    return sessionsAmong(items as ServiceLike[], (s) => sessionOf(s), filter);
   }
 
   /** Removes the session's service and its job (the job, if it was ever made). */

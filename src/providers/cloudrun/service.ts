@@ -16,20 +16,13 @@ import {
   TEMPLATES,
   type Template,
 } from '../../session/model.js';
+import { SESSION_ANNOTATION, SESSION_LABEL } from '../google.js';
 import { type CloudRunConfig, defaultImage } from './config.js';
 import { serviceName } from './names.js';
 
-export const LABEL = {
-  managedBy: 'managed-by',
-  namespace: 'onmemos-namespace',
-  user: 'onmemos-user',
-  template: 'onmemos-template',
-} as const;
+export const LABEL = SESSION_LABEL;
 export const ANNOTATION = {
-  session: 'onmemos.dev/session-id',
-  created: 'onmemos.dev/created',
-  ttl: 'onmemos.dev/ttl-minutes',
-  expires: 'onmemos.dev/expires-at',
+  ...SESSION_ANNOTATION,
   nonce: 'onmemos.dev/secret-nonce',
   /** `true` when the session asked for instance-based CPU (`cpu_always`). */
   cpuAlways: 'onmemos.dev/cpu-always',

@@ -23,6 +23,7 @@ import {
   newSessionId,
   type Session,
   type SessionFilter,
+  sessionsAmong,
   validateSessionId,
   validateTtl,
 } from '../../session/model.js';
@@ -358,15 +359,12 @@ export class GkeProvider implements Provider {
       ).items as PodLike[];
     }
     const prefix = `${this.settings.prefix}-`;
-    const out: Session[] = [];
-    for (const pod of items) {
-      if (!pod.metadata?.namespace?.startsWith(prefix)) continue;
+    return sessionsAmong(items, (pod) => {
+      if (!pod.metadata?.namespace?.startsWith(prefix)) return undefined;
       const s = sessionOf(pod, this.target.context);
-      if (!s) continue;
-      this.where.set(s.id, pod.metadata.namespace);
-      out.push(s);
-    }
-    return out.sort((a, b) => a.created_at.localeCompare(b.created_at));
+      if (s) this.where.set(s.id, pod.metadata.namespace);
+      return s;
+    });
   }
 
   async delete(id: string): Promise<void> {

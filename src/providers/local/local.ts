@@ -34,11 +34,11 @@ import {
   isExpired,
   type Limits,
   MAX_TTL_MINUTES,
-  matchesFilter,
   newSessionId,
   type Session,
   type SessionFilter,
   sessionEnvironment,
+  sessionsAmong,
   validateSessionId,
   validateTtl,
 } from '../../session/model.js';
@@ -365,14 +365,14 @@ export class LocalProvider implements Provider {
   }
 
   async list(filter?: SessionFilter): Promise<Session[]> {
-    const out: Session[] = [];
-    for (const id of this.store.ids()) {
-      const rec = this.store.read(id);
-      if (!rec) continue;
-      const s = this.toSession(rec);
-      if (matchesFilter(s, filter)) out.push(s);
-    }
-    return out.sort((a, b) => a.created_at.localeCompare(b.created_at) || a.id.localeCompare(b.id));
+    return sessionsAmong(
+      this.store.ids(),
+      (id) => {
+        const rec = this.store.read(id);
+        return rec ? this.toSession(rec) : undefined;
+      },
+      filter,
+    );
   }
 
   async delete(id: string): Promise<void> {

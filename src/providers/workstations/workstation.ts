@@ -13,7 +13,7 @@ import {
   TEMPLATES,
   type Template,
 } from '../../session/model.js';
-import { boundedName } from '../google.js';
+import { boundedName, SESSION_ANNOTATION, SESSION_LABEL } from '../google.js';
 
 /** Workstation ids: lowercase letters, digits and '-', starting with a letter, at most 63 characters. */
 export const MAX_WORKSTATION_ID = 63;
@@ -22,18 +22,8 @@ export function workstationId(sessionId: string): string {
   return boundedName(sessionId, MAX_WORKSTATION_ID);
 }
 
-export const LABEL = {
-  managedBy: 'managed-by',
-  namespace: 'onmemos-namespace',
-  user: 'onmemos-user',
-  template: 'onmemos-template',
-} as const;
-export const ANNOTATION = {
-  session: 'onmemos.dev/session-id',
-  created: 'onmemos.dev/created',
-  ttl: 'onmemos.dev/ttl-minutes',
-  expires: 'onmemos.dev/expires-at',
-} as const;
+export const LABEL = SESSION_LABEL;
+export const ANNOTATION = SESSION_ANNOTATION;
 
 export function workstationObject(id: string, req: CreateSessionRequest, now: number) {
   return {

@@ -10,11 +10,11 @@ import type { ExecSpec, RemoteProcess } from '../../exec/process.js';
 import {
   type ConnectInfo,
   type CreateSessionRequest,
-  matchesFilter,
   newSessionId,
   type Session,
   type SessionFilter,
   sessionEnvironment,
+  sessionsAmong,
   validateSessionId,
   validateTtl,
 } from '../../session/model.js';
@@ -184,12 +184,7 @@ export class WorkstationsProvider implements Provider {
     const [items] = await this.call('listing workstations', (c) =>
       c.listWorkstations({ parent: this.parent }, { autoPaginate: true }),
     );
-    const out: Session[] = [];
-    for (const w of items as WorkstationLike[]) {
-      const s = sessionOf(w);
-      if (s && matchesFilter(s, filter)) out.push(s);
-    }
-    return out.sort((a, b) => a.created_at.localeCompare(b.created_at));
+    return sessionsAmong(items as WorkstationLike[], (w) => sessionOf(w), filter);
   }
 
   private async remove(id: string): Promise<void> {
