@@ -13,6 +13,7 @@ import {
   ProviderError,
   UnavailableError,
 } from '../errors.js';
+import { type Session, TEMPLATES, type Template } from '../session/model.js';
 
 /**
  * The labels that carry a session on a Google resource (a Cloud Run service, a workstation): Google's label
@@ -32,6 +33,29 @@ export const SESSION_ANNOTATION = {
   ttl: 'onmemos.dev/ttl-minutes',
   expires: 'onmemos.dev/expires-at',
 } as const;
+
+/**
+ * What a Google resource's labels and annotations say of the session it is: undefined for a resource that is not
+ * an onmemos session, or whose name is not the one its session id gives (`expectedName`: a label copied onto
+ * another resource).
+ */
+export function sessionLabels(
+  r: { name?: string | null; labels?: Record<string, string> | null; annotations?: Record<string, string> | null },
+  expectedName: (id: string) => string,
+  now = Date.now(),
+): Pick<Session, 'id' | 'namespace' | 'user' | 'template' | 'created_at' | 'expires_at'> | undefined {
+  const l = r.labels ?? {};
+  const a = r.annotations ?? {};
+  const id = a[SESSION_ANNOTATION.session];
+  const namespace = l[SESSION_LABEL.namespace];
+  const user = l[SESSION_LABEL.user];
+  if (l[SESSION_LABEL.managedBy] !== 'onmemos' || !id || !namespace || !user || !r.name) return undefined;
+  if (expectedName(id) !== r.name.slice(r.name.lastIndexOf('/') + 1)) return undefined;
+  const t = l[SESSION_LABEL.template] ?? '';
+  const template = (TEMPLATES as readonly string[]).includes(t) ? (t as Template) : 'python';
+  const created = a[SESSION_ANNOTATION.created] ?? new Date(now).toISOString();
+  return { id, namespace, user, template, created_at: created, expires_at: a[SESSION_ANNOTATION.expires] ?? created };
+}
 
 export interface GoogleEndpoint {
   host: string;

@@ -13,10 +13,8 @@ import {
   type Session,
   type SessionStatus,
   sessionEnvironment,
-  TEMPLATES,
-  type Template,
 } from '../../session/model.js';
-import { SESSION_ANNOTATION, SESSION_LABEL } from '../google.js';
+import { SESSION_ANNOTATION, SESSION_LABEL, sessionLabels } from '../google.js';
 import { type CloudRunConfig, defaultImage } from './config.js';
 import { serviceName } from './names.js';
 
@@ -195,27 +193,16 @@ function semantics(s: ServiceLike) {
 
 /** The session a service describes, or undefined for a service that is not an onmemos session. */
 export function sessionOf(s: ServiceLike, now = Date.now()): Session | undefined {
-  const l = s.labels ?? {};
-  const a = s.annotations ?? {};
-  const id = a[ANNOTATION.session];
-  if (l[LABEL.managedBy] !== 'onmemos' || !id || !l[LABEL.namespace] || !l[LABEL.user] || !s.name) return undefined;
-  if (serviceName(id) !== shortName(s.name)) return undefined; // a label copied onto another service
-  const template = (TEMPLATES as readonly string[]).includes(l[LABEL.template] ?? '')
-    ? (l[LABEL.template] as Template)
-    : 'python';
-  const created = a[ANNOTATION.created] ?? new Date(now).toISOString();
+  const base = sessionLabels(s, serviceName, now);
+  if (!base) return undefined;
+  const id = base.id;
   return {
-    id,
+    ...base,
     provider: 'cloud_run',
-    namespace: l[LABEL.namespace]!,
-    user: l[LABEL.user]!,
     status: statusOf(s, now),
     url: s.uri ?? null,
     websocket: null,
     ssh: false,
-    template,
-    created_at: created,
-    expires_at: a[ANNOTATION.expires] ?? created,
     details: {
       service_name: s.name,
       bucket_name: bucketNameFor(id),

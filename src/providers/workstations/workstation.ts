@@ -10,10 +10,8 @@ import {
   type Session,
   type SessionStatus,
   sessionEnvironment,
-  TEMPLATES,
-  type Template,
 } from '../../session/model.js';
-import { boundedName, SESSION_ANNOTATION, SESSION_LABEL } from '../google.js';
+import { boundedName, SESSION_ANNOTATION, SESSION_LABEL, sessionLabels } from '../google.js';
 
 /** Workstation ids: lowercase letters, digits and '-', starting with a letter, at most 63 characters. */
 export const MAX_WORKSTATION_ID = 63;
@@ -82,27 +80,15 @@ export function webUrl(w: WorkstationLike): string | null {
 
 /** The session a workstation describes, or undefined for a workstation that is not an onmemos session. */
 export function sessionOf(w: WorkstationLike, now = Date.now()): Session | undefined {
-  const l = w.labels ?? {};
-  const a = w.annotations ?? {};
-  const id = a[ANNOTATION.session];
-  if (l[LABEL.managedBy] !== 'onmemos' || !id || !l[LABEL.namespace] || !l[LABEL.user] || !w.name) return undefined;
-  if (workstationId(id) !== w.name.slice(w.name.lastIndexOf('/') + 1)) return undefined; // a copied label
-  const template = (TEMPLATES as readonly string[]).includes(l[LABEL.template] ?? '')
-    ? (l[LABEL.template] as Template)
-    : 'python';
-  const created = a[ANNOTATION.created] ?? new Date(now).toISOString();
+  const base = sessionLabels(w, workstationId, now);
+  if (!base) return undefined;
   return {
-    id,
+    ...base,
     provider: 'workstations',
-    namespace: l[LABEL.namespace]!,
-    user: l[LABEL.user]!,
     status: statusOf(w, now),
     url: webUrl(w),
     websocket: null,
     ssh: true,
-    template,
-    created_at: created,
-    expires_at: a[ANNOTATION.expires] ?? created,
     details: {
       workstation_name: w.name,
       ...(w.host ? { host: w.host } : {}),
