@@ -245,6 +245,12 @@ describe('workstations through onmemos serve (the server is the SSH client)', ()
       expect(reply).toEqual({ type: 'command_result', stdout: 'shell\n', stderr: '', returncode: 0, success: true });
       const c = await client.connectSession(s.id);
       expect(c).toMatchObject({ provider: 'workstations', ssh: { port: 22, user: 'user' } });
+      // POST /v1/sessions/{id}/stop and /start: the home is kept.
+      await client.executeSession(s.id, 'echo kept > ~/g');
+      expect((await client.stopSession(s.id)).status).toBe('stopped');
+      await expect(client.executeSession(s.id, 'true')).rejects.toMatchObject({ code: 'conflict' });
+      expect((await client.startSession(s.id)).status).toBe('running');
+      expect((await client.executeSession(s.id, 'cat ~/g')).stdout).toBe('kept\n');
     } finally {
       await client.deleteSession(s.id);
     }
