@@ -50,7 +50,7 @@ cannot be opened (a session that is not running, nothing listening on the port).
       const open = provider.tunnel?.bind(provider);
       if (!open) {
         throw new UnsupportedError(`provider ${provider.kind} has no tunnel into its sessions`, {
-          hint: 'tunnels are for workstations sessions; use onmemos exec or shell',
+          hint: 'tunnels are for local, gke and workstations sessions; use onmemos exec or shell',
         });
       }
       if (o.stdio) {

@@ -3,9 +3,11 @@
  * state) in the Kubernetes namespace `{GKE_NAMESPACE_PREFIX}-{namespace}`. Writes and lists go through
  * @kubernetes/client-node (its KubeConfig also authenticates, exec plugins such as gke-gcloud-auth-plugin
  * included); the hot path of a command on one session (a GET of its pod) skips loading it where the kubeconfig
- * allows (http.ts); commands go over the pods/exec WebSocket with onmemos' own v5.channel.k8s.io client (src/exec).
+ * allows (http.ts); commands go over the pods/exec WebSocket with onmemos' own v5.channel.k8s.io client (src/exec),
+ * and `onmemos tunnel` over the pods/portforward WebSocket (portforward.ts), as kubectl port-forward reaches a pod.
  */
 import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
 import {
   InterruptedError,
   NotFoundError,
@@ -48,6 +50,7 @@ import {
   pvcObject,
   sessionOf,
 } from './pod.js';
+import { openPortForward } from './portforward.js';
 
 type K8s = typeof import('@kubernetes/client-node');
 type CoreV1Api = import('@kubernetes/client-node').CoreV1Api;
@@ -424,9 +427,9 @@ export class GkeProvider implements Provider {
     return removed;
   }
 
-  private execUrl(ns: string, id: string): string {
+  private execUrl(ns: string, id: string, sub: 'exec' | 'portforward' = 'exec'): string {
     const base = (this.target.cluster.server ?? '').replace(/\/+$/, '').replace(/^http/, 'ws');
-    return `${base}/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(id)}/exec`;
+    return `${base}/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(id)}/${sub}`;
   }
 
   async connect(id: string): Promise<ConnectInfo> {
@@ -482,6 +485,46 @@ export class GkeProvider implements Provider {
         },
       },
     );
+  }
+
+  /**
+   * One connection to `port` on the pod's loopback, through the pods/portforward API (one WebSocket each). A pod
+   * that is not Running is refused here, as kubectl port-forward refuses it; nothing listening on the port ends
+   * the stream with the kubelet's message.
+   */
+  async tunnel(id: string, port: number): Promise<Duplex> {
+    let ns = this.where.get(id);
+    if (!ns) {
+      const found = await this.findPod(id);
+      ns = found.ns;
+      const phase = found.pod.status?.phase ?? 'Pending';
+      if (phase !== 'Running') {
+        throw new UnavailableError(`session ${id} is not running (its pod is ${phase}): no tunnel into it`);
+      }
+    }
+    const { headers, tls } = await this.connection();
+    const where = `port ${port} of pod ${id}`;
+    return openPortForward({
+      url: this.execUrl(ns, id, 'portforward'),
+      port,
+      headers,
+      tls,
+      timeoutMs: this.timings.requestMs,
+      refused: (status, body) => {
+        const message = statusMessage(body) ?? `HTTP ${status}`;
+        if (status === 404) {
+          this.where.delete(id);
+          return new NotFoundError(`no such session: ${id} (${message})`);
+        }
+        if (status === 400) return new UnavailableError(`session ${id} cannot be reached now: ${message}`);
+        return this.apiError(`the tunnel to ${where}`, Object.assign(new Error(message), { code: status, body }));
+      },
+      unreachable: (e) => this.apiError(`the tunnel to ${where}`, e),
+      failed: (message) =>
+        /connection refused/i.test(message)
+          ? new UnavailableError(`nothing listens on ${where} (${message})`)
+          : new UnavailableError(`the tunnel to ${where} failed: ${message}`),
+    });
   }
 
   async exec(id: string, spec: ExecSpec): Promise<RemoteProcess> {

@@ -1,7 +1,7 @@
 /**
  * A Kubernetes API server fake that real kubectl (1.32) and @kubernetes/client-node (1.4) use unchanged: plain
  * HTTP on 127.0.0.1, a kubeconfig written for it, discovery, namespaces, pods and claims (api.ts), pods that
- * really run as local sandboxes (kubelet.ts), exec over WebSocket (exec.ts), and faults a test can switch on
+ * really run as local sandboxes (kubelet.ts), exec and port-forward over WebSocket (exec.ts, portforward.ts), and faults a test can switch on
  * (faults.ts).
  *
  *   const kube = await startKubeFake();          // port 0, its own state directory
@@ -37,6 +37,7 @@ import { type FaultSpec, Faults } from './faults.js';
 import { Kubelet } from './kubelet.js';
 import { type Namespace, Store } from './objects.js';
 import { idBudget } from './pods.js';
+import { handlePortForward, PORT_FORWARD_SUBPROTOCOLS } from './portforward.js';
 import { decodeProtobuf, PROTOBUF } from './protobuf.js';
 import { ApiError, badRequest, noRoute, type Status, tooLarge, unauthorized } from './status.js';
 import { prepareNamespace } from './validate.js';
@@ -151,7 +152,10 @@ export async function startKubeFake(opts: KubeFakeOptions = {}): Promise<KubeFak
   const wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,
-    handleProtocols: (offered) => EXEC_SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
+    handleProtocols: (offered, req) =>
+      (/\/portforward(\?|$)/.test(req.url ?? '') ? PORT_FORWARD_SUBPROTOCOLS : EXEC_SUBPROTOCOLS).find((p) =>
+        offered.has(p),
+      ) ?? false,
   });
   const requests: RequestRecord[] = [];
   const watches = new Set<() => void>();
@@ -299,7 +303,7 @@ export async function startKubeFake(opts: KubeFakeOptions = {}): Promise<KubeFak
     };
     if (refusal) return done(refuse(socket, refusal.code, JSON.stringify(refusal)));
     const url = new URL(req.url ?? '/', 'http://x');
-    const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/exec$/.exec(url.pathname);
+    const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/(exec|portforward)$/.exec(url.pathname);
     if (!m || !['GET', 'POST'].includes(req.method ?? ''))
       return done(refuse(socket, 404, JSON.stringify(noRoute().status)));
     let ns: string;
@@ -310,6 +314,9 @@ export async function startKubeFake(opts: KubeFakeOptions = {}): Promise<KubeFak
     } catch {
       done(400);
       return refuse(socket, 400, JSON.stringify(badRequest('invalid path').status));
+    }
+    if (m[3] === 'portforward') {
+      return done(handlePortForward({ store, kubelet, wss, log }, req, socket, head, ns, pod, url.searchParams));
     }
     done(handleExec({ store, kubelet, faults, wss, log }, req, socket, head, ns, pod, url.searchParams));
   });
