@@ -31,7 +31,10 @@ export function openTunnel(t: TunnelTarget): Promise<Duplex> {
       if (status === 503)
         return new UnavailableError(`nothing listens on port ${t.port} in the workstation (503 from its host)`);
       if (status === 401 || status === 403) {
-        return new ProviderError(`the workstation's host refused the tunnel (${status}): is the access token valid?`);
+        const e = new ProviderError(
+          `the workstation's host refused the tunnel (${status}): is the access token valid?`,
+        );
+        return Object.assign(e, { hostStatus: status });
       }
       return new UnavailableError(`the workstation's host answered ${status} to the tunnel to port ${t.port}`);
     },

@@ -292,7 +292,7 @@ export class WorkstationsProvider implements Provider {
   private async accessToken(id: string): Promise<string> {
     const kept = this.tokens.get(id);
     if (kept && kept.until > Date.now()) return kept.token;
-    let r: { accessToken?: unknown };
+    let r: { accessToken?: unknown; expireTime?: unknown };
     try {
       r = await this.restCall(`v1/${this.name(id)}:generateAccessToken`, { ttl: `${TOKEN_TTL_S}s` });
     } catch (e) {
@@ -301,7 +301,11 @@ export class WorkstationsProvider implements Provider {
     if (typeof r.accessToken !== 'string' || !r.accessToken) {
       throw new UnavailableError(`no access token for workstation ${workstationId(id)}`);
     }
-    this.tokens.set(id, { token: r.accessToken, until: Date.now() + TOKEN_REFRESH_MS });
+    // Kept until a minute before it ends, as the API says (a token may be given a shorter life than asked for), and
+    // for at most TOKEN_REFRESH_MS, as gcloud refreshes it.
+    const expires = typeof r.expireTime === 'string' ? Date.parse(r.expireTime) : Number.NaN;
+    const until = Math.min(Date.now() + TOKEN_REFRESH_MS, Number.isNaN(expires) ? Infinity : expires - 60_000);
+    if (until > Date.now()) this.tokens.set(id, { token: r.accessToken, until });
     return r.accessToken;
   }
 
@@ -321,8 +325,16 @@ export class WorkstationsProvider implements Provider {
   /** One connection to `port` inside the workstation, through its TCP tunnel. */
   async tunnel(id: string, port: number): Promise<Duplex> {
     const w = await this.running(id);
-    const accessToken = await this.accessToken(id);
-    return openTunnel({ host: w.host as string, port, accessToken, caFile: this.config.caFile });
+    const open = async () =>
+      openTunnel({ host: w.host as string, port, accessToken: await this.accessToken(id), caFile: this.config.caFile });
+    try {
+      return await open();
+    } catch (e) {
+      // A token the host no longer takes (it ended, or was revoked) is dropped, and a fresh one tried once.
+      if ((e as { hostStatus?: number }).hostStatus !== 401) throw e;
+      this.tokens.delete(id);
+      return open();
+    }
   }
 
   private sshTarget(id: string): SshTarget {
