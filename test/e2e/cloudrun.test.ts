@@ -74,6 +74,20 @@ describe('cloud_run through the CLI', () => {
     await cr(['rm', local]);
   });
 
+  it('first creates at once, with a new config directory, make one key between them: every session answers', async () => {
+    const fresh = { ONMEMOS_CONFIG_DIR: join(state.path, 'config-race') };
+    const made = await Promise.all(
+      [1, 2, 3, 4].map(() =>
+        cr(['create', '--provider', 'cloud_run', '--namespace', 'keyrace', '--json'], { env: fresh }),
+      ),
+    );
+    for (const r of made) expect(r.code, r.stderr).toBe(0);
+    const ids = made.map((r) => JSON.parse(r.stdout).id as string);
+    const ran = await Promise.all(ids.map((i) => cr(['exec', i, '--', 'echo', 'ok'], { env: fresh })));
+    expect(ran.map((r) => [r.code, r.stdout, r.stderr])).toEqual(ids.map(() => [0, 'ok\n', '']));
+    await cr(['rm', ...ids], { env: fresh });
+  }, 60_000);
+
   it("knowing the URL (even with an ID token) is not enough: the agent wants the session's secret", async () => {
     const s = JSON.parse((await cr(['get', id, '--json'])).stdout);
     const res = await fetch(`${s.url}/v1/execute`, {

@@ -23,7 +23,10 @@ const wsx = (args: string[], opts: { input?: string; env?: Record<string, string
 
 beforeAll(async () => {
   const config = join(state.path, 'config');
-  fake = await startWorkstationsFake({ authorizedKeyFiles: [join(config, 'ssh')] });
+  // The second config directory is the key race's below (the fake reads key files before each connection).
+  fake = await startWorkstationsFake({
+    authorizedKeyFiles: [join(config, 'ssh'), join(state.path, 'config-race', 'ssh')],
+  });
   env = { ...fake.env, ONMEMOS_CONFIG_DIR: config };
   const r = await wsx(['create', '--provider', 'workstations', '--namespace', 'dev', '--user', 'ann', '--json']);
   expect(r.code, r.stderr).toBe(0);
@@ -53,6 +56,13 @@ describe('workstations through the CLI', () => {
     const v = await wsx(['exec', '-e', 'X=a b', id, '--', 'sh', '-c', 'echo "$WORKSPACE_ID|$NAMESPACE|$X"']);
     expect(v.stdout).toBe(`${id}|dev|a b\n`);
   });
+
+  it('first execs at once, with a new config directory, make one key pair between them: every exec gets in', async () => {
+    const config = join(state.path, 'config-race');
+    const fresh = { ONMEMOS_CONFIG_DIR: config, ONMEMOS_SSH_REUSE: '0' };
+    const ran = await Promise.all([1, 2, 3, 4].map(() => wsx(['exec', id, '--', 'echo', 'in'], { env: fresh })));
+    expect(ran.map((r) => [r.code, r.stdout])).toEqual([1, 2, 3, 4].map(() => [0, 'in\n']));
+  }, 60_000);
 
   it('--timeout ends the remote command (124), and nothing of it is left', async () => {
     const r = await wsx(['exec', '--timeout', '1', id, '--', 'sh', '-c', 'sleep 300']);

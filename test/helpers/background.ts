@@ -24,7 +24,8 @@ export async function heartbeatAcrossIdle(run: Run, idleMs = 2_500): Promise<Hea
   const wait = `n=0; while [ ! -s ${file} ] && [ $n -lt 500 ]; do sleep 0.01; n=$((n+1)); done`;
   const started = await run(['sh', '-c', `(${loop}) </dev/null >/dev/null 2>&1 & ${wait}; echo started`]);
   if (started.code !== 0 || started.stdout.toString() !== 'started\n') {
-    throw new Error(`the heartbeat did not start: ${started.code} ${started.stdout.toString()}`);
+    const err = (started as { stderr?: unknown }).stderr;
+    throw new Error(`the heartbeat did not start: ${started.code} ${started.stdout.toString()} ${String(err ?? '')}`);
   }
   await new Promise((r) => setTimeout(r, idleMs));
   const read = await run(['sh', '-c', `cat ${file} 2>/dev/null; date +%s%3N; touch ${file}.stop`]);

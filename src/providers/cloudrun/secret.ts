@@ -7,7 +7,7 @@
  * reading the service's configuration, or knowing its URL, is not enough.
  */
 import { createHmac, randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { configDir } from '../../config.js';
 import { UserError } from '../../errors.js';
@@ -31,14 +31,19 @@ export function secretKey(env: NodeJS.ProcessEnv): Buffer {
   }
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
-  const key = randomBytes(32).toString('base64url');
-  // wx: two onmemos making it at once keep the first one's.
+  // Written whole aside, then linked into place: link() fails if the file is there, so two onmemos making it at
+  // once keep the first one's, and neither ever reads a key half written.
+  const tmp = join(dir, `.${KEY_FILE}.${process.pid}.${randomBytes(4).toString('hex')}`);
+  writeFileSync(tmp, `${randomBytes(32).toString('base64url')}\n`, { mode: 0o600 });
   try {
-    writeFileSync(file, `${key}\n`, { mode: 0o600, flag: 'wx' });
+    linkSync(tmp, file);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    return Buffer.from(readFileSync(file, 'utf8').trim());
+  } finally {
+    rmSync(tmp, { force: true });
   }
+  const key = readFileSync(file, 'utf8').trim();
+  if (key.length < 32) throw new UserError(`${file} holds no key (under 32 characters): remove it to make a new one`);
   return Buffer.from(key);
 }
 

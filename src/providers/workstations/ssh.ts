@@ -11,9 +11,9 @@
  * local pty (node-pty), so a resize reaches the remote one.
  */
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { configDir } from '../../config.js';
 import { UnavailableError } from '../../errors.js';
 import { pipedProcess, ptyProcess } from '../../exec/child.js';
@@ -36,29 +36,40 @@ export function keyPath(env: NodeJS.ProcessEnv): string {
   return join(configDir(env), 'ssh', 'onmemos_ed25519');
 }
 
-/** onmemos' SSH key (ed25519), made on first use, 0600. */
+/**
+ * onmemos' SSH key (ed25519), made on first use, 0600. The pair is made in a directory aside and renamed into
+ * place whole: two onmemos making it at once keep the first one's pair, never one's key with the other's `.pub`.
+ */
 export async function ensureKey(env: NodeJS.ProcessEnv): Promise<string> {
   const key = keyPath(env);
-  const dir = join(key, '..');
-  if (existsSync(key)) return key;
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  // Made aside and renamed: two onmemos making it at once both end with one whole key.
-  const tmp = `${key}.${process.pid}`;
-  rmSync(tmp, { force: true });
-  rmSync(`${tmp}.pub`, { force: true });
-  await new Promise<void>((resolve, reject) =>
-    execFile('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'onmemos', '-f', tmp], { timeout: 30_000 }, (e) =>
-      e
-        ? reject(new UnavailableError(`cannot make onmemos' SSH key (ssh-keygen): ${e.message.split('\n')[0]}`))
-        : resolve(),
-    ),
-  );
-  if (!existsSync(key)) {
-    renameSync(`${tmp}.pub`, `${key}.pub`);
-    renameSync(tmp, key);
-  } else {
-    rmSync(tmp, { force: true });
-    rmSync(`${tmp}.pub`, { force: true });
+  const dir = dirname(key);
+  if (existsSync(key) && existsSync(`${key}.pub`)) return key;
+  mkdirSync(dirname(dir), { recursive: true, mode: 0o700 });
+  const tmp = mkdtempSync(join(dirname(dir), '.ssh-'));
+  try {
+    const made = join(tmp, basename(key));
+    await new Promise<void>((resolve, reject) =>
+      execFile(
+        'ssh-keygen',
+        ['-q', '-t', 'ed25519', '-N', '', '-C', 'onmemos', '-f', made],
+        { timeout: 30_000 },
+        (e) =>
+          e
+            ? reject(new UnavailableError(`cannot make onmemos' SSH key (ssh-keygen): ${e.message.split('\n')[0]}`))
+            : resolve(),
+      ),
+    );
+    try {
+      renameSync(tmp, dir); // fails when the directory is there (and not empty)
+    } catch {
+      if (!existsSync(key)) {
+        // The directory is there without a key (made by hand): the pair goes in, public half first.
+        renameSync(`${made}.pub`, `${key}.pub`);
+        renameSync(made, key);
+      }
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
   }
   return key;
 }
