@@ -53,7 +53,8 @@ afterAll(async () => {
   await run.close();
 });
 
-describe('exec --via job', () => {
+// The first run makes the session's job; later steps count its executions: the run never shuffles them.
+describe('exec --via job', { shuffle: false }, () => {
   it('runs the command once as a job: argv, -e and -w as given, the session environment, its exit code', async () => {
     const r = await cr([
       'exec',
