@@ -65,9 +65,9 @@ describe('workstations through the CLI', () => {
   }, 60_000);
 
   it('--timeout ends the remote command (124), and nothing of it is left', async () => {
-    const r = await wsx(['exec', '--timeout', '1', id, '--', 'sh', '-c', 'sleep 300']);
+    const r = await wsx(['exec', '--timeout', '1', id, '--', 'sh', '-c', 'sleep 3070']);
     expect(r.code, r.stderr).toBe(124);
-    const ps = await wsx(['exec', id, '--', 'sh', '-c', 'ps -eo args | grep -c "[s]leep 300" || true']);
+    const ps = await wsx(['exec', id, '--', 'sh', '-c', 'ps -eo args | grep -c "[s]leep 3070" || true']);
     expect(ps.stdout.trim()).toBe('0');
   });
 
@@ -160,7 +160,7 @@ describe('workstations: the interactive shell and signals', () => {
 
   it('Ctrl-C (SIGINT) to onmemos exec ends the remote command and its children: 130, nothing left', async () => {
     // A foreground pipeline: both take the SIGINT (a child sent to the background by sh ignores it, as anywhere).
-    const p = spawn(process.execPath, [BIN, 'exec', id, '--', 'sh', '-c', 'sleep 301 | sleep 302; echo never'], {
+    const p = spawn(process.execPath, [BIN, 'exec', id, '--', 'sh', '-c', 'sleep 3071 | sleep 3072; echo never'], {
       env: { ...process.env, ...state.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -168,7 +168,7 @@ describe('workstations: the interactive shell and signals', () => {
     p.stdout.on('data', (d) => (out += d));
     const code = new Promise<number | null>((r) => p.on('exit', (c) => r(c)));
     const running = async () =>
-      (await wsx(['exec', id, '--', 'sh', '-c', 'ps -eo args | grep -c "^sleep 30[12]" || true'])).stdout.trim();
+      (await wsx(['exec', id, '--', 'sh', '-c', 'ps -eo args | grep -c "^sleep 307[12]" || true'])).stdout.trim();
     expect(await waitFor(async () => (await running()) === '2', 20_000, 200)).toBe(true);
     p.kill('SIGINT');
     expect(await code).toBe(130);

@@ -274,9 +274,12 @@ describe('the exec wrapper (run here by sh, as the pod would)', () => {
   it('a second exec signals the command and everything it started', async () => {
     const pid = join(dir, 'pid2');
     const marker = `onmemos-gke-unit-${process.pid}`;
+    // Durations of this test's own, as the check below looks at every process of the machine (other tests sleep
+    // 300 and 301 at the same time).
+    const a = 40_000 + (process.pid % 10_000) * 2;
     const child = spawn(
       '/bin/sh',
-      wrappedArgv({ argv: ['sh', '-c', `sleep 300 & sleep 301; echo ${marker}`], cwd: dir }, pid).slice(1),
+      wrappedArgv({ argv: ['sh', '-c', `sleep ${a} & sleep ${a + 1}; echo ${marker}`], cwd: dir }, pid).slice(1),
       {
         stdio: 'ignore',
       },
@@ -284,13 +287,14 @@ describe('the exec wrapper (run here by sh, as the pod would)', () => {
     const exited = new Promise<string | null>((r) => child.on('exit', (_c, s) => r(s)));
     for (let i = 0; i < 100; i++) {
       const ps = await run('ps', ['-eo', 'args']);
-      if (ps.stdout.includes('sleep 301')) break;
+      if (ps.stdout.includes(`sleep ${a + 1}`)) break;
       await new Promise((r) => setTimeout(r, 20));
     }
     const k = signalArgv(pid, 'SIGKILL');
     await run(k[0]!, k.slice(1));
     expect(await exited).toBe('SIGKILL');
     const ps = await run('ps', ['-eo', 'ppid,args']);
-    expect(ps.stdout.split('\n').filter((l) => /sleep 30[01]$/.test(l.trim()))).toEqual([]);
+    const mine = new RegExp(`sleep (${a}|${a + 1})$`);
+    expect(ps.stdout.split('\n').filter((l) => mine.test(l.trim()))).toEqual([]);
   });
 });
