@@ -21,7 +21,7 @@ function port(min: number) {
  */
 export function tunnelCommand(ctx: () => Ctx, setExit: (code: number) => void): Command {
   return new Command('tunnel')
-    .description("reach a TCP port inside a session from this machine (the workstation's TCP tunnel)")
+    .description('reach a TCP port inside a session from this machine (local, gke and workstations sessions)')
     .argument('<id>', 'session id')
     .option('--port <port>', 'the port inside the session', port(1), 22)
     .option(
@@ -39,8 +39,9 @@ Examples:
   ssh -o ProxyCommand="onmemos tunnel --stdio $id" user@workstation
   onmemos tunnel "$id" --port 8080 --local-port 0 --json   # {"host":"127.0.0.1","port":41234}
 
-It runs until Ctrl-C (--stdio: until either side closes). Exit status: 0, or 1 with one line when the tunnel
-cannot be opened (a session that is not running, nothing listening on the port).`,
+It runs until Ctrl-C (--stdio: until the far end closes; the end of stdin does not close a tunnel). Exit status:
+0; 1 with one line when the tunnel cannot be opened (a session that is not running, nothing listening on the
+port); 2 when the session's provider has no tunnel (cloud_run).`,
     )
     .action(async (id: string, o: { port: number; localPort?: number; stdio?: boolean; json?: boolean }) => {
       const c = ctx();
