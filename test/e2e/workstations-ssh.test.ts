@@ -139,6 +139,16 @@ describe.skipIf(!existsSync(SSHD))('ssh through the workstation tunnel', () => {
       expect((await runProcess([SSH, ...args, 'echo second key'])).out).toBe('second key\n');
     });
 
+    it('takes a newly authorized key on many connections at once (each brings the keys up to date)', async () => {
+      const third = sshKey(work, 'third');
+      writeToken(tokenFile, (await accessToken(fake, 'w1')).accessToken);
+      const host = fake.workstations.get('w1')!.host;
+      const args = sshArgs({ host, key: third.key, tokenFile, caFile: fake.caFile });
+      fake.authorizeKey(third.pub);
+      const ran = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => runProcess([SSH, ...args, `echo ${n}`])));
+      expect(ran.map((r) => [r.code, r.out, r.err])).toEqual([1, 2, 3, 4, 5, 6].map((n) => [0, `${n}\n`, '']));
+    });
+
     it('answers 503 for a port nothing listens on in the workstation', async () => {
       const r = await ssh('w1', ['true'], { port: 1 });
       expect(r.code).toBe(255);

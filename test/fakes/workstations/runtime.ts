@@ -223,7 +223,11 @@ export class WorkstationRuntime {
           run(
             provider,
             s.id,
-            ['/bin/sh', '-c', `umask 077; cat > ${RUN_DIR}/.keys && mv ${RUN_DIR}/.keys ${RUN_DIR}/authorized_keys`],
+            [
+              '/bin/sh',
+              '-c',
+              `umask 077; cat > ${RUN_DIR}/.keys.$$ && mv ${RUN_DIR}/.keys.$$ ${RUN_DIR}/authorized_keys`,
+            ],
             Buffer.from(text),
           ),
         stop: (saveTo) => {

@@ -56,6 +56,8 @@ interface Ws {
   machine?: RunningMachine;
   /** The authorized_keys text its sshd has now. */
   keys?: string;
+  /** Key updates run one after another (connections come at once; each would rewrite the file). */
+  keySync?: Promise<void>;
   /** Transitions run one after another. */
   queue: Promise<void>;
   /** Aborts the start in progress (a stop or delete came). */
@@ -575,13 +577,18 @@ export class Workstations {
   }
 
   /** Brings a running workstation's authorized keys up to date (before a connection to its sshd). */
-  private async syncKeys(w: Ws): Promise<void> {
-    const m = w.machine;
-    if (!m?.sshPort) return;
-    const keys = this.d.authorizedKeys();
-    if (keys === w.keys) return;
-    await m.writeKeys(keys);
-    w.keys = keys;
+  private syncKeys(w: Ws): Promise<void> {
+    const sync = async () => {
+      const m = w.machine;
+      if (!m?.sshPort) return;
+      const keys = this.d.authorizedKeys();
+      if (keys === w.keys) return;
+      await m.writeKeys(keys);
+      if (w.machine === m) w.keys = keys;
+    };
+    const next = (w.keySync ?? Promise.resolve()).then(sync, sync);
+    w.keySync = next.catch(() => {});
+    return next;
   }
 
   /** Stops every workstation (no home saved) and closes every endpoint. */
