@@ -663,6 +663,8 @@ describe('4. an exec ends whole', () => {
 
   it('a fork bomb under --pids 128 --timeout 5 ends with its exec; the session and the host are fine', async () => {
     const id = await state.create('--network', 'isolated', '--pids', '128');
+    // The session at rest: its agent started (create does not wait for it) and served a command.
+    expect(await exec(id, ['true'])).toMatchObject({ code: 0 });
     const baseline = Number(readOr(sessionCgroupFile(id, 'pids', 'pids.current')));
     const hostBefore = hostProcessCount();
     // The classic bomb; its first shell then becomes a sleep, so the exec lasts until the timeout.

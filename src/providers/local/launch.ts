@@ -1,8 +1,11 @@
 /**
  * The launch of one sandbox: given a session directory and its record, write the files the sandbox receives by
- * descriptor, start the launcher (sandbox.ts LAUNCHER) with the agent's listening socket, and wait until the agent
- * answers. The local provider (local.ts) owns the record and what happens around this; nothing here decides a
- * session's state.
+ * descriptor, start the launcher (sandbox.ts LAUNCHER) with the agent's listening socket, and wait until the
+ * sandbox runs (bwrap's child is up, and its network). The agent's socket is made here and listens from the start,
+ * so nothing waits for the agent itself: a first exec's connection waits in the socket's backlog while the agent
+ * starts (which overlaps that exec's own start-up), and an agent that cannot start ends the sandbox (it is its
+ * first process), which the session's status then shows. The local provider (local.ts) owns the record and what
+ * happens around this; nothing here decides a session's state.
  */
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
@@ -188,7 +191,6 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     if (rec.network === 'outbound' && !net.includes('1')) {
       throw new ProviderError(`could not start the session network: ${sandboxLog(dir)}`);
     }
-    await waitForAgent(dir, rec.id, plan.signal);
     launcher.unref();
   } catch (e) {
     for (const n of opened) closeSync(n);
@@ -233,24 +235,6 @@ function sessionFiles(
   } catch {}
   writeFileSync(files.profile, profileFile(hostProfile, env.PATH!), { mode: 0o600 });
   return files;
-}
-
-/** The agent answers /health once it serves; until then the connection waits in the socket's backlog. */
-async function waitForAgent(dir: string, id: string, signal?: AbortSignal): Promise<void> {
-  const { request } = await import('node:http');
-  const ok = await new Promise<boolean>((resolve, reject) => {
-    const req = request(
-      { socketPath: join(dir, 'agent.sock'), path: '/health', timeout: START_TIMEOUT_MS, signal },
-      (res) => {
-        res.resume();
-        resolve(res.statusCode === 200);
-      },
-    );
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => (signal?.aborted ? reject(interrupted()) : resolve(false)));
-    req.end();
-  });
-  if (!ok) throw new ProviderError(`the sandbox for ${id} did not start: ${sandboxLog(dir)}`);
 }
 
 const interrupted = () => new InterruptedError('interrupted while the sandbox was starting');

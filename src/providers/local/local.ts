@@ -60,7 +60,7 @@ import {
 } from './cgroups.js';
 import { makeDiskImage } from './disk.js';
 import { tunOpenToAll, UID_SLOTS_DIR, UidSlots, uidBase } from './host.js';
-import { checkHost, launchSandbox } from './launch.js';
+import { checkHost, launchSandbox, sandboxLog } from './launch.js';
 import { isAlive, killTree, processUids, procRef, signalRef, trySignal } from './proc.js';
 import { INSIDE, resolveToolchain } from './sandbox.js';
 import { seccompFilter } from './seccomp.js';
@@ -477,15 +477,33 @@ export class LocalProvider implements Provider {
   /** A TCP port on the session's own loopback, through its agent (`/tunnel`): `onmemos tunnel` for local sessions. */
   async tunnel(id: string, port: number): Promise<Duplex> {
     this.running(id);
-    return openTunnelSocket(`ws+unix://${join(this.store.dir(id), 'agent.sock')}:/tunnel?port=${port}`, {
-      refused: (status, body) => errorFromResponse(status, jsonBody(body)),
-      unreachable: (e) => new UnavailableError(`cannot reach the agent of session ${id}: ${e.message}`),
-    });
+    return this.agentCall(id, () =>
+      openTunnelSocket(`ws+unix://${join(this.store.dir(id), 'agent.sock')}:/tunnel?port=${port}`, {
+        refused: (status, body) => errorFromResponse(status, jsonBody(body)),
+        unreachable: (e) => new UnavailableError(`cannot reach the agent of session ${id}: ${e.message}`),
+      }),
+    );
   }
 
   async exec(id: string, spec: ExecSpec): Promise<RemoteProcess> {
     this.running(id);
-    return openExec(spec, { url: this.execUrl(id), peer: `the agent of session ${id}`, refused: errorFromResponse });
+    return this.agentCall(id, () =>
+      openExec(spec, { url: this.execUrl(id), peer: `the agent of session ${id}`, refused: errorFromResponse }),
+    );
+  }
+
+  /**
+   * A call to the session's agent. Its socket listens from the sandbox's start, so a connection made before the
+   * agent runs waits for it; one refused means the agent is gone (it did not start, or the sandbox ended): the
+   * error then says what the sandbox logged.
+   */
+  private async agentCall<T>(id: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (e) {
+      if (!(e instanceof UnavailableError)) throw e;
+      throw new UnavailableError(`${e.message} (the sandbox's log: ${sandboxLog(this.store.dir(id))})`, { cause: e });
+    }
   }
 
   private statusOf(rec: LocalRecord): Session['status'] {
