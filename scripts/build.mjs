@@ -72,6 +72,29 @@ await build({
   // Bundled CommonJS dependencies (commander) need a require() inside the ES module.
   banner: { js: "import { createRequire as __onmemosCreateRequire } from 'node:module'; const require = __onmemosCreateRequire(import.meta.url);" },
 });
+// dist/web: the web UI that onmemos serve serves (src/server/web.ts): the dashboard and terminal scripts and their
+// stylesheets, for browsers, minified and named by content hash (cached for good); manifest.json maps each entry
+// (dashboard.js, terminal.css, …) to its file. xterm and its stylesheet are bundled in: nothing loads from a CDN.
+const web = await build({
+  bundle: true,
+  platform: 'browser',
+  format: 'esm',
+  target: ['chrome110', 'firefox115', 'safari16'],
+  minify: true,
+  entryPoints: ['web/dashboard.ts', 'web/terminal.ts', 'web/app.css', 'web/terminal.css'],
+  outdir: 'dist/web',
+  entryNames: '[name]-[hash]',
+  assetNames: '[name]-[hash]',
+  metafile: true,
+  logLevel: 'warning',
+});
+const entries = {};
+for (const [file, out] of Object.entries(web.metafile.outputs)) {
+  if (!out.entryPoint) continue;
+  const name = out.entryPoint.split('/').pop().replace(/\.ts$/, '.js');
+  entries[name] = file.split('/').pop();
+}
+writeFileSync('dist/web/manifest.json', `${JSON.stringify({ entries }, null, 2)}\n`);
 execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json', '--emitDeclarationOnly'], { stdio: 'inherit' });
 
 /**

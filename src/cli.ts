@@ -12,6 +12,7 @@ import { execCommand } from './commands/exec.js';
 import { getCommand } from './commands/get.js';
 import { extendCommand, startCommand, stopCommand } from './commands/lifecycle.js';
 import { lsCommand } from './commands/ls.js';
+import { openCommand } from './commands/open.js';
 import { rmCommand } from './commands/rm.js';
 import { serveCommand } from './commands/serve.js';
 import { shellCommand } from './commands/shell.js';
@@ -107,6 +108,7 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     lsCommand(ctx),
     getCommand(ctx),
     connectCommand(ctx),
+    openCommand(ctx),
     tunnelCommand(ctx, setExit),
     rmCommand(ctx),
     startCommand(ctx),

@@ -23,6 +23,7 @@ export function connectCommand(ctx: () => Ctx): Command {
         ['exec', info.exec ? `${info.exec.url} (${info.exec.protocol})` : '-'],
         ['shell', info.shell ? info.shell.argv.join(' ') : '-'],
         ['json shell', info.json_shell ?? '-'],
+        ['web terminal', info.web_terminal ?? '-'],
         [
           'ssh',
           info.ssh
@@ -30,6 +31,6 @@ export function connectCommand(ctx: () => Ctx): Command {
             : '-',
         ],
       ];
-      out(c, rows.map(([k, v]) => `${`${k}:`.padEnd(12)}${v}`).join('\n'));
+      out(c, rows.map(([k, v]) => `${`${k}:`.padEnd(14)}${v}`).join('\n'));
     });
 }

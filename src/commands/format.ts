@@ -46,6 +46,7 @@ export function sessionDetails(s: Session, now = Date.now()): string {
   ];
   if (s.url) rows.push(['url', s.url]);
   if (s.websocket) rows.push(['websocket', s.websocket]);
+  if (s.web_terminal) rows.push(['web terminal', s.web_terminal]);
   rows.push(['ssh', String(s.ssh)]);
   for (const [k, v] of Object.entries(s.details)) if (v !== null && v !== undefined) rows.push([k, detailValue(v)]);
   const w = Math.max(...rows.map(([k]) => k.length));

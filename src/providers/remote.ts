@@ -125,7 +125,7 @@ export class RemoteProvider implements Provider {
     if (res.statusCode >= 400 || !type.startsWith(NDJSON)) {
       const json = this.parse(res.statusCode, await res.body.text());
       if (res.statusCode >= 400) throw errorFromResponse(res.statusCode, json);
-      return json as Session;
+      return this.absolute(json as Session);
     }
     let session: Session | undefined;
     let failure: OnmemosError | undefined;
@@ -159,11 +159,16 @@ export class RemoteProvider implements Provider {
     }
     if (failure) throw failure;
     if (!session) throw new ProviderError(`the server at ${this.base.origin} ended the create without a session`);
-    return session;
+    return this.absolute(session);
   }
 
-  get(id: string): Promise<Session> {
-    return this.call('GET', `/v1/sessions/${encodeURIComponent(id)}`);
+  /** A session as the server shows it, with the path of its web terminal made a URL of this server. */
+  private absolute(s: Session): Session {
+    return s.web_terminal ? { ...s, web_terminal: new URL(s.web_terminal, this.base).href } : s;
+  }
+
+  async get(id: string): Promise<Session> {
+    return this.absolute(await this.call<Session>('GET', `/v1/sessions/${encodeURIComponent(id)}`));
   }
 
   async list(filter: SessionFilter = {}): Promise<Session[]> {
@@ -187,23 +192,24 @@ export class RemoteProvider implements Provider {
         if (Array.isArray(parsed)) unreachable = parsed;
       } catch {}
     }
-    return { sessions: json as Session[], unreachable };
+    return { sessions: (json as Session[]).map((s) => this.absolute(s)), unreachable };
   }
 
   async delete(id: string): Promise<void> {
     await this.call('DELETE', `/v1/sessions/${encodeURIComponent(id)}`);
   }
 
-  start(id: string): Promise<Session> {
-    return this.call('POST', `/v1/sessions/${encodeURIComponent(id)}/start`, {});
+  async start(id: string): Promise<Session> {
+    return this.absolute(await this.call<Session>('POST', `/v1/sessions/${encodeURIComponent(id)}/start`, {}));
   }
 
-  stop(id: string): Promise<Session> {
-    return this.call('POST', `/v1/sessions/${encodeURIComponent(id)}/stop`, {});
+  async stop(id: string): Promise<Session> {
+    return this.absolute(await this.call<Session>('POST', `/v1/sessions/${encodeURIComponent(id)}/stop`, {}));
   }
 
-  extend(id: string, minutes: number): Promise<Session> {
-    return this.call('POST', `/v1/sessions/${encodeURIComponent(id)}/extend`, { ttl_minutes: minutes });
+  async extend(id: string, minutes: number): Promise<Session> {
+    const path = `/v1/sessions/${encodeURIComponent(id)}/extend`;
+    return this.absolute(await this.call<Session>('POST', path, { ttl_minutes: minutes }));
   }
 
   /** The server's ConnectInfo, with its paths made absolute URLs of this server. */
@@ -218,6 +224,7 @@ export class RemoteProvider implements Provider {
       ...info,
       exec: info.exec ? { ...info.exec, url: ws(info.exec.url) } : null,
       json_shell: info.json_shell ? ws(info.json_shell) : null,
+      web_terminal: info.web_terminal ? new URL(info.web_terminal, this.base).href : null,
     };
   }
 

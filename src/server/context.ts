@@ -13,6 +13,7 @@ import { type Session, validateSessionId } from '../session/model.js';
 import { type Auth, allows, type Principal } from './auth.js';
 import type { ConcurrencyLimit, RequestGuard } from './guard.js';
 import { apiError, errorStatus } from './http.js';
+import { checkCookieRequest, cookieToken, type WebSignIns } from './web-auth.js';
 
 export interface ServerOptions {
   registry: ProviderRegistry;
@@ -33,15 +34,20 @@ export interface ServerContext {
   wss: WebSocketServer;
   guard: RequestGuard;
   limit: ConcurrencyLimit;
+  /** The web UI's browser sign-ins (web.ts). */
+  signIns: WebSignIns;
 }
 
 /** The request body limit, 1 MiB unless the options say otherwise. */
 export const bodyLimit = (ctx: ServerContext): number => ctx.opts.maxBodyBytes ?? 1 << 20;
 
-/** A session as the API shows it: with the path of its JSON shell WebSocket. */
+/** A session as the API shows it: with the paths of its JSON shell WebSocket and its web terminal. */
 export function shown(session: Session, websocket = `/v1/sessions/${session.id}/shell`): Session {
-  return { ...session, websocket: session.websocket ?? websocket };
+  return { ...session, websocket: session.websocket ?? websocket, web_terminal: webTerminalPath(session.id) };
 }
+
+/** Where the web UI's terminal of a session is, on this server. */
+export const webTerminalPath = (id: string) => `/sessions/${encodeURIComponent(id)}/terminal`;
 
 /** The request target as a URL: 400 for anything but a path (and for what URL cannot parse). */
 export function requestUrl(req: IncomingMessage): URL {
@@ -54,14 +60,25 @@ export function requestUrl(req: IncomingMessage): URL {
   throw apiError('bad_request', 'the request target must be a path');
 }
 
-/** The API key's principal. `?api_key=` is for WebSocket upgrades only (browsers cannot set headers there). */
-export function principalOf(opts: ServerOptions, req: IncomingMessage, url: URL, upgrade: boolean): Principal {
+/**
+ * The API key's principal. `?api_key=` is for WebSocket upgrades only (browsers cannot set headers there). Without
+ * a key, the web UI's sign-in cookie stands for the key it was made with (web.ts), from the server's own pages only.
+ */
+export function principalOf(ctx: ServerContext, req: IncomingMessage, url: URL, upgrade: boolean): Principal {
+  const { opts } = ctx;
   const header = req.headers['x-api-key'];
   const queryKey = url.searchParams.get('api_key');
   if (queryKey !== null && !upgrade && opts.auth.enabled) {
     throw apiError('auth', '?api_key= is accepted on WebSocket upgrades only: send the key as X-API-Key');
   }
   const key = (Array.isArray(header) ? header[0] : header) ?? queryKey ?? undefined;
+  if (key === undefined && opts.auth.enabled) {
+    const signedIn = ctx.signIns.get(cookieToken(req));
+    if (signedIn) {
+      checkCookieRequest(req, upgrade);
+      return signedIn;
+    }
+  }
   const p = opts.auth.check(key);
   if (!p) throw apiError('auth', key ? 'invalid API key' : 'an API key is required (X-API-Key)');
   return p;

@@ -5,6 +5,7 @@
  * This file assembles the server and sends each request to its room:
  *
  *   GET /health                       here
+ *   /, /sessions/{id}/terminal, /ui/… web.ts (the web UI: dashboard, terminal, assets, browser sign-in)
  *   /v1/sessions…                     sessions.ts (create and its NDJSON stream: create.ts; execute: execute.ts)
  *   /v1/cloudrun/workspaces…          legacy.ts
  *   WebSocket …/{id}/exec             exec-route.ts (v5.channel.k8s.io, src/exec/server.ts)
@@ -25,6 +26,7 @@ import { execWebSocketServer } from '../exec/server.js';
 import { VERSION } from '../version.js';
 import {
   authorizedSession,
+  bodyLimit,
   principalOf,
   refuseUpgrade,
   requestUrl,
@@ -38,6 +40,8 @@ import { shellRoute } from './json-shell.js';
 import { legacyRoutes } from './legacy.js';
 import { sessionRoutes } from './sessions.js';
 import { tunnelRoute } from './tunnel-route.js';
+import { webRoutes } from './web.js';
+import { WebSignIns } from './web-auth.js';
 
 export type { ServerOptions } from './context.js';
 
@@ -56,6 +60,7 @@ export async function createOnmemosServer(opts: ServerOptions): Promise<Server> 
     wss,
     guard: new RequestGuard(server, opts.allowOrigins),
     limit: new ConcurrencyLimit(opts.maxConcurrent ?? DEFAULT_MAX_CONCURRENT),
+    signIns: new WebSignIns(),
   };
   server.on('upgrade', (req, socket, head) => {
     // Node hands the raw socket over without an 'error' listener: until ws owns it, a reset must not be fatal.
@@ -78,7 +83,10 @@ async function handle(ctx: ServerContext, req: IncomingMessage, res: ServerRespo
     return sendJson(res, 200, { status: 'ok', version: VERSION, providers });
   }
 
-  const principal = principalOf(ctx.opts, req, url, false);
+  const web = { req, res, path, method, auth: ctx.opts.auth, signIns: ctx.signIns, maxBodyBytes: bodyLimit(ctx) };
+  if (!path.startsWith('/v1/') && (await webRoutes(web))) return;
+
+  const principal = principalOf(ctx, req, url, false);
   const a = { ctx, req, res, url, path, method, principal };
   if (path.startsWith('/v1/cloudrun/workspaces')) return legacyRoutes(a);
   return sessionRoutes(a);
@@ -96,7 +104,7 @@ async function upgrade(ctx: ServerContext, req: IncomingMessage, socket: Duplex,
   const tunnel = /^\/v1\/sessions\/([^/]+)\/tunnel\/?$/.exec(url.pathname);
   const m = shell ?? tunnel ?? /^\/v1\/sessions\/([^/]+)\/exec\/?$/.exec(url.pathname);
   if (!m) throw apiError('not_found', `no WebSocket route for ${url.pathname}`);
-  const principal = principalOf(ctx.opts, req, url, true);
+  const principal = principalOf(ctx, req, url, true);
   const { provider, session } = await authorizedSession(ctx.opts, principal, m[1]!);
   if (session.status !== 'running') {
     throw new ConflictError(`session ${session.id} is not running (${session.status})`);

@@ -24,7 +24,7 @@ import {
   validateTtl,
 } from '../session/model.js';
 import { allows } from './auth.js';
-import { type ApiRequest, authorizedSession, bodyLimit, checkNamespace, shown } from './context.js';
+import { type ApiRequest, authorizedSession, bodyLimit, checkNamespace, shown, webTerminalPath } from './context.js';
 import { respondCreate } from './create.js';
 import { checkTimeout, respondExecute } from './execute.js';
 import { apiError, readJsonBody, sendJson } from './http.js';
@@ -83,6 +83,7 @@ export async function sessionRoutes(a: ApiRequest): Promise<void> {
       ...info,
       exec: { url: `/v1/sessions/${session.id}/exec`, protocol: V5 },
       json_shell: `/v1/sessions/${session.id}/shell`,
+      web_terminal: webTerminalPath(session.id),
     } satisfies ConnectInfo);
   }
   if (isLifecycle(action) && method === 'POST') {

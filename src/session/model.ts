@@ -127,6 +127,8 @@ export interface ConnectInfo {
   json_shell: string | null;
   /** For backends reached over SSH: where, as whom, and the tunnel that carries it. */
   ssh: { host: string; port: number; user: string; tunnel?: string } | null;
+  /** The web UI's terminal (onmemos serve): a page on the server, or null where no server serves one. */
+  web_terminal?: string | null;
 }
 
 /** The document's response fields, plus times the CLI shows. */
@@ -143,6 +145,8 @@ export interface Session {
   created_at: string;
   expires_at: string;
   details: Record<string, unknown>;
+  /** The web UI's terminal of the session, where a server serves one (onmemos serve, remote mode). */
+  web_terminal?: string;
 }
 
 /** The document's execute response (server, SDK). */

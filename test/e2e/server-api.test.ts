@@ -506,7 +506,7 @@ describe('connect', () => {
     base = await serveApi(fakeRegistry(fake()));
   });
 
-  it('answers the ConnectInfo of the model, the exec and JSON shell paths on this server', async () => {
+  it('answers the ConnectInfo of the model, the exec, JSON shell and web terminal paths on this server', async () => {
     const { body: s } = await api(base, 'POST', '/v1/sessions', { namespace: 'team-a', user: 'ivan' });
     const r = await api(base, 'GET', `/v1/sessions/${s.id}/connect`);
     expect(r.status).toBe(200);
@@ -519,6 +519,7 @@ describe('connect', () => {
       shell: { argv: ['/bin/sh'] },
       json_shell: `/v1/sessions/${s.id}/shell`,
       ssh: null,
+      web_terminal: `/sessions/${s.id}/terminal`,
     });
     const port = new URL(base).port;
     const info = await new OnMemOSClient(base, KEY).connectSession(s.id);
@@ -526,6 +527,7 @@ describe('connect', () => {
       ...r.body,
       exec: { url: `ws://127.0.0.1:${port}/v1/sessions/${s.id}/exec`, protocol: V5 },
       json_shell: `ws://127.0.0.1:${port}/v1/sessions/${s.id}/shell`,
+      web_terminal: `http://127.0.0.1:${port}/sessions/${s.id}/terminal`,
     });
     expect((await api(base, 'GET', `/v1/sessions/${s.id}/connect`, undefined, { key: SCOPED })).status).toBe(200);
     const { body: b } = await api(base, 'POST', '/v1/sessions', { namespace: 'team-b', user: 'ivan' });

@@ -1,0 +1,70 @@
+/**
+ * The web UI's browser sign-in (web.ts has the routes): random tokens standing for the principal of the API key a
+ * browser signed in with, the cookie that carries one, and the rule that a cookie request must come from the
+ * server's own page. Kept apart from web.ts so the API's principal check (context.ts) loads nothing of the pages.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Principal } from './auth.js';
+import { apiError } from './http.js';
+
+export const COOKIE = 'onmemos_ui';
+/** A sign-in lasts this long at most, even in a browser that is never closed. */
+const SIGN_IN_MS = 12 * 60 * 60 * 1000;
+/** Sign-ins kept at once; the oldest goes first. */
+const MAX_SIGN_INS = 1000;
+
+/** The browser sign-ins: random tokens, each with the principal of the key it was made with. */
+export class WebSignIns {
+  private readonly tokens = new Map<string, { principal: Principal; until: number }>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  add(principal: Principal): string {
+    // Web Crypto's global, loaded on first use: the agents import this module's neighbours at start-up.
+    const token = Buffer.from(globalThis.crypto.getRandomValues(new Uint8Array(32))).toString('base64url');
+    if (this.tokens.size >= MAX_SIGN_INS) this.tokens.delete(this.tokens.keys().next().value!);
+    this.tokens.set(token, { principal, until: this.now() + SIGN_IN_MS });
+    return token;
+  }
+
+  get(token: string | undefined): Principal | undefined {
+    if (!token) return undefined;
+    const t = this.tokens.get(token);
+    if (!t) return undefined;
+    if (t.until <= this.now()) {
+      this.tokens.delete(token);
+      return undefined;
+    }
+    return t.principal;
+  }
+
+  remove(token: string | undefined): void {
+    if (token) this.tokens.delete(token);
+  }
+}
+
+/** The value of the sign-in cookie, if the request has one. */
+export function cookieToken(req: IncomingMessage): string | undefined {
+  const header = req.headers.cookie;
+  if (!header) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === COOKIE) {
+      const v = part.slice(eq + 1).trim();
+      return /^[A-Za-z0-9_-]{43}$/.test(v) ? v : undefined;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A request signed in with the cookie must come from the server's own page when it changes anything or opens a
+ * WebSocket: browsers send Origin with those, and the guard has already refused a foreign one, so here a missing
+ * Origin is what is refused.
+ */
+export function checkCookieRequest(req: IncomingMessage, upgrade: boolean): void {
+  const method = req.method ?? 'GET';
+  if ((upgrade || !['GET', 'HEAD'].includes(method)) && req.headers.origin === undefined) {
+    throw apiError('forbidden', 'a request signed in with the browser cookie must come from the web UI (no Origin)');
+  }
+}

@@ -1,0 +1,51 @@
+/** The web UI's browser sign-ins (src/server/web-auth.ts): tokens, their end, their bound, the cookie's parsing. */
+import type { IncomingMessage } from 'node:http';
+import { describe, expect, it } from 'vitest';
+import { checkCookieRequest, cookieToken, WebSignIns } from '../../src/server/web-auth.js';
+
+const req = (headers: Record<string, string>, method = 'GET') => ({ headers, method }) as unknown as IncomingMessage;
+const principal = { id: 'k1', namespaces: ['team-a'] };
+
+describe('web sign-ins', () => {
+  it('gives a random 43-character token per sign-in, standing for the principal until it ends or is removed', () => {
+    let now = 1_000;
+    const s = new WebSignIns(() => now);
+    const a = s.add(principal);
+    const b = s.add(principal);
+    expect(a).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(a).not.toBe(b);
+    expect(s.get(a)).toEqual(principal);
+    expect(s.get(undefined)).toBeUndefined();
+    expect(s.get('A'.repeat(43))).toBeUndefined();
+    s.remove(b);
+    expect(s.get(b)).toBeUndefined();
+    now += 12 * 60 * 60 * 1000; // twelve hours on: gone
+    expect(s.get(a)).toBeUndefined();
+  });
+
+  it('keeps at most 1000 sign-ins, dropping the oldest', () => {
+    const s = new WebSignIns();
+    const first = s.add(principal);
+    const rest = Array.from({ length: 1000 }, () => s.add(principal));
+    expect(s.get(first)).toBeUndefined();
+    expect(s.get(rest[0])).toEqual(principal);
+    expect(s.get(rest[999])).toEqual(principal);
+  });
+
+  it('reads only a well-formed onmemos_ui cookie among others', () => {
+    const t = 'a'.repeat(43);
+    expect(cookieToken(req({ cookie: `x=1; onmemos_ui=${t}; y=2` }))).toBe(t);
+    expect(cookieToken(req({ cookie: 'onmemos_ui=short' }))).toBeUndefined();
+    expect(cookieToken(req({ cookie: `onmemos_ui=${t}!` }))).toBeUndefined();
+    expect(cookieToken(req({ cookie: `xonmemos_ui=${t}` }))).toBeUndefined();
+    expect(cookieToken(req({}))).toBeUndefined();
+  });
+
+  it('refuses a cookie request without Origin when it changes anything or upgrades; reads may omit it', () => {
+    expect(() => checkCookieRequest(req({}, 'GET'), false)).not.toThrow();
+    expect(() => checkCookieRequest(req({}, 'POST'), false)).toThrow(/must come from the web UI/);
+    expect(() => checkCookieRequest(req({}, 'DELETE'), false)).toThrow(/must come from the web UI/);
+    expect(() => checkCookieRequest(req({}, 'GET'), true)).toThrow(/must come from the web UI/);
+    expect(() => checkCookieRequest(req({ origin: 'http://127.0.0.1:8080' }, 'POST'), false)).not.toThrow();
+  });
+});
