@@ -20,6 +20,8 @@ export interface ServeOptions {
   maxConcurrent?: number;
   /** Origins whose browser requests are accepted besides the server's own. */
   allowOrigins?: string[];
+  /** Let clients create sessions with network host. */
+  allowHostNetwork?: boolean;
 }
 
 /**
@@ -62,6 +64,7 @@ export async function serve(ctx: Ctx, o: ServeOptions, registry: ProviderRegistr
     auth,
     maxConcurrent: o.maxConcurrent,
     allowOrigins: o.allowOrigins,
+    allowHostNetwork: o.allowHostNetwork,
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e) =>
@@ -128,6 +131,10 @@ export function serveCommand(ctx: () => Ctx): Command {
       parseMaxConcurrent,
     )
     .option('--allow-origin <url>', 'accept browser requests from this origin too (repeatable)', collectOrigin)
+    .option(
+      '--allow-host-network',
+      "let clients create sessions on the host's network (network host), which reach this machine's loopback",
+    )
     .addHelpText(
       'after',
       `
@@ -135,6 +142,8 @@ Keys come from --api-key-file or ONMEMOS_API_KEYS (one per line, or separated by
 without one unless --insecure-no-auth on a loopback address. Clients send X-API-Key (WebSocket upgrades may use
 ?api_key=). Requests from web pages (an Origin header) of other origins than the server's own are refused unless
 --allow-origin names them; on a loopback address, the Host must be localhost, 127.0.0.1 or [::1] with the port.
+A create with network host is refused (403) unless --allow-host-network: such a session reaches everything this
+machine serves on its loopback, this server included.
 
 Examples:
   ONMEMOS_API_KEYS="$(openssl rand -hex 24)" onmemos serve --port 8080
@@ -158,6 +167,7 @@ Examples:
           insecureNoAuth: o.insecureNoAuth,
           maxConcurrent: o.maxConcurrent,
           allowOrigins: o.allowOrigin,
+          allowHostNetwork: o.allowHostNetwork === true,
         },
         c.registry,
       );

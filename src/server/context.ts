@@ -26,6 +26,8 @@ export interface ServerOptions {
   maxConcurrent?: number;
   /** Origins whose browser requests are accepted besides the server's own (serve --allow-origin). */
   allowOrigins?: string[];
+  /** Let clients create sessions on the host's network (serve --allow-host-network); refused (403) otherwise. */
+  allowHostNetwork?: boolean;
 }
 
 /** What the routes share: the options, the WebSocket server, the guard and the concurrency limit. */

@@ -16,7 +16,7 @@ import { createSession } from '../providers/index.js';
 import type { CreateOptions } from '../providers/provider.js';
 import { type CreateSessionRequest, NDJSON, type ProgressEvent, type Session } from '../session/model.js';
 import { gone, type ServerContext } from './context.js';
-import { errorStatus, sendJson } from './http.js';
+import { apiError, errorStatus, sendJson } from './http.js';
 
 /** Whether the client's Accept header asks for NDJSON (and does not refuse it with q=0). */
 export function wantsNdjson(req: IncomingMessage): boolean {
@@ -38,6 +38,13 @@ export async function respondCreate(
   request: CreateSessionRequest,
   show: (s: Session) => Session,
 ): Promise<void> {
+  if (request.network === 'host' && !ctx.opts.allowHostNetwork) {
+    // A session on the host's network reaches whatever this machine serves on its loopback, this server included.
+    throw apiError(
+      'forbidden',
+      "network host is refused by this server: a session on the host's network reaches the host's loopback (serve --allow-host-network allows it)",
+    );
+  }
   const signal = gone(res);
   if (!wantsNdjson(req)) return sendJson(res, 200, show(await create(ctx, request, { signal })));
 

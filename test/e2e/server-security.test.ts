@@ -244,4 +244,24 @@ describe('keys, ids and namespaces', () => {
     expect(long.json().error.message).toMatch(/the command is \d+ bytes/);
     expect((await rawHttp(keyed.port, 'DELETE', `/v1/sessions/${id}`, auth)).status).toBe(200);
   });
+
+  it("refuses a session on the host's network unless serve --allow-host-network (it would reach the host's loopback)", async () => {
+    const before = await count(keyed);
+    const body = JSON.stringify({ namespace: 'net', network: 'host' });
+    for (const path of ['/v1/sessions', '/v1/cloudrun/workspaces']) {
+      const r = await rawHttp(keyed.port, 'POST', path, { ...auth, ...JSON_TYPE }, body);
+      expectError(r, 403, 'forbidden');
+      expect(r.json().error.message).toMatch(/network host is refused by this server.*--allow-host-network/);
+    }
+    expect(await count(keyed)).toBe(before);
+    const allowing = await startServe({ ...state.env, ONMEMOS_API_KEYS: KEY }, ['--allow-host-network']);
+    try {
+      const ok = await rawHttp(allowing.port, 'POST', '/v1/sessions', { ...auth, ...JSON_TYPE }, body);
+      expect(ok.status, ok.text).toBe(200);
+      expect(ok.json().details.network).toBe('host');
+      expect((await rawHttp(allowing.port, 'DELETE', `/v1/sessions/${ok.json().id}`, auth)).status).toBe(200);
+    } finally {
+      await allowing.stop();
+    }
+  });
 });

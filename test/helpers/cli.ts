@@ -104,7 +104,8 @@ export class StateDir {
   async start(): Promise<void> {
     if (!REMOTE || this.server) return;
     this.server = await new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN, 'serve', '--port', '0'], {
+      // --allow-host-network: the suites run here create network host sessions too (a server refuses them by default).
+      const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--allow-host-network'], {
         env: { ...process.env, ONMEMOS_STATE_DIR: this.path, ONMEMOS_API_KEYS: REMOTE_KEY, ONMEMOS_SERVER: '' },
         stdio: ['ignore', 'ignore', 'pipe'],
       });
