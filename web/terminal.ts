@@ -26,19 +26,25 @@ interface ConnectInfo {
 }
 
 /**
- * xterm writes its theme and cell sizes into <style> elements of its own, which the page's Content-Security-Policy
- * blocks unless they carry the page's nonce (src/server/web.ts): every style element made on this page gets it.
- * The nonce is the one the page's script tag was given; only this page's own scripts run here.
+ * xterm styles under the page's Content-Security-Policy (src/server/web.ts), which blocks inline styles: it writes
+ * its theme and cell sizes into <style> elements of its own, which get the page's nonce here (the one the page's
+ * script tag was given), and sets truecolor and contrast colours on cells with setAttribute('style', …), which goes
+ * through the CSSOM here instead (element.style, which a policy does not restrict). Only this page's own scripts
+ * run on it.
  */
-function giveStylesTheNonce(): void {
+function stylesUnderCsp(): void {
   const nonce = document.querySelector<HTMLScriptElement>('script[nonce]')?.nonce;
-  if (!nonce) return;
   const create = Document.prototype.createElement;
   Document.prototype.createElement = function (this: Document, tag: string, options?: ElementCreationOptions) {
     const e = create.call(this, tag, options);
-    if (tag.toLowerCase() === 'style') e.setAttribute('nonce', nonce);
+    if (nonce && tag.toLowerCase() === 'style') e.setAttribute('nonce', nonce);
     return e;
   } as typeof Document.prototype.createElement;
+  const setAttribute = Element.prototype.setAttribute;
+  Element.prototype.setAttribute = function (this: Element, name: string, value: string) {
+    if (name.toLowerCase() === 'style' && this instanceof HTMLElement) this.style.cssText = value;
+    else setAttribute.call(this, name, value);
+  };
 }
 
 const root = el('main', { id: 'app', class: 'terminal-page' });
@@ -52,7 +58,7 @@ async function main(): Promise<void> {
   root.replaceChildren(header(id, me, [el('a', { href: '/' }, 'All sessions')]), banner, screen);
   document.title = `${id} · onmemos`;
 
-  giveStylesTheNonce();
+  stylesUnderCsp();
   const term = new Terminal({
     cursorBlink: true,
     fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',

@@ -323,6 +323,29 @@ describe.skipIf(!existsSync(CHROMIUM))('the web UI in chromium', { shuffle: fals
     expect(await cspViolations()).toEqual([]);
   }, 120_000);
 
+  it('pastes from the clipboard, and copies a selection with Ctrl+Shift+C', async () => {
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
+    await page.evaluate('navigator.clipboard.writeText("echo pasted-$((6*7))")');
+    await page.locator('.xterm-helper-textarea').focus();
+    await page.keyboard.press('Control+V');
+    await page.keyboard.press('Enter');
+    await expect.poll(screenText, { timeout: 20_000 }).toMatch(/^pasted-42\s*$/m);
+    const line = page.locator('.xterm-rows > div', { hasText: /^pasted-42\s*$/ }).last();
+    const box = (await line.boundingBox())!;
+    await page.mouse.dblclick(box.x + 10, box.y + box.height / 2); // selects the word
+    await page.keyboard.press('Control+Shift+C');
+    await expect.poll(() => page.evaluate('navigator.clipboard.readText()'), { timeout: 10_000 }).toBe('pasted-42');
+    // Truecolour cells are styled on the cell (through the CSSOM: the policy blocks style attributes).
+    await typeLine("printf '\\033[38;2;255;0;0mTRUE%sRED\\033[0m\\n' COLOUR");
+    const red = page.locator('.xterm-rows span', { hasText: 'TRUECOLOURRED' });
+    await red.waitFor({ timeout: 20_000 });
+    const colour = (e: unknown) =>
+      (globalThis as unknown as { getComputedStyle(e: unknown): { color: string } }).getComputedStyle(e).color;
+    expect(await red.evaluate(colour)).toBe('rgb(255, 0, 0)');
+    expect(await cspViolations()).toEqual([]);
+    expect(violations).toEqual([]);
+  }, 60_000);
+
   it('says so, without hanging, when the shell exits and when the session is removed underneath', async () => {
     await typeLine('exit 3');
     await expect
