@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { UserError } from '../errors.js';
 import { binPath } from '../paths.js';
 import type { SessionFilter } from '../session/model.js';
@@ -77,6 +77,10 @@ export async function runDash(ctx: Ctx, o: DashOptions): Promise<number> {
     ctx.signals.on(sig, handler);
     cleanups.push(() => ctx.signals.off(sig, handler));
   }
+  // An error nothing caught ends the process without the finally below: give the terminal back on the way out.
+  const onExit = () => leave();
+  ctx.signals.on('exit', onExit);
+  cleanups.push(() => ctx.signals.off('exit', onExit));
 
   const mode = ctx.registry.withEnv ? 'local mode' : `remote mode${o.globals.server ? ` (${o.globals.server})` : ''}`;
   let view: DashView = { filter: '' };
@@ -146,6 +150,12 @@ export async function runDash(ctx: Ctx, o: DashOptions): Promise<number> {
   }
 }
 
+function parseInterval(v: string): number {
+  const n = parseSeconds(v);
+  if (n < 0.2) throw new InvalidArgumentError('expected at least 0.2 seconds');
+  return n;
+}
+
 export function dashCommand(ctx: () => Ctx, setExit: (code: number) => void): Command {
   return new Command('dash')
     .description('a live terminal dashboard of the sessions: filter, open a shell, remove')
@@ -154,7 +164,7 @@ export function dashCommand(ctx: () => Ctx, setExit: (code: number) => void): Co
     .addOption(
       new Option('--provider <provider>', 'only this provider').choices(['local', 'cloud_run', 'gke', 'workstations']),
     )
-    .option('--interval <seconds>', 'refresh every this many seconds (default 2)', parseSeconds, 2)
+    .option('--interval <seconds>', 'refresh every this many seconds, at least 0.2 (default 2)', parseInterval, 2)
     .addHelpText(
       'after',
       `

@@ -32,10 +32,10 @@ const RESTORED = 'code=';
 class Dash {
   readonly p: pty.IPty;
   out = '';
-  private readonly exit: Promise<{ exitCode: number }>;
+  exited = false;
   /** `args` follow `dash`; `globals` (--server URL) come before it. */
   constructor(args: string[], o: { env?: Record<string, string>; globals?: string[]; redirect?: string } = {}) {
-    const script = `${cliShell()} "$@" ${o.redirect ?? ''}; echo "${RESTORED}$?"; stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo modes-end`;
+    const script = `${cliShell()} "$@" ${o.redirect ?? ''}; echo "${RESTORED}$?"; stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo modes-end; read -r _`;
     this.p = pty.spawn('/bin/sh', ['-c', script, 'sh', ...(o.globals ?? []), 'dash', ...args], {
       cols: 120,
       rows: 30,
@@ -45,7 +45,9 @@ class Dash {
     this.p.onData((d) => {
       this.out += d;
     });
-    this.exit = new Promise((r) => this.p.onExit(r));
+    this.p.onExit(() => {
+      this.exited = true;
+    });
   }
   /** The output after `from`, without escape sequences. */
   text(from = 0): string {
@@ -72,16 +74,18 @@ class Dash {
     if (!pid) throw new Error('no onmemos process under the wrapper shell');
     return pid;
   }
-  /** Waits (bounded) for the wrapper to finish; returns onmemos' exit code and the terminal's modes after it. */
+  /**
+   * Waits (bounded) for the wrapper's report; returns onmemos' exit code and the terminal's modes after it. The
+   * wrapper then waits for a line, so its output is all read before it exits (node-pty may drop the last output
+   * of a process that has exited).
+   */
   async done(ms = 20_000): Promise<{ code: number; modes: string[] }> {
-    let timer: NodeJS.Timeout | undefined;
-    const hang = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no exit within ${ms} ms; screen:\n${this.text()}`)), ms);
-    });
     try {
-      await Promise.race([this.exit, hang]);
+      const reported = await waitFor(() => this.out.includes('modes-end'), ms, 20);
+      if (!reported) throw new Error(`no report within ${ms} ms; screen:\n${this.text()}`);
+      this.write('\r');
+      await waitFor(() => this.exited, 5_000, 20);
     } finally {
-      clearTimeout(timer);
       try {
         this.p.kill('SIGKILL'); // reaps the wrapper after a hang; a no-op once it has exited
       } catch {}
