@@ -14,7 +14,7 @@ const common = {
   target: 'node20.18',
   // Native or optional modules stay in node_modules and load only when used. ws is bundled: every exec loads it,
   // and an external one would go through the ES-module loader (import() of a CommonJS package), ~20 ms.
-  external: ['node-pty', 'undici', 'chalk', 'conf', 'ink', 'bufferutil', 'utf-8-validate', '@kubernetes/client-node', '@google-cloud/run', '@google-cloud/workstations', 'google-auth-library'],
+  external: ['node-pty', 'undici', 'chalk', 'conf', 'ink', 'react', 'bufferutil', 'utf-8-validate', '@kubernetes/client-node', '@google-cloud/run', '@google-cloud/workstations', 'google-auth-library'],
   logLevel: 'warning',
   plugins: [lazyRequires()],
 };

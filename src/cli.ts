@@ -8,6 +8,7 @@ import { configCommand } from './commands/config.js';
 import { connectCommand } from './commands/connect.js';
 import type { CliDeps, Ctx } from './commands/context.js';
 import { createCommand } from './commands/create.js';
+import { dashCommand } from './commands/dash.js';
 import { execCommand } from './commands/exec.js';
 import { getCommand } from './commands/get.js';
 import { extendCommand, startCommand, stopCommand } from './commands/lifecycle.js';
@@ -106,6 +107,7 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     execCommand(ctx, setExit),
     shellCommand(ctx, setExit),
     lsCommand(ctx),
+    dashCommand(ctx, setExit),
     getCommand(ctx),
     connectCommand(ctx),
     openCommand(ctx),
