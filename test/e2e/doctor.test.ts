@@ -8,11 +8,12 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
 import { type KubeFake, startKubeFake } from '../fakes/kube/server.js';
 import { startWorkstationsFake, type WorkstationsFake } from '../fakes/workstations/server.js';
-import { BIN, type RunResult, StateDir } from '../helpers/cli.js';
+import { BIN, CLI, type RunResult, StateDir } from '../helpers/cli.js';
 import { type Served, startServe } from '../helpers/serve.js';
 
 interface Check {
@@ -163,6 +164,33 @@ describe('nothing configured', () => {
     expect(r.stdout).toMatch(/^gke \(Kubernetes\): not configured$/m);
     expect(r.stdout).toMatch(/^ {2}to configure: export PROJECT_ID=/m);
     expect(r.stdout).toContain('Every configured provider works.');
+  });
+
+  it('on a terminal the statuses are coloured, unless NO_COLOR is set', async () => {
+    const onTty = (env: Record<string, string>) =>
+      new Promise<{ code: number; out: string }>((resolve) => {
+        const p = pty.spawn(CLI[0]!, [...CLI.slice(1), 'doctor'], {
+          cols: 200,
+          rows: 50,
+          env: { ...process.env, ...clean(), TERM: 'xterm-256color', ...env } as Record<string, string>,
+        });
+        let out = '';
+        p.onData((d) => {
+          out += d;
+        });
+        const timer = setTimeout(() => p.kill('SIGKILL'), 30_000);
+        p.onExit(({ exitCode }) => {
+          clearTimeout(timer);
+          resolve({ code: exitCode, out });
+        });
+      });
+    const coloured = await onTty({});
+    expect(coloured.code, coloured.out).toBe(0);
+    expect(coloured.out).toContain('\x1b[32mOK');
+    const plain = await onTty({ NO_COLOR: '1' });
+    expect(plain.code, plain.out).toBe(0);
+    expect(plain.out).not.toContain('\x1b[');
+    expect(plain.out).toContain('local (bubblewrap sandbox): ok');
   });
 
   it('--help says what it checks and its exit codes', async () => {
