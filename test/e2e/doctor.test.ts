@@ -327,6 +327,36 @@ describe('gke against the kube fake', () => {
     });
   });
 
+  it('a token the API server refuses is FAILED under sessions (HTTP 401), with the get-credentials fix', async () => {
+    const path = join(state.path, 'kubeconfig-wrongtoken');
+    writeFileSync(path, readFileSync(kube.kubeconfigPath, 'utf8').replace(/token: \S+/, 'token: not-the-token'));
+    const { r, report } = await doctorJson({ KUBECONFIG: path });
+    expect(r.code).toBe(1);
+    expect(check(report.providers.gke, 'sessions')).toMatchObject({
+      status: 'failed',
+      detail: expect.stringContaining('HTTP 401'),
+      fix: expect.stringContaining('gcloud container clusters get-credentials'),
+    });
+  });
+
+  // (This machine has gke-gcloud-auth-plugin on PATH: the kubeconfig names one at a path where there is none.)
+  it('an exec plugin that is not installed is MISSING with the command that installs it', async () => {
+    const path = join(state.path, 'kubeconfig-exec');
+    const plugin = [
+      '    exec:',
+      '      apiVersion: client.authentication.k8s.io/v1beta1',
+      `      command: ${join(state.path, 'gke-gcloud-auth-plugin')}`,
+      '      interactiveMode: Never',
+    ].join('\n');
+    writeFileSync(path, readFileSync(kube.kubeconfigPath, 'utf8').replace(/ {4}token: \S+/, plugin));
+    const { r, report } = await doctorJson({ KUBECONFIG: path });
+    expect(r.code).toBe(1);
+    expect(check(report.providers.gke, 'credentials')).toMatchObject({
+      status: 'missing',
+      fix: expect.stringContaining('gcloud components install gke-gcloud-auth-plugin'),
+    });
+  });
+
   it('a server on a port nothing listens on is FAILED under API server: exit 1', async () => {
     const path = join(state.path, 'kubeconfig-port');
     const port = await closedPort();
@@ -474,6 +504,48 @@ describe('every provider at once', () => {
     expect(r.stdout).toMatch(/^ {2}FAILED +Run API +cannot reach/m);
     expect(r.stdout).toMatch(/^ +fix: check the network, or CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN/m);
     expect(r.stdout).toContain('Not working: cloud_run');
+  });
+});
+
+describe('a backend that accepts connections and never answers', () => {
+  it('every probe gives up (gke, cloud_run, workstations, remote at once): FAILED, exit 1, no hang', async () => {
+    const held: import('node:net').Socket[] = [];
+    const silent = createServer((s) => {
+      s.on('error', () => {});
+      held.push(s);
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(silent.address() as { port: number }).port}`;
+    try {
+      const path = join(state.path, 'kubeconfig-silent');
+      writeFileSync(path, readFileSync(kube.kubeconfigPath, 'utf8').replace(kube.url, url));
+      const { r, report } = await doctorJson({
+        KUBECONFIG: path,
+        ...cloudrun.env,
+        CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN: `${url}/`,
+        WORKSTATIONS_REGION: workstations.env.WORKSTATIONS_REGION!,
+        WORKSTATIONS_CLUSTER: workstations.env.WORKSTATIONS_CLUSTER!,
+        WORKSTATIONS_CONFIG: workstations.env.WORKSTATIONS_CONFIG!,
+        CLOUDSDK_API_ENDPOINT_OVERRIDES_WORKSTATIONS: `${url}/`,
+        ONMEMOS_SERVER: url,
+        ONMEMOS_API_KEY: 'k',
+      });
+      expect(r.code, r.stderr).toBe(1);
+      const p = report.providers;
+      expect(check(p.gke, 'API server')).toMatchObject({ status: 'failed', detail: expect.stringContaining('within') });
+      expect(check(p.cloud_run, 'Run API')).toMatchObject({
+        status: 'failed',
+        detail: expect.stringContaining('within'),
+      });
+      expect(check(p.workstations, 'workstation config')).toMatchObject({
+        status: 'failed',
+        detail: expect.stringContaining('within'),
+      });
+      expect(check(p.remote, 'server')).toMatchObject({ status: 'failed', detail: expect.stringContaining('within') });
+    } finally {
+      for (const s of held) s.destroy();
+      await new Promise((r) => silent.close(r));
+    }
   });
 });
 
