@@ -9,6 +9,7 @@ import { connectCommand } from './commands/connect.js';
 import type { CliDeps, Ctx } from './commands/context.js';
 import { createCommand } from './commands/create.js';
 import { dashCommand } from './commands/dash.js';
+import { doctorCommand } from './commands/doctor.js';
 import { execCommand } from './commands/exec.js';
 import { getCommand } from './commands/get.js';
 import { extendCommand, startCommand, stopCommand } from './commands/lifecycle.js';
@@ -36,17 +37,13 @@ async function resolveRegistry(
   o: { server?: string; apiKey?: string; local?: boolean },
 ): Promise<ProviderRegistry> {
   if (o.local) return deps.registry;
-  const apiKey = o.apiKey ?? (deps.env.ONMEMOS_API_KEY || undefined);
-  const server = o.server ?? (deps.env.ONMEMOS_SERVER || undefined);
-  if (server) return remoteRegistry({ server, apiKey });
-  const { currentContext } = await import('./config.js');
-  const context = await currentContext(deps.env);
-  if (context) return remoteRegistry({ server: context.server, apiKey: apiKey ?? context.apiKey });
-  return deps.registry;
+  const { remoteTarget } = await import('./config.js');
+  const target = await remoteTarget(deps.env, o);
+  return target ? remoteRegistry({ server: target.server, apiKey: target.apiKey }) : deps.registry;
 }
 
 /** Commands that always work on this machine, whatever server is configured (and look at no provider first). */
-const ALWAYS_LOCAL = new Set(['serve', 'config', 'agent']);
+const ALWAYS_LOCAL = new Set(['serve', 'config', 'agent', 'doctor']);
 
 export async function main(argv: string[], deps: CliDeps): Promise<number> {
   let exitCode = 0;
@@ -118,6 +115,7 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     extendCommand(ctx),
     serveCommand(ctx),
     configCommand(ctx),
+    doctorCommand(ctx, setExit),
   ]) {
     // addCommand does not pass settings down: output routing, exitOverride and positional options.
     program.addCommand(cmd.copyInheritedSettings(program));

@@ -81,3 +81,27 @@ export async function currentContext(env: NodeJS.ProcessEnv): Promise<(Context &
   const ctx = name ? stored.contexts[name] : undefined;
   return name && ctx ? { name, ...ctx } : undefined;
 }
+
+/** The server remote mode uses and its key, and where each came from (for messages). */
+export interface RemoteTarget {
+  server: string;
+  apiKey?: string;
+  /** `--server`, `ONMEMOS_SERVER`, or `context NAME`. */
+  source: string;
+}
+
+/**
+ * Remote mode's server and key, or undefined for local mode: --server, else ONMEMOS_SERVER, else the current saved
+ * context; the key from --api-key, else ONMEMOS_API_KEY, else the context. (--local is the caller's to honour.)
+ */
+export async function remoteTarget(
+  env: NodeJS.ProcessEnv,
+  o: { server?: string; apiKey?: string },
+): Promise<RemoteTarget | undefined> {
+  const apiKey = o.apiKey ?? (env.ONMEMOS_API_KEY || undefined);
+  const server = o.server ?? (env.ONMEMOS_SERVER || undefined);
+  if (server) return { server, apiKey, source: o.server ? '--server' : 'ONMEMOS_SERVER' };
+  const context = await currentContext(env);
+  if (context) return { server: context.server, apiKey: apiKey ?? context.apiKey, source: `context ${context.name}` };
+  return undefined;
+}

@@ -62,7 +62,8 @@ export function kubeconfigFiles(env: NodeJS.ProcessEnv): string[] {
   return [join(env.HOME || homedir(), '.kube', 'config')];
 }
 
-export type Resolved = { ok: true; target: KubeTarget } | { ok: false; reason: string };
+/** When not ok: why, and the command or setting that fixes it (onmemos doctor shows both). */
+export type Resolved = { ok: true; target: KubeTarget } | { ok: false; reason: string; fix?: string };
 
 const cache = new Map<string, Resolved>();
 
@@ -96,7 +97,11 @@ function resolve(files: string[], wanted: string | undefined): Resolved {
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       if (err.code === 'ENOENT' || err.code === 'EISDIR') continue; // kubectl skips missing files too
-      return { ok: false, reason: `cannot read the kubeconfig ${file}: ${err.message.split('\n')[0]}` };
+      return {
+        ok: false,
+        reason: `cannot read the kubeconfig ${file}: ${err.message.split('\n')[0]}`,
+        fix: `fix or remove ${file}`,
+      };
     }
     read.push(file);
     const dir = dirname(file);
@@ -108,14 +113,36 @@ function resolve(files: string[], wanted: string | undefined): Resolved {
     }
   }
   const where = files.length === 1 ? files[0] : `KUBECONFIG (${files.join(', ')})`;
-  if (read.length === 0) return { ok: false, reason: `no kubeconfig at ${where} (set KUBECONFIG, or GKE_CONTEXT)` };
+  if (read.length === 0) {
+    return {
+      ok: false,
+      reason: `no kubeconfig at ${where} (set KUBECONFIG, or GKE_CONTEXT)`,
+      fix: 'gcloud container clusters get-credentials CLUSTER --region REGION, or export KUBECONFIG=FILE',
+    };
+  }
   const name = wanted ?? current;
-  if (!name) return { ok: false, reason: `${where} has no current context (set GKE_CONTEXT or pass --context)` };
+  if (!name) {
+    return {
+      ok: false,
+      reason: `${where} has no current context (set GKE_CONTEXT or pass --context)`,
+      fix: 'kubectl config use-context NAME (kubectl config get-contexts lists them), or export GKE_CONTEXT=NAME',
+    };
+  }
   const ctx = contexts.get(name);
-  if (!ctx) return { ok: false, reason: `context ${JSON.stringify(name)} is not in ${where}` };
+  if (!ctx) {
+    return {
+      ok: false,
+      reason: `context ${JSON.stringify(name)} is not in ${where}`,
+      fix: `${wanted ? 'export GKE_CONTEXT=NAME' : 'kubectl config use-context NAME'} with a context kubectl config get-contexts lists`,
+    };
+  }
   const cl = ctx.value.cluster ? clusters.get(ctx.value.cluster) : undefined;
   if (!cl?.value.server) {
-    return { ok: false, reason: `context ${JSON.stringify(name)} names no cluster with a server in ${where}` };
+    return {
+      ok: false,
+      reason: `context ${JSON.stringify(name)} names no cluster with a server in ${where}`,
+      fix: `kubectl config set-context ${shellWord(name)} --cluster=CLUSTER (one kubectl config get-clusters lists), or gcloud container clusters get-credentials CLUSTER --region REGION`,
+    };
   }
   const us = ctx.value.user ? users.get(ctx.value.user) : undefined;
   return {
@@ -129,6 +156,11 @@ function resolve(files: string[], wanted: string | undefined): Resolved {
       files: read,
     },
   };
+}
+
+/** A word as a POSIX shell reads it back (for a command shown to the user). */
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_./:@=+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 function collect<T>(list: unknown, key: string, dir: string, into: Map<string, Named<T>>): void {

@@ -57,15 +57,25 @@ const START_TIMEOUT_MS = 15_000;
 const SHM_BYTES = 64 * 1024 * 1024;
 const RUN_BYTES = 16 * 1024 * 1024;
 
+/** Every program the local provider runs as this user (root runs one more), with the Debian package that has it. */
+export function hostPrograms(root: boolean): [path: string, pkg: string][] {
+  return root ? [...NEEDED, ...NEEDED_AS_ROOT] : NEEDED;
+}
+
 /** Throws UnavailableError naming the package for the first program this machine lacks. */
 export function checkHost(root: boolean, stateRoot: string): void {
-  for (const [path, pkg] of root ? [...NEEDED, ...NEEDED_AS_ROOT] : NEEDED) {
+  for (const [path, pkg] of hostPrograms(root)) {
     if (!existsSync(path)) {
       throw new UnavailableError(`the local provider needs ${path}, which is missing`, {
         hint: `apt-get install -y ${pkg}`,
       });
     }
   }
+  checkStateRoot(stateRoot);
+}
+
+/** Throws UnavailableError when the state directory's path cannot hold the sessions' sockets. */
+export function checkStateRoot(stateRoot: string): void {
   if (stateRoot.includes(':')) {
     throw new UnavailableError(`the state directory ${stateRoot} contains ':', which socket URLs cannot carry`, {
       hint: 'set ONMEMOS_STATE_DIR to another directory',
@@ -266,7 +276,8 @@ function agentBundle(): string {
   return p;
 }
 
-function ptyNative(): string {
+/** node-pty's native module, which the agent inside each sandbox loads. */
+export function ptyNative(): string {
   const req = createRequire(join(packageRoot(), 'package.json'));
   return join(dirname(req.resolve('node-pty/package.json')), 'build', 'Release', 'pty.node');
 }
