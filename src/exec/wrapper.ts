@@ -10,9 +10,14 @@ import { randomSuffix } from '../session/model.js';
 import { CHANGE_DIRECTORY_AND_EXEC } from './lookup.js';
 import type { ExecSpec } from './process.js';
 
-/** `$1` the pid file, `$2` how many environment assignments follow, those, the directory, then argv. */
+/**
+ * `$1` the pid file, `$2` the tty's size as "ROWS COLS" (or empty), `$3` how many environment assignments follow,
+ * those, the directory, then argv. The size is set on the tty before the command starts: the client's first resize
+ * travels apart from the command's start (a pod exec's resize channel) and may reach the tty after it.
+ */
 export const EXEC_WRAPPER = [
   'echo $$ > "$1" 2>/dev/null; shift',
+  'if [ -n "$1" ]; then stty rows "${1% *}" cols "${1#* }" 2>/dev/null; fi; shift',
   'n=$1; shift',
   'while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n - 1)); done',
   CHANGE_DIRECTORY_AND_EXEC,
@@ -71,6 +76,7 @@ export function wrappedArgv(
     wrapper,
     'onmemos-exec',
     pid,
+    spec.tty && spec.cols && spec.rows ? `${spec.rows} ${spec.cols}` : '',
     String(assignments.length),
     ...assignments,
     spec.cwd ?? '/workspace',

@@ -271,6 +271,20 @@ describe('the exec wrapper (run here by sh, as the pod would)', () => {
     expect(await sh(wrappedArgv({ argv: ['cat'], cwd: dir }, pid), 'bytes\0in')).toMatchObject({ out: 'bytes\0in' });
   });
 
+  it("sets a tty's size before the command starts, as asked (the client's resize may come after it)", async () => {
+    const { spawn: ptySpawn } = await import('node-pty');
+    const argv = wrappedArgv({ argv: ['stty', 'size'], tty: true, cols: 100, rows: 30, cwd: dir }, join(dir, 'pid3'));
+    const term = ptySpawn(argv[0]!, argv.slice(1), { cols: 80, rows: 24, cwd: dir, env: { PATH: process.env.PATH! } });
+    let out = '';
+    term.onData((d) => (out += d));
+    const code = await new Promise<number>((r) => term.onExit((e) => r(e.exitCode)));
+    expect(code).toBe(0);
+    expect(out.trim()).toBe('30 100');
+    // Without a size (or without a tty) the wrapper leaves the tty alone.
+    const plain = wrappedArgv({ argv: ['true'], cwd: dir }, join(dir, 'pid3'));
+    expect(plain[5]).toBe('');
+  });
+
   it('a second exec signals the command and everything it started', async () => {
     const pid = join(dir, 'pid2');
     const marker = `onmemos-gke-unit-${process.pid}`;
