@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { agentCommand } from './commands/agent.js';
+import { checkCommand } from './commands/check.js';
 import { configCommand } from './commands/config.js';
 import { connectCommand } from './commands/connect.js';
 import type { CliDeps, Ctx } from './commands/context.js';
@@ -116,6 +117,7 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     serveCommand(ctx),
     configCommand(ctx),
     doctorCommand(ctx, setExit),
+    checkCommand(ctx, setExit),
   ]) {
     // addCommand does not pass settings down: output routing, exitOverride and positional options.
     program.addCommand(cmd.copyInheritedSettings(program));

@@ -111,6 +111,7 @@ describe('cpu_always: instance-based CPU', () => {
     expect(s?.details).toEqual({
       service_name: name,
       bucket_name: 'onmemos-team-a-alice-1756062811-ab12',
+      scaling: { min_instances: 0, max_instances: 1 },
       cpu_always: true,
       workspace_persistent: false,
       notes: [

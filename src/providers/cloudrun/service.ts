@@ -125,7 +125,9 @@ export interface ServiceLike {
   reconciling?: boolean | null;
   deleteTime?: unknown;
   terminalCondition?: { state?: string | number | null; message?: string | null } | null;
+  scaling?: { minInstanceCount?: number | null } | null;
   template?: {
+    scaling?: { minInstanceCount?: number | null; maxInstanceCount?: number | null } | null;
     containers?:
       | {
           resources?: { limits?: Record<string, string> | null; cpuIdle?: boolean | null } | null;
@@ -161,6 +163,19 @@ export function shortName(name: string): string {
  */
 export function cpuAlwaysOf(s: ServiceLike): boolean {
   return s.annotations?.[ANNOTATION.cpuAlways] === 'true' && s.template?.containers?.[0]?.resources?.cpuIdle !== true;
+}
+
+/**
+ * The service's scaling as Cloud Run applies it: the larger of the service's and the revision template's
+ * minInstanceCount (proto3 JSON leaves a 0 out: absent is 0), and the template's maxInstanceCount.
+ */
+export function scalingOf(s: ServiceLike): { min_instances: number; max_instances: number | null } {
+  const min = Math.max(
+    Number(s.scaling?.minInstanceCount ?? 0) || 0,
+    Number(s.template?.scaling?.minInstanceCount ?? 0) || 0,
+  );
+  const max = s.template?.scaling?.maxInstanceCount;
+  return { min_instances: min, max_instances: max === null || max === undefined ? null : Number(max) };
 }
 
 /** `server:/path` of the Filestore (NFS) volume mounted at /workspace, if there is one. */
@@ -206,6 +221,7 @@ export function sessionOf(s: ServiceLike, now = Date.now()): Session | undefined
     details: {
       service_name: s.name,
       bucket_name: bucketNameFor(id),
+      scaling: scalingOf(s),
       ...semantics(s),
       ...(s.terminalCondition?.message && statusOf(s, now) !== 'running'
         ? { reason: s.terminalCondition.message }

@@ -1,0 +1,245 @@
+/**
+ * End to end, `onmemos check` through the built binary: every backend at once (the local sandbox, and the kube,
+ * Cloud Run and Workstations fakes started as `npm run fake` starts them), the report and its JSON, --test
+ * selection, usage errors, a backend that is not configured, the web terminal through `onmemos serve`, and Ctrl-C
+ * halfway. Nothing is left behind on any backend. (The slow session_duration probe is run once, in-process, in
+ * test/unit/check.test.ts.)
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
+import { type KubeFake, startKubeFake } from '../fakes/kube/server.js';
+import { startWorkstationsFake, type WorkstationsFake } from '../fakes/workstations/server.js';
+import { StateDir, waitFor } from '../helpers/cli.js';
+import { type Served, startServe } from '../helpers/serve.js';
+
+let kube: KubeFake;
+let cloudrun: CloudRunFake;
+let ws: WorkstationsFake;
+const state = new StateDir();
+let env: Record<string, string>;
+/** Every test but the slow one. */
+const QUICK = [
+  'one_shot_commands',
+  'persistent_storage',
+  'bucket_mount',
+  'scale_to_zero',
+  'isolation_model',
+  'shell_interactive',
+  'web_terminal',
+];
+const tests = (names: string[]) => names.flatMap((t) => ['--test', t]);
+
+const check = (args: string[], o: { env?: Record<string, string>; timeoutMs?: number } = {}) =>
+  state.run(['check', ...args], { env: { ...env, ...o.env }, timeoutMs: o.timeoutMs ?? 240_000 });
+
+/** The ids of the sessions on every backend. */
+async function left(): Promise<string[]> {
+  const r = await state.run(['ls', '--json'], { env });
+  expect(r.code, r.stderr).toBe(0);
+  return (JSON.parse(r.stdout) as { id: string }[]).map((s) => s.id);
+}
+
+beforeAll(async () => {
+  const config = join(state.path, 'config');
+  // One token and project for both Google fakes: gcloud's variables are shared between them.
+  const token = `check-token-${process.pid}`;
+  const project = 'check-project';
+  [kube, cloudrun, ws] = await Promise.all([
+    startKubeFake(),
+    startCloudRunFake({ token, project }),
+    startWorkstationsFake({ token, project, authorizedKeyFiles: [join(config, 'ssh')] }),
+  ]);
+  env = {
+    ...cloudrun.env,
+    ...ws.env,
+    KUBECONFIG: kube.kubeconfigPath,
+    GKE_CREATE_TIMEOUT: '60',
+    ONMEMOS_CONFIG_DIR: config,
+  };
+}, 120_000);
+afterAll(async () => {
+  await state.run(['rm', '--all'], { env });
+  await state.cleanup();
+  await Promise.all([kube?.close(), cloudrun?.close(), ws?.close()]);
+}, 120_000);
+
+type Json = {
+  ok: boolean;
+  backends: Record<string, Record<string, { status: string; ms: number; reason?: string; evidence?: string }>>;
+  summary: { passed: number; skipped: number; failed: number };
+};
+
+describe('onmemos check', () => {
+  it('--backend all: every backend at once, each capability as the matrix says; nothing left behind', async () => {
+    const r = await check(['--backend', 'all', '--json', ...tests(QUICK)]);
+    expect(r.stderr).toBe('');
+    const report = JSON.parse(r.stdout) as Json;
+    const status = (b: string) =>
+      Object.fromEntries(Object.entries(report.backends[b]!).map(([t, x]) => [t, x.status]));
+    const common = {
+      one_shot_commands: 'passed',
+      persistent_storage: 'passed',
+      bucket_mount: 'skipped',
+      isolation_model: 'passed',
+      shell_interactive: 'passed',
+      web_terminal: 'skipped',
+    };
+    expect(status('local')).toEqual({ ...common, scale_to_zero: 'skipped' });
+    expect(status('gke')).toEqual({ ...common, scale_to_zero: 'skipped' });
+    // The Cloud Run and Workstations fakes run their instances and workstations in the host's network (so that the
+    // host reaches their ports: test/fakes/cloudrun/runtime.ts, test/fakes/workstations/runtime.ts), where the real
+    // services give each its own: a server listening in one session is reached from another, and check says so.
+    expect(status('cloud_run')).toEqual({ ...common, scale_to_zero: 'passed', isolation_model: 'failed' });
+    expect(status('workstations')).toEqual({ ...common, scale_to_zero: 'skipped', isolation_model: 'failed' });
+    for (const b of ['cloud_run', 'workstations']) {
+      expect(report.backends[b]!.isolation_model!.evidence).toMatch(
+        /^session B reached the server listening in session A: 127\.0\.0\.1 reached [0-9a-f]+/,
+      );
+    }
+    expect(report.backends.gke!.scale_to_zero!.reason).toMatch(/capability matrix.*Pod lifecycle/);
+    expect(report.backends.workstations!.scale_to_zero!.reason).toMatch(/capability matrix.*Always-on/);
+    expect(report.backends.cloud_run!.scale_to_zero).toMatchObject({
+      checked: expect.stringMatching(/minInstanceCount 0/),
+    });
+    expect(report.backends.local!.bucket_mount!.reason).toMatch(/--bucket/);
+    expect(report.backends.local!.web_terminal!.reason).toMatch(/no server serves a web terminal/);
+    expect(report.backends.workstations!.persistent_storage).toMatchObject({
+      checked: expect.stringMatching(/after a stop\/start/),
+    });
+    expect(report.summary).toEqual({ passed: 15, skipped: 11, failed: 2 });
+    expect(report.ok).toBe(false);
+    expect(r.code).toBe(1);
+    for (const ts of Object.values(report.backends))
+      for (const x of Object.values(ts)) expect(x.ms).toBeGreaterThanOrEqual(0);
+    expect(await left()).toEqual([]);
+  }, 300_000);
+
+  it('--backend all with nothing FAILED exits 0', async () => {
+    const r = await check(['--backend', 'all', '--json', ...tests(QUICK.filter((t) => t !== 'isolation_model'))]);
+    expect(r.code, r.stdout).toBe(0);
+    expect((JSON.parse(r.stdout) as Json).summary).toEqual({ passed: 13, skipped: 11, failed: 0 });
+    expect(await left()).toEqual([]);
+  }, 300_000);
+
+  it("the text report: the document's format, SKIPPED with its reason, the counts; no colour in a pipe", async () => {
+    const r = await check(['--backend', 'local', '--test', 'one_shot_commands', '--test', 'scale_to_zero']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('🚀 Session Backends Capability Test Suite - LOCAL');
+    expect(r.stdout).toMatch(/🔍 Testing: one_shot_commands\n {3}Result: ✅ PASSED\n/);
+    expect(r.stdout).toMatch(/🔍 Testing: scale_to_zero\n {3}Result: ⏭️ {2}SKIPPED\n {3}Reason: .*no scale to zero/);
+    expect(r.stdout).toContain('📊 Session Backends Capability Test Summary');
+    expect(r.stdout).toMatch(/one_shot_commands +✅ PASSED\nscale_to_zero +⏭️ {2}SKIPPED\n/);
+    expect(r.stdout).toMatch(/✅ Passed : 1\n⏭️ {2}Skipped: 1\n❌ Failed : 0\n$/);
+    expect(r.stdout).not.toContain('\x1b[');
+    expect(r.stdout).not.toContain('bucket_mount'); // --test chose two
+    expect(await left()).toEqual([]);
+  });
+
+  it('--test selects; a bucket on a provider that cannot mount one is SKIPPED with the capability', async () => {
+    const r = await check(['--backend', 'local', '--json', '--bucket', 'my-bucket', '--test', 'bucket_mount']);
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as Json;
+    expect(Object.keys(report.backends)).toEqual(['local']);
+    expect(report.backends.local).toEqual({
+      bucket_mount: {
+        status: 'skipped',
+        ms: expect.any(Number),
+        reason: expect.stringMatching(/cannot mount buckets/),
+      },
+    });
+  });
+
+  it('a bucket the backend does not really mount is FAILED with the evidence (the kube fake mounts no GCS FUSE)', async () => {
+    const r = await check(['--backend', 'gke', '--json', '--bucket', 'my-bucket', '--test', 'bucket_mount']);
+    const report = JSON.parse(r.stdout) as Json;
+    expect(report.backends.gke!.bucket_mount).toMatchObject({
+      status: 'failed',
+      evidence: expect.stringContaining('/workspace/bucket'),
+    });
+    expect(report.ok).toBe(false);
+    expect(r.code).toBe(1);
+    expect(await left()).toEqual([]);
+  }, 120_000);
+
+  it('usage errors exit 2: an unknown test, an unknown backend', async () => {
+    const t = await check(['--test', 'warp_drive']);
+    expect(t.code).toBe(2);
+    expect(t.stderr).toMatch(/warp_drive.*unknown test/);
+    expect(t.stdout).toBe('');
+    const b = await check(['--backend', 'mainframe']);
+    expect(b.code).toBe(2);
+    expect(b.stderr).toMatch(/mainframe/);
+  });
+
+  it('a backend not configured: named, an error (exit 1); under all, SKIPPED with why', async () => {
+    const none = { KUBECONFIG: join(state.path, 'no-such-kubeconfig') };
+    const named = await check(['--backend', 'gke', '--test', 'one_shot_commands'], { env: none });
+    expect(named.code).toBe(1);
+    expect(named.stderr).toMatch(/^onmemos: provider gke is not configured: /);
+    expect(named.stdout).toBe('');
+    const all = await check(['--backend', 'all', '--json', '--test', 'scale_to_zero'], { env: none });
+    expect(all.code, all.stderr).toBe(0);
+    const report = JSON.parse(all.stdout) as Json;
+    expect(report.backends.gke!.scale_to_zero).toMatchObject({
+      status: 'skipped',
+      reason: expect.stringMatching(/^not configured: /),
+    });
+    expect(report.backends.cloud_run!.scale_to_zero!.status).toBe('passed');
+  }, 120_000);
+
+  it('Ctrl-C halfway removes every session it made, and exits 130', async () => {
+    let sent = false;
+    // session_duration holds a session for its TTL (a minute): long enough to be interrupted halfway.
+    const r = await state.run(
+      ['check', '--backend', 'local', '--test', 'session_duration', '--test', 'isolation_model'],
+      {
+        env,
+        timeoutMs: 120_000,
+        onSpawn: (child) => {
+          void waitFor(async () => (await left()).length > 0, 60_000, 50).then(() => {
+            sent = child.kill('SIGINT');
+          });
+        },
+      },
+    );
+    expect(sent).toBe(true);
+    expect(r.code, r.stderr).toBe(130);
+    expect(r.stderr).toMatch(/interrupted/);
+    expect(await left()).toEqual([]);
+  }, 180_000);
+});
+
+describe('onmemos check through onmemos serve', () => {
+  let server: Served;
+  const KEY = 'check-remote-key-0123456789abcdef';
+  const own = new StateDir();
+  beforeAll(async () => {
+    server = await startServe({ ...own.env, ONMEMOS_API_KEYS: KEY, KUBECONFIG: join(own.path, 'none') });
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await own.cleanup();
+  });
+
+  it('web_terminal PASSES where a server serves it; a backend the server lacks is SKIPPED under all', async () => {
+    const remote = { ONMEMOS_SERVER: server.url, ONMEMOS_API_KEY: KEY, KUBECONFIG: join(own.path, 'none') };
+    const r = await own.run(
+      ['check', '--json', '--test', 'web_terminal', '--test', 'shell_interactive', '--test', 'one_shot_commands'],
+      { env: remote, timeoutMs: 180_000 },
+    );
+    const report = JSON.parse(r.stdout) as Json;
+    expect(report.backends.local).toMatchObject({
+      web_terminal: { status: 'passed' },
+      shell_interactive: { status: 'passed' },
+      one_shot_commands: { status: 'passed' },
+    });
+    expect(report.backends.gke!.web_terminal).toMatchObject({
+      status: 'skipped',
+      reason: expect.stringMatching(/not configured/),
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const ls = await own.run(['ls', '--json'], { env: remote });
+    expect(JSON.parse(ls.stdout)).toEqual([]);
+  }, 240_000);
+});
