@@ -6,11 +6,12 @@
  * test/unit/check.test.ts.)
  */
 import { join } from 'node:path';
+import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
 import { type KubeFake, startKubeFake } from '../fakes/kube/server.js';
 import { startWorkstationsFake, type WorkstationsFake } from '../fakes/workstations/server.js';
-import { StateDir, waitFor } from '../helpers/cli.js';
+import { CLI, StateDir, waitFor } from '../helpers/cli.js';
 import { type Served, startServe } from '../helpers/serve.js';
 
 let kube: KubeFake;
@@ -135,6 +136,41 @@ describe('onmemos check', () => {
     expect(r.stdout).not.toContain('bucket_mount'); // --test chose two
     expect(await left()).toEqual([]);
   });
+
+  it('on a terminal: the verdicts are coloured (not with NO_COLOR), and stderr says which probe runs', async () => {
+    const onTty = (extra: Record<string, string>) =>
+      new Promise<{ code: number; out: string }>((resolve) => {
+        const p = pty.spawn(
+          CLI[0]!,
+          [...CLI.slice(1), 'check', '--backend', 'local', '--test', 'one_shot_commands', '--test', 'scale_to_zero'],
+          {
+            cols: 200,
+            rows: 50,
+            env: { ...process.env, ...state.env, ...env, TERM: 'xterm-256color', ...extra } as Record<string, string>,
+          },
+        );
+        let out = '';
+        p.onData((d) => {
+          out += d;
+        });
+        const timer = setTimeout(() => p.kill('SIGKILL'), 60_000);
+        p.onExit(({ exitCode }) => {
+          clearTimeout(timer);
+          resolve({ code: exitCode, out });
+        });
+      });
+    const coloured = await onTty({});
+    expect(coloured.code, coloured.out).toBe(0);
+    expect(coloured.out).toContain('\x1b[32mPASSED\x1b[0m');
+    expect(coloured.out).toContain('\x1b[33mSKIPPED\x1b[0m');
+    expect(coloured.out).toMatch(/check: local: one_shot_commands/);
+    expect(coloured.out).toMatch(/check: removing the 1 session\(s\) it made/);
+    const plain = await onTty({ NO_COLOR: '1' });
+    expect(plain.code, plain.out).toBe(0);
+    expect(plain.out).not.toContain('\x1b[');
+    expect(plain.out).toContain('✅ PASSED');
+    expect(await left()).toEqual([]);
+  }, 120_000);
 
   it('--test selects; a bucket on a provider that cannot mount one is SKIPPED with the capability', async () => {
     const r = await check(['--backend', 'local', '--json', '--bucket', 'my-bucket', '--test', 'bucket_mount']);
