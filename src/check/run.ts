@@ -19,7 +19,7 @@ import {
   type TestName,
   type TestResult,
 } from './model.js';
-import { PROBES, type ProbeEnv } from './probes.js';
+import { guard, PROBES, type ProbeEnv } from './probes.js';
 
 export interface CheckOptions {
   registry: ProviderRegistry;
@@ -46,9 +46,35 @@ export interface CheckOptions {
 
 export const CHECK_NAMESPACE = 'check';
 
+/** How long the removal waits for creates under way (aborted) to end. */
+const CREATE_SETTLE_MS = 60_000;
+
 /** Every session a run made, by id, with the provider that holds it: removed in the end, whatever happens. */
 class Made {
   private readonly ids = new Map<string, { provider: Provider; registry: ProviderRegistry }>();
+  private readonly inFlight = new Set<Promise<unknown>>();
+  /** A create under way: the removal waits for it (aborted, it removes what it made; done, its id is here). */
+  creating<T>(p: Promise<T>): Promise<T> {
+    const settled = p.then(
+      () => {},
+      () => {},
+    );
+    this.inFlight.add(settled);
+    void settled.then(() => this.inFlight.delete(settled));
+    return p;
+  }
+  /** Waits (at most `ms`) for the creates under way to end. */
+  async settle(ms: number): Promise<void> {
+    if (this.inFlight.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(this.inFlight),
+      new Promise((r) => {
+        timer = setTimeout(r, ms);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
   add(id: string, provider: Provider, registry: ProviderRegistry) {
     this.ids.set(id, { provider, registry });
   }
@@ -101,6 +127,9 @@ export async function runCheck(o: CheckOptions): Promise<CheckReport> {
     for (const s of settled) if (s.status === 'rejected' && !signal.aborted) throw s.reason;
     reports = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
   } finally {
+    // A create a probe gave up on (its bound, or the abort) is aborted too; its end is awaited, so nothing it
+    // made appears after the removal.
+    await made.settle(CREATE_SETTLE_MS);
     if (made.size > 0) progress(`check: removing the ${made.size} session(s) it made`);
     const left = await made.removeAll();
     if (left.length > 0) progress(`check: could not remove: ${left.join('; ')}`);
@@ -139,17 +168,25 @@ async function checkBackend(
 
   const create = async (signal: AbortSignal, fields: Record<string, unknown> = {}) => {
     const req = parseCreateRequest({ provider: backend, namespace, ttl_minutes: 30, ...fields });
-    const session = await createSession(o.registry, req, { signal });
     const { provider } = await o.registry.forCreate(req);
-    run.made.add(session.id, provider, o.registry);
+    // Noted as made the moment it exists, before anything else can fail.
+    const session = await run.made.creating(
+      createSession(o.registry, req, { signal }).then((s) => {
+        run.made.add(s.id, provider, o.registry);
+        return s;
+      }),
+    );
     if (session.provider !== backend) {
       throw new CheckFailure(`asked for a ${backend} session, got one of ${session.provider} (${session.id})`);
     }
     return { session, provider };
   };
+  // The shared session's create is the backend's, not one probe's: it is aborted once the backend is done.
+  const done = new AbortController();
+  const backendSignal = AbortSignal.any([run.signal, done.signal]);
   let main: Promise<{ session: Session; provider: Provider }> | undefined;
   const mainSession = () => {
-    main ??= create(run.signal);
+    main ??= create(backendSignal);
     return main;
   };
 
@@ -188,8 +225,9 @@ async function checkBackend(
       server: o.server,
       ttlMinutes,
       ttlGraceMs,
-      create: (fields) => create(signal, fields),
-      main: mainSession,
+      // Bounded like the rest of the probe: a create that never answers is the probe's failure at its bound.
+      create: (fields) => guard({ signal }, create(signal, fields)),
+      main: () => guard({ signal }, mainSession()),
       reconnect: o.reconnect ?? (() => o.registry),
       step: (what) => {
         at = what;
@@ -211,19 +249,33 @@ async function checkBackend(
     }
   };
 
+  try {
+    return await runProbes(o, backend, run.signal, probe);
+  } finally {
+    done.abort(new InterruptedError(`check of ${backend} is done`));
+  }
+}
+
+async function runProbes(
+  o: CheckOptions,
+  backend: Backend,
+  signal: AbortSignal,
+  probe: (t: TestName) => Promise<TestResult>,
+): Promise<BackendReport> {
+  const results: BackendReport['results'] = {};
   // The slow one (it waits out a TTL) runs beside the others.
   const slow = o.tests.includes('session_duration') ? probe('session_duration') : undefined;
   slow?.catch(() => {}); // awaited below, whatever the others do
   try {
     for (const t of o.tests) {
       if (t === 'session_duration') continue;
-      if (run.signal.aborted) break;
+      if (signal.aborted) break;
       results[t] = await probe(t);
     }
   } finally {
     if (slow) await slow.then((r) => (results.session_duration = r)).catch(() => {});
   }
-  if (run.signal.aborted) throw run.signal.reason;
+  if (signal.aborted) throw signal.reason;
   // The report lists them in the document's order.
   const ordered: BackendReport['results'] = {};
   for (const t of o.tests) if (results[t]) ordered[t] = results[t];

@@ -214,6 +214,17 @@ describe('bounds and removal', () => {
     await nothingLeft(p);
   });
 
+  it('a create that never finishes is FAILED at the bound; the create is aborted and what it made removed', async () => {
+    const p = broken({ createMs: 8_000 }, () => {});
+    const r = await one(p, 'one_shot_commands', { probeTimeoutMs: 1_000 });
+    expect(r).toMatchObject({
+      status: 'failed',
+      evidence: expect.stringMatching(/did not finish within 1s \(at: making a session\)/),
+    });
+    expect(p.calls).toContain('delete');
+    await nothingLeft(p);
+  });
+
   it('an abort halfway rejects with its reason, and removes every session made', async () => {
     const p = broken({}, () => {});
     const ac = new AbortController();
