@@ -279,3 +279,42 @@ describe('onmemos check through onmemos serve', () => {
     expect(JSON.parse(ls.stdout)).toEqual([]);
   }, 240_000);
 });
+
+describe('onmemos check through onmemos serve, every backend behind it', () => {
+  let server: Served;
+  const KEY = 'check-remote-all-key-0123456789abcdef';
+  const own = new StateDir();
+  beforeAll(async () => {
+    server = await startServe({ ...own.env, ...env, ONMEMOS_API_KEYS: KEY });
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await own.cleanup();
+  });
+
+  it("the server's backends: web_terminal PASSES on each; the rest as in local mode; nothing left", async () => {
+    const remote = { ONMEMOS_SERVER: server.url, ONMEMOS_API_KEY: KEY };
+    const r = await own.run(['check', '--json', ...tests(QUICK)], { env: remote, timeoutMs: 240_000 });
+    expect(r.stderr).toBe('');
+    const report = JSON.parse(r.stdout) as Json;
+    const status = (b: string) =>
+      Object.fromEntries(Object.entries(report.backends[b]!).map(([t, x]) => [t, x.status]));
+    const common = {
+      one_shot_commands: 'passed',
+      persistent_storage: 'passed',
+      bucket_mount: 'skipped',
+      isolation_model: 'passed',
+      shell_interactive: 'passed',
+      web_terminal: 'passed',
+      scale_to_zero: 'skipped',
+    };
+    expect(status('local')).toEqual(common);
+    expect(status('gke')).toEqual(common);
+    // As in local mode, the fakes' shared host network (see above).
+    expect(status('cloud_run')).toEqual({ ...common, scale_to_zero: 'passed', isolation_model: 'failed' });
+    expect(status('workstations')).toEqual({ ...common, isolation_model: 'failed' });
+    expect(r.code).toBe(1);
+    const ls = await own.run(['ls', '--json'], { env: remote });
+    expect(JSON.parse(ls.stdout)).toEqual([]);
+  }, 300_000);
+});
