@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { cloudRunConfig } from '../providers/cloudrun/config.js';
 import { accessHeaders, apiBase, GoogleApiError, googleCall } from '../providers/google-rest.js';
-import { configName, workstationsConfig } from '../providers/workstations/config.js';
+import { configName, WORKSTATIONS_SETTINGS, workstationsConfig } from '../providers/workstations/config.js';
 import { keyPath, sshClient } from '../providers/workstations/ssh.js';
 import { bounded, onPath } from './gke.js';
 import { PROBE_MS } from './local.js';
@@ -63,15 +63,7 @@ export async function workstationsSection(env: NodeJS.ProcessEnv): Promise<Secti
   const r = workstationsConfig(env);
   const fix =
     'export PROJECT_ID=PROJECT WORKSTATIONS_REGION=REGION WORKSTATIONS_CLUSTER=CLUSTER WORKSTATIONS_CONFIG=CONFIG';
-  const meant = [
-    'WORKSTATIONS_REGION',
-    'WORKSTATIONS_CLUSTER',
-    'WORKSTATIONS_CONFIG',
-    'CLOUDSDK_WORKSTATIONS_REGION',
-    'CLOUDSDK_WORKSTATIONS_CLUSTER',
-    'CLOUDSDK_WORKSTATIONS_CONFIG',
-    'CLOUDSDK_API_ENDPOINT_OVERRIDES_WORKSTATIONS',
-  ].some((v) => env[v]);
+  const meant = WORKSTATIONS_SETTINGS.some((v) => env[v]);
   if (!r.ok && !meant) return notConfigured(r.reason, fix);
   if (!r.ok) {
     const override = r.reason.startsWith('CLOUDSDK_API_ENDPOINT_OVERRIDES_WORKSTATIONS');

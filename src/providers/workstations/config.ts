@@ -30,6 +30,17 @@ const REGION = /^[a-z]+-[a-z]+[0-9]+$/;
 const ID = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
 
+/** The variables that say the workstations provider is meant to be used (one set, and it is configured or broken). */
+export const WORKSTATIONS_SETTINGS = [
+  'WORKSTATIONS_REGION',
+  'WORKSTATIONS_CLUSTER',
+  'WORKSTATIONS_CONFIG',
+  'CLOUDSDK_WORKSTATIONS_REGION',
+  'CLOUDSDK_WORKSTATIONS_CLUSTER',
+  'CLOUDSDK_WORKSTATIONS_CONFIG',
+  'CLOUDSDK_API_ENDPOINT_OVERRIDES_WORKSTATIONS',
+] as const;
+
 export function workstationsConfig(env: NodeJS.ProcessEnv): WorkstationsResolved {
   const project = env.PROJECT_ID || env.CLOUDSDK_CORE_PROJECT || env.GOOGLE_CLOUD_PROJECT || undefined;
   const region = env.WORKSTATIONS_REGION || env.CLOUDSDK_WORKSTATIONS_REGION || undefined;
