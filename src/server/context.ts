@@ -77,7 +77,7 @@ export function principalOf(ctx: ServerContext, req: IncomingMessage, url: URL, 
   if (key === undefined && opts.auth.enabled) {
     const signedIn = ctx.signIns.get(cookieToken(req));
     if (signedIn) {
-      checkCookieRequest(req, upgrade);
+      checkCookieRequest(req, upgrade, ctx.guard.ownOrigin(req));
       return signedIn;
     }
   }

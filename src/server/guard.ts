@@ -41,6 +41,12 @@ export class RequestGuard {
     return hosts;
   }
 
+  /** Whether the request's Origin is this server's own (false without one). */
+  ownOrigin(req: IncomingMessage): boolean {
+    const origin = req.headers.origin;
+    return origin !== undefined && isOwnOrigin(origin, this.allowedHosts() ?? [(req.headers.host ?? '').toLowerCase()]);
+  }
+
   /** Throws the error that refuses `req` (421 wrong Host, 403 foreign Origin, 415 a body that is not JSON). */
   check(req: IncomingMessage, opts: { body: boolean }): void {
     const host = (req.headers.host ?? '').toLowerCase();

@@ -83,7 +83,10 @@ async function handle(ctx: ServerContext, req: IncomingMessage, res: ServerRespo
     return sendJson(res, 200, { status: 'ok', version: VERSION, providers });
   }
 
-  const web = { req, res, path, method, auth: ctx.opts.auth, signIns: ctx.signIns, maxBodyBytes: bodyLimit(ctx) };
+  const web = {
+    ...{ req, res, path, method, auth: ctx.opts.auth, signIns: ctx.signIns },
+    ...{ maxBodyBytes: bodyLimit(ctx), ownOrigin: ctx.guard.ownOrigin(req) },
+  };
   if (!path.startsWith('/v1/') && (await webRoutes(web))) return;
 
   const principal = principalOf(ctx, req, url, false);

@@ -58,13 +58,17 @@ export function cookieToken(req: IncomingMessage): string | undefined {
 }
 
 /**
- * A request signed in with the cookie must come from the server's own page when it changes anything or opens a
- * WebSocket: browsers send Origin with those, and the guard has already refused a foreign one, so here a missing
- * Origin is what is refused.
+ * A request signed in with the cookie must come from the server's own page: one that carries an Origin must carry
+ * the server's own (`own`: the guard's judgement; an origin allowed with serve --allow-origin may use API keys, not
+ * the cookie), and one that changes anything or opens a WebSocket must carry one (browsers always send it there).
  */
-export function checkCookieRequest(req: IncomingMessage, upgrade: boolean): void {
+export function checkCookieRequest(req: IncomingMessage, upgrade: boolean, own: boolean): void {
   const method = req.method ?? 'GET';
-  if ((upgrade || !['GET', 'HEAD'].includes(method)) && req.headers.origin === undefined) {
+  const origin = req.headers.origin;
+  if (origin === undefined && (upgrade || !['GET', 'HEAD'].includes(method))) {
     throw apiError('forbidden', 'a request signed in with the browser cookie must come from the web UI (no Origin)');
+  }
+  if (origin !== undefined && !own) {
+    throw apiError('forbidden', `the browser cookie is accepted from this server's own pages only, not ${origin}`);
   }
 }

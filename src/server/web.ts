@@ -140,6 +140,8 @@ export interface WebRequest {
   auth: Auth;
   signIns: WebSignIns;
   maxBodyBytes: number;
+  /** Whether the request came from this server's own page (its Origin). */
+  ownOrigin: boolean;
 }
 
 /** Answers a request for the web UI; false when the path is not one of its. */
@@ -191,7 +193,7 @@ export async function webRoutes(w: WebRequest): Promise<boolean> {
     return true;
   }
   if (path === '/ui/login' && method === 'POST') {
-    checkCookieRequest(req, false);
+    checkCookieRequest(req, false, w.ownOrigin);
     const body = await readJsonBody(req, Math.min(w.maxBodyBytes, 16 << 10));
     if (typeof body.key !== 'string' || body.key.length === 0)
       throw apiError('bad_request', '"key" must be the API key');
@@ -206,7 +208,7 @@ export async function webRoutes(w: WebRequest): Promise<boolean> {
     return true;
   }
   if (path === '/ui/logout' && method === 'POST') {
-    checkCookieRequest(req, false);
+    checkCookieRequest(req, false, w.ownOrigin);
     w.signIns.remove(cookieToken(req));
     setCookie(req, res, '', true);
     sendJson(res, 200, { signed_in: false });

@@ -189,6 +189,42 @@ describe('the web UI over HTTP', () => {
     expect((await http('DELETE', `/v1/sessions/${s.id}`, { cookie: c, origin: server.url })).status).toBe(200);
   });
 
+  it('an origin let in with --allow-origin may use API keys, never the cookie', async () => {
+    const app = 'http://app.example:3000';
+    const other = await startServe({ ...state.env, ONMEMOS_API_KEYS: KEY }, ['--allow-origin', app]);
+    try {
+      const send = (method: string, path: string, headers: Record<string, string>, body?: string) =>
+        new Promise<number>((resolve, reject) => {
+          const req = request(`${other.url}${path}`, { method, headers }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          req.on('error', reject);
+          req.end(body);
+        });
+      const login = JSON.stringify({ key: KEY });
+      const json = { 'content-type': 'application/json' };
+      expect(await send('POST', '/ui/login', { ...json, origin: app }, login)).toBe(403);
+      expect(await send('GET', '/v1/sessions', { origin: app, 'x-api-key': KEY })).toBe(200);
+      const r = await new Promise<string>((resolve, reject) => {
+        const req = request(
+          `${other.url}/ui/login`,
+          { method: 'POST', headers: { ...json, origin: other.url } },
+          (res) => {
+            res.resume();
+            resolve(String(res.headers['set-cookie']).split(';')[0]!);
+          },
+        );
+        req.on('error', reject);
+        req.end(login);
+      });
+      expect(await send('GET', '/v1/sessions', { cookie: r, origin: app })).toBe(403);
+      expect(await send('GET', '/v1/sessions', { cookie: r, origin: other.url })).toBe(200);
+    } finally {
+      await other.stop();
+    }
+  });
+
   it('connect, get and create --json give the web terminal; onmemos open prints it (and says where there is none)', async () => {
     const r = await cli(['create', '--provider', 'local', '--ttl', '10', '--json']);
     expect(r.code, r.stderr).toBe(0);

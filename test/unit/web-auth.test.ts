@@ -41,11 +41,15 @@ describe('web sign-ins', () => {
     expect(cookieToken(req({}))).toBeUndefined();
   });
 
-  it('refuses a cookie request without Origin when it changes anything or upgrades; reads may omit it', () => {
-    expect(() => checkCookieRequest(req({}, 'GET'), false)).not.toThrow();
-    expect(() => checkCookieRequest(req({}, 'POST'), false)).toThrow(/must come from the web UI/);
-    expect(() => checkCookieRequest(req({}, 'DELETE'), false)).toThrow(/must come from the web UI/);
-    expect(() => checkCookieRequest(req({}, 'GET'), true)).toThrow(/must come from the web UI/);
-    expect(() => checkCookieRequest(req({ origin: 'http://127.0.0.1:8080' }, 'POST'), false)).not.toThrow();
+  it('refuses a cookie request without Origin when it changes anything or upgrades, or from another origin', () => {
+    expect(() => checkCookieRequest(req({}, 'GET'), false, false)).not.toThrow();
+    expect(() => checkCookieRequest(req({}, 'POST'), false, false)).toThrow(/must come from the web UI/);
+    expect(() => checkCookieRequest(req({}, 'DELETE'), false, false)).toThrow(/must come from the web UI/);
+    expect(() => checkCookieRequest(req({}, 'GET'), true, false)).toThrow(/must come from the web UI/);
+    const own = req({ origin: 'http://127.0.0.1:8080' }, 'POST');
+    expect(() => checkCookieRequest(own, false, true)).not.toThrow();
+    // An origin serve --allow-origin lets in (the guard passed it) may use API keys, not the cookie.
+    const allowed = req({ origin: 'https://app.example.com' }, 'GET');
+    expect(() => checkCookieRequest(allowed, false, false)).toThrow(/own pages only, not https:\/\/app\.example\.com/);
   });
 });
