@@ -84,8 +84,14 @@ async function handle(ctx: ServerContext, req: IncomingMessage, res: ServerRespo
   }
 
   const web = {
-    ...{ req, res, path, method, auth: ctx.opts.auth, signIns: ctx.signIns },
-    ...{ maxBodyBytes: bodyLimit(ctx), ownOrigin: ctx.guard.ownOrigin(req) },
+    req,
+    res,
+    path,
+    method,
+    auth: ctx.opts.auth,
+    signIns: ctx.signIns,
+    maxBodyBytes: bodyLimit(ctx),
+    ownOrigin: ctx.guard.ownOrigin(req),
   };
   if (!path.startsWith('/v1/') && (await webRoutes(web))) return;
 
