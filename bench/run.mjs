@@ -74,9 +74,15 @@ const BWRAP_TRUE = [
 ];
 
 const args = process.argv.slice(2);
-const unknown = args.filter((a) => a !== '--json');
-if (unknown.length > 0) fatal(`unknown argument ${unknown[0]} (usage: node bench/run.mjs [--json])`);
-const asJson = args.includes('--json');
+const USAGE = 'usage: node bench/run.mjs [--json] [--only NAME[,NAME...]]';
+let asJson = false;
+/** --only: the benchmarks whose names start with one of these (for a quick look at one figure); all by default. */
+let only;
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--json') asJson = true;
+  else if (args[i] === '--only' && args[i + 1]) only = args[++i].split(',').map((s) => s.trim()).filter(Boolean);
+  else fatal(`unknown argument ${args[i]} (${USAGE})`);
+}
 
 function fatal(message) {
   process.stderr.write(`bench: ${message}\n`);
@@ -505,6 +511,7 @@ async function main() {
       () => benchAgentStart({ env, node: NODE, bin: BIN, interleave, median, iterations: ITERATIONS }),
     ]);
     for (const [name, goal, bench] of benches) {
+      if (only && !only.some((prefix) => name.startsWith(prefix))) continue;
       if (!asJson) process.stderr.write(`bench: ${name} ...\n`);
       try {
         results.push(...[await bench()].flat());
