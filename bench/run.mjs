@@ -80,7 +80,11 @@ let asJson = false;
 let only;
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--json') asJson = true;
-  else if (args[i] === '--only' && args[i + 1]) only = args[++i].split(',').map((s) => s.trim()).filter(Boolean);
+  else if (args[i] === '--only' && args[i + 1])
+    only = args[++i]
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   else fatal(`unknown argument ${args[i]} (${USAGE})`);
 }
 

@@ -1,10 +1,10 @@
 /** End to end: network modes, TTL expiry, templates and concurrent creates on real sandboxes. */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, StateDir, waitFor } from '../helpers/cli.js';
+import { CLI, run, StateDir, TEST_USER, waitFor } from '../helpers/cli.js';
 
 const state = new StateDir();
 afterAll(() => state.cleanup());
@@ -182,6 +182,36 @@ describe('a session whose processes are gone', () => {
     expect(r.stderr).toMatch(new RegExp(`^onmemos: session ${id} is not running \\(exited\\)`));
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect((await state.run(['rm', id])).code).toBe(0);
+  });
+});
+
+describe('a state directory with a long path', () => {
+  it("works although the agent's socket path is longer than a unix socket address may be (108 bytes)", async () => {
+    // <state>/local/sessions/<id>/agent.sock: here well over 108 bytes.
+    const deep = join(state.path, 'd'.repeat(90));
+    mkdirSync(deep);
+    if (TEST_USER) chownSync(deep, TEST_USER.uid, TEST_USER.gid);
+    const env = { ONMEMOS_STATE_DIR: deep, ONMEMOS_SERVER: '' }; // the local provider itself, in every suite mode
+    const c = await run(['create', '--ttl', '10', '--network', 'isolated'], { env });
+    expect(c.code, c.stderr).toBe(0);
+    const id = c.stdout.trim();
+    try {
+      expect(Buffer.byteLength(join(deep, 'local', 'sessions', id, 'agent.sock'))).toBeGreaterThan(108);
+      const r = await run(['exec', id, '--', 'sh', '-c', 'echo "$WORKSPACE_ID"; echo err >&2; exit 3'], { env });
+      expect(r).toMatchObject({ code: 3, stdout: `${id}\n`, stderr: 'err\n' });
+      // The tunnel takes the same way to the agent.
+      const serve =
+        "import socket\ns=socket.socket(); s.bind(('127.0.0.1', 9098)); s.listen()\nwhile True:\n  c,_=s.accept(); c.recv(10); c.sendall(b'in'); c.close()";
+      await run(['exec', id, '--', 'sh', '-c', 'nohup python3 -c "$1" >/dev/null 2>&1 &', 'sh', serve], { env });
+      let t = { code: -1, stdout: '' } as { code: number | null; stdout: string };
+      for (let i = 0; i < 50 && t.stdout !== 'in'; i++) {
+        t = await run(['tunnel', '--stdio', '--port', '9098', id], { env, input: 'x' });
+        if (t.stdout !== 'in') await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(t.stdout).toBe('in');
+    } finally {
+      expect((await run(['rm', id], { env })).code).toBe(0);
+    }
   });
 });
 

@@ -32,6 +32,7 @@ import {
   SANDBOX_HOME_ROOT,
   sessionPath,
 } from './sandbox.js';
+import { withSocketPath } from './socket-path.js';
 import type { LocalRecord } from './store.js';
 
 export const BIN = {
@@ -290,10 +291,14 @@ async function listenSocket(path: string): Promise<{ fd: number; close(): void }
   const { createServer } = await import('node:net');
   const tmp = `${path}.${process.pid}`;
   const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ path: tmp, backlog: 128 }, resolve);
-  });
+  await withSocketPath(
+    tmp,
+    (bindable) =>
+      new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ path: bindable, backlog: 128 }, resolve);
+      }),
+  );
   const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
   return {
     fd,

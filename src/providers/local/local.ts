@@ -64,6 +64,7 @@ import { checkHost, launchSandbox, sandboxLog } from './launch.js';
 import { isAlive, killTree, processUids, procRef, signalRef, trySignal } from './proc.js';
 import { INSIDE, resolveToolchain } from './sandbox.js';
 import { seccompFilter } from './seccomp.js';
+import { withSocketPath } from './socket-path.js';
 import { claimedWithin, type LocalRecord, LocalStore, stateDir } from './store.js';
 
 const REAP_EVERY_MS = 10_000;
@@ -477,8 +478,8 @@ export class LocalProvider implements Provider {
   /** A TCP port on the session's own loopback, through its agent (`/tunnel`): `onmemos tunnel` for local sessions. */
   async tunnel(id: string, port: number): Promise<Duplex> {
     this.running(id);
-    return this.agentCall(id, () =>
-      openTunnelSocket(`ws+unix://${join(this.store.dir(id), 'agent.sock')}:/tunnel?port=${port}`, {
+    return this.agentCall(id, (sock) =>
+      openTunnelSocket(`ws+unix://${sock}:/tunnel?port=${port}`, {
         refused: (status, body) => errorFromResponse(status, jsonBody(body)),
         unreachable: (e) => new UnavailableError(`cannot reach the agent of session ${id}: ${e.message}`),
       }),
@@ -487,8 +488,12 @@ export class LocalProvider implements Provider {
 
   async exec(id: string, spec: ExecSpec): Promise<RemoteProcess> {
     this.running(id);
-    return this.agentCall(id, () =>
-      openExec(spec, { url: this.execUrl(id), peer: `the agent of session ${id}`, refused: errorFromResponse }),
+    return this.agentCall(id, (sock) =>
+      openExec(spec, {
+        url: `ws+unix://${sock}:/exec`,
+        peer: `the agent of session ${id}`,
+        refused: errorFromResponse,
+      }),
     );
   }
 
@@ -497,9 +502,9 @@ export class LocalProvider implements Provider {
    * agent runs waits for it; one refused means the agent is gone (it did not start, or the sandbox ended): the
    * error then says what the sandbox logged.
    */
-  private async agentCall<T>(id: string, call: () => Promise<T>): Promise<T> {
+  private async agentCall<T>(id: string, call: (socket: string) => Promise<T>): Promise<T> {
     try {
-      return await call();
+      return await withSocketPath(join(this.store.dir(id), 'agent.sock'), call);
     } catch (e) {
       if (!(e instanceof UnavailableError)) throw e;
       throw new UnavailableError(`${e.message} (the sandbox's log: ${sandboxLog(this.store.dir(id))})`, { cause: e });
