@@ -19,7 +19,8 @@ credentials, the Run API); workstations (cluster and config, ssh, credentials, t
 (the server's /health, the API key). Each request waits 5 s at most. A provider that is not configured is shown
 with what configures it, and is not a failure.
 
-Exit codes: 0 when the local sandbox and every configured provider work; 1 when something configured is broken.
+Exit codes: 0 when the local sandbox and every configured provider work (a WARN, such as sessions without cgroup
+limits, still works); 1 when something configured is broken (a check MISSING or FAILED).
 
 Examples:
   onmemos doctor

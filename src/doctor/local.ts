@@ -125,7 +125,7 @@ function cgroups(env: NodeJS.ProcessEnv): Check {
   if (!sys) {
     return {
       name,
-      status: 'missing',
+      status: 'warn',
       detail: 'no cgroup filesystem is mounted: sessions get no cpu, memory or pids limits',
       fix: 'mount -t cgroup2 none /sys/fs/cgroup (as root)',
     };
@@ -144,9 +144,10 @@ function cgroups(env: NodeJS.ProcessEnv): Check {
     };
   }
   if ('unavailable' in base) {
+    // Sessions work without limits (the rootless provider's usual case): a warning, not a broken provider.
     return {
       name,
-      status: 'missing',
+      status: 'warn',
       detail: `${where}, but sessions get no cpu, memory or pids limits: ${base.unavailable}`,
       fix:
         sys.version === 1

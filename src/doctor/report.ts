@@ -3,7 +3,8 @@
  * (colour only where asked for). The checks themselves are in checks.ts.
  */
 
-export type CheckStatus = 'ok' | 'missing' | 'failed';
+/** ok; warn: works without it, with less (say, no session limits); missing or failed: broken, exit 1. */
+export type CheckStatus = 'ok' | 'warn' | 'missing' | 'failed';
 
 /** One thing looked at: what it found in one line and, when not ok, the command or setting that fixes it. */
 export interface Check {
@@ -40,7 +41,8 @@ export function notConfigured(detail: string, fix: string): Section {
 }
 
 export function configured(checks: Check[]): Section {
-  return { configured: true, status: checks.every((c) => c.status === 'ok') ? 'ok' : 'broken', checks };
+  const works = checks.every((c) => c.status === 'ok' || c.status === 'warn');
+  return { configured: true, status: works ? 'ok' : 'broken', checks };
 }
 
 export function summarize(providers: Record<SectionKind, Section>): DoctorReport {
@@ -63,6 +65,7 @@ export function renderText(r: DoctorReport, colour: boolean): string {
   const paint = (c: keyof typeof COLOURS, s: string) => (colour ? `\x1b[${COLOURS[c]}m${s}\x1b[0m` : s);
   const STATUS: Record<CheckStatus, string> = {
     ok: paint('green', 'OK     '),
+    warn: paint('yellow', 'WARN   '),
     missing: paint('yellow', 'MISSING'),
     failed: paint('red', 'FAILED '),
   };

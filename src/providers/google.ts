@@ -3,7 +3,6 @@
  * for a client (PROTOCOLS.md §5), the caller's credentials (a static token from CLOUDSDK_AUTH_ACCESS_TOKEN_FILE, else
  * Application Default Credentials), and an API error turned into onmemos' own, in one line.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import {
   ConflictError,
@@ -168,6 +167,7 @@ export function abortable<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
  */
 export function boundedName(id: string, max: number): string {
   if (id.length <= max) return id;
-  const hash = createHash('sha256').update(id).digest('hex').slice(0, 8);
+  // node:crypto only here: this module loads with every command (the providers' configuration), crypto ~2 ms.
+  const hash = process.getBuiltinModule('node:crypto').createHash('sha256').update(id).digest('hex').slice(0, 8);
   return `${id.slice(0, max - 9).replace(/-+$/, '')}-${hash}`;
 }

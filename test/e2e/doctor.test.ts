@@ -5,8 +5,9 @@
  * configured (exit 0); remote mode against a real `onmemos serve` with a good, a wrong and no key.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,7 +19,7 @@ import { type Served, startServe } from '../helpers/serve.js';
 
 interface Check {
   name: string;
-  status: 'ok' | 'missing' | 'failed';
+  status: 'ok' | 'warn' | 'missing' | 'failed';
   detail: string;
   fix?: string;
 }
@@ -216,6 +217,44 @@ describe('local, broken', () => {
     const colon = await doctorJson({ ONMEMOS_STATE_DIR: join(state.path, 'a:b') });
     expect(colon.r.code).toBe(1);
     expect(check(colon.report.providers.local, 'state directory').detail).toContain("contains ':'");
+  });
+
+  it('an ordinary user whose sessions cannot have cgroups gets a WARN (no limits), not a broken provider: exit 0', async () => {
+    // nobody: cgroup v1 cannot be delegated to it, and on v2 its cgroup is root's, not its own.
+    const home = mkdtempSync(join(tmpdir(), 'onmemos-nobody-')); // state.path is root's alone
+    chmodSync(home, 0o777);
+    const r = await new Promise<RunResult>((resolve, reject) => {
+      const child = spawn(
+        '/usr/bin/setpriv',
+        ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, BIN, 'doctor', '--json'],
+        {
+          env: { ...process.env, ...clean(), HOME: home, ONMEMOS_STATE_DIR: join(home, 'state') },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      child.on('error', reject);
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal, stdout, stderr });
+      });
+    }).finally(() => rmSync(home, { recursive: true, force: true }));
+    const report = JSON.parse(r.stdout) as Report;
+    const cgroups = check(report.providers.local, 'cgroups');
+    if (existsSync('/sys/fs/cgroup/memory/tasks') || cgroups.status !== 'ok') {
+      expect(cgroups).toMatchObject({
+        status: 'warn',
+        detail: expect.stringContaining('sessions get no cpu, memory or pids limits'),
+        fix: expect.any(String),
+      });
+    }
+    expect(report.providers.local.status).toBe('ok');
+    expect(report.ok).toBe(true);
+    expect(r.code, r.stderr).toBe(0);
   });
 
   it('missing programs (/usr/bin hidden in a mount namespace) are MISSING with the apt-get line: exit 1', async () => {
