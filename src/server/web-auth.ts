@@ -10,20 +10,34 @@ import { apiError } from './http.js';
 export const COOKIE = 'onmemos_ui';
 /** A sign-in lasts this long at most, even in a browser that is never closed. */
 const SIGN_IN_MS = 12 * 60 * 60 * 1000;
-/** Sign-ins kept at once; the oldest goes first. */
-const MAX_SIGN_INS = 1000;
+/**
+ * Sign-ins kept at once per key; that key's oldest goes first. Per key, so that a holder of one key who signs in
+ * again and again drops only its own sign-ins, never another key's; the keys are the server's, so the whole is
+ * bounded too.
+ */
+export const MAX_SIGN_INS_PER_KEY = 50;
 
 /** The browser sign-ins: random tokens, each with the principal of the key it was made with. */
 export class WebSignIns {
   private readonly tokens = new Map<string, { principal: Principal; until: number }>();
+  /** Each key's tokens, oldest first. */
+  private readonly byKey = new Map<string, string[]>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
   add(principal: Principal): string {
     // Web Crypto's global, loaded on first use: the agents import this module's neighbours at start-up.
     const token = Buffer.from(globalThis.crypto.getRandomValues(new Uint8Array(32))).toString('base64url');
-    if (this.tokens.size >= MAX_SIGN_INS) this.tokens.delete(this.tokens.keys().next().value!);
-    this.tokens.set(token, { principal, until: this.now() + SIGN_IN_MS });
+    const now = this.now();
+    const own: string[] = [];
+    for (const t of this.byKey.get(principal.id) ?? []) {
+      if ((this.tokens.get(t)?.until ?? 0) > now) own.push(t);
+      else this.tokens.delete(t); // ended (or signed out)
+    }
+    while (own.length >= MAX_SIGN_INS_PER_KEY) this.tokens.delete(own.shift()!);
+    own.push(token);
+    this.byKey.set(principal.id, own);
+    this.tokens.set(token, { principal, until: now + SIGN_IN_MS });
     return token;
   }
 

@@ -1,7 +1,7 @@
 /** The web UI's browser sign-ins (src/server/web-auth.ts): tokens, their end, their bound, the cookie's parsing. */
 import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { checkCookieRequest, cookieToken, WebSignIns } from '../../src/server/web-auth.js';
+import { checkCookieRequest, cookieToken, MAX_SIGN_INS_PER_KEY, WebSignIns } from '../../src/server/web-auth.js';
 
 const req = (headers: Record<string, string>, method = 'GET') => ({ headers, method }) as unknown as IncomingMessage;
 const principal = { id: 'k1', namespaces: ['team-a'] };
@@ -23,13 +23,26 @@ describe('web sign-ins', () => {
     expect(s.get(a)).toBeUndefined();
   });
 
-  it('keeps at most 1000 sign-ins, dropping the oldest', () => {
-    const s = new WebSignIns();
+  it("keeps at most 50 sign-ins per key, dropping that key's oldest and never another key's", () => {
+    let now = 1_000;
+    const s = new WebSignIns(() => now);
+    const other = { id: 'k2', namespaces: null };
+    const theirs = s.add(other);
     const first = s.add(principal);
-    const rest = Array.from({ length: 1000 }, () => s.add(principal));
+    const rest = Array.from({ length: MAX_SIGN_INS_PER_KEY }, () => s.add(principal));
     expect(s.get(first)).toBeUndefined();
     expect(s.get(rest[0])).toEqual(principal);
-    expect(s.get(rest[999])).toEqual(principal);
+    expect(s.get(rest.at(-1))).toEqual(principal);
+    // A flood of sign-ins with one key leaves the other key's browser signed in.
+    for (let i = 0; i < 10 * MAX_SIGN_INS_PER_KEY; i++) s.add(principal);
+    expect(s.get(theirs)).toEqual(other);
+    expect(s.get(rest.at(-1))).toBeUndefined();
+    // Ended and signed-out sign-ins make room first.
+    s.remove(theirs);
+    now += 12 * 60 * 60 * 1000;
+    const fresh = Array.from({ length: MAX_SIGN_INS_PER_KEY }, () => s.add(principal));
+    expect(fresh.every((t) => s.get(t)?.id === 'k1')).toBe(true);
+    expect((s as unknown as { tokens: Map<string, unknown> }).tokens.size).toBe(MAX_SIGN_INS_PER_KEY);
   });
 
   it('reads only a well-formed onmemos_ui cookie among others', () => {
