@@ -69,6 +69,7 @@ type Json = {
   ok: boolean;
   backends: Record<string, Record<string, { status: string; ms: number; reason?: string; evidence?: string }>>;
   summary: { passed: number; skipped: number; failed: number };
+  idle_wait_seconds: number | null;
 };
 
 describe('onmemos check', () => {
@@ -106,8 +107,9 @@ describe('onmemos check', () => {
     expect(report.backends.gke!.scale_to_zero!.reason).toMatch(/capability matrix.*Pod lifecycle/);
     expect(report.backends.workstations!.scale_to_zero!.reason).toMatch(/capability matrix.*Always-on/);
     expect(report.backends.cloud_run!.scale_to_zero).toMatchObject({
-      checked: expect.stringMatching(/minInstanceCount 0/),
+      checked: expect.stringMatching(/minInstanceCount 0.*the scale-down itself was not observed \(with --idle-wait/),
     });
+    expect(report.idle_wait_seconds).toBeNull();
     expect(report.backends.local!.bucket_mount!.reason).toMatch(/--bucket/);
     expect(report.backends.local!.web_terminal!.reason).toMatch(/no server serves a web terminal/);
     expect(report.backends.workstations!.persistent_storage).toMatchObject({
@@ -120,6 +122,44 @@ describe('onmemos check', () => {
       for (const x of Object.values(ts)) expect(x.ms).toBeGreaterThanOrEqual(0);
     expect(await left()).toEqual([]);
   }, 300_000);
+
+  it('scale_to_zero --idle-wait: the scale-down observed where the fake scales to zero; FAILED where it keeps the instance', async () => {
+    // A Cloud Run fake of its own that stops an instance after 1 s without a request.
+    const idle = await startCloudRunFake({ token: `check-idle-${process.pid}`, scaleToZeroAfterMs: 1_000 });
+    try {
+      const r = await check(['--backend', 'cloud_run', '--json', '--test', 'scale_to_zero', '--idle-wait', '3'], {
+        env: idle.env,
+      });
+      expect(r.code, r.stderr).toBe(0);
+      const report = JSON.parse(r.stdout) as Json;
+      expect(report.idle_wait_seconds).toBe(3);
+      expect(report.backends.cloud_run!.scale_to_zero).toMatchObject({
+        status: 'passed',
+        checked: expect.stringMatching(
+          /^observed: a new instance served after 3 s idle \(scaled to zero\): \/tmp\/\.onmemos-check-instance-[0-9a-f]+, written in the instance that served before, was gone; the service's scaling: minInstanceCount 0/,
+        ),
+      });
+      expect(idle.services.all()).toEqual([]);
+    } finally {
+      await idle.close();
+    }
+    // The shared fake keeps an idle instance (no scaleToZeroAfterMs): the same instance serves after the wait.
+    const kept = await check(['--backend', 'cloud_run', '--json', '--test', 'scale_to_zero', '--idle-wait', '1']);
+    expect(kept.code, kept.stderr).toBe(1);
+    expect((JSON.parse(kept.stdout) as Json).backends.cloud_run!.scale_to_zero).toMatchObject({
+      status: 'failed',
+      evidence: expect.stringMatching(/^after 1 s idle the same instance served: .* was still there/),
+    });
+    expect(await left()).toEqual([]);
+  }, 120_000);
+
+  it('--idle-wait takes a whole number of seconds (1 to 3600): else a usage error', async () => {
+    for (const bad of ['0', '1.5', 'soon', '3601']) {
+      const r = await check(['--backend', 'cloud_run', '--test', 'scale_to_zero', '--idle-wait', bad]);
+      expect(r.code, bad).toBe(2);
+      expect(r.stderr).toMatch(/--idle-wait.*a whole number of seconds from 1 to 3600/);
+    }
+  });
 
   it('--backend all with nothing FAILED exits 0', async () => {
     const r = await check(['--backend', 'all', '--json', ...tests(QUICK.filter((t) => t !== 'isolation_model'))]);
