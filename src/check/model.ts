@@ -38,6 +38,8 @@ export interface CheckReport {
   ok: boolean;
   backends: BackendReport[];
   summary: { passed: number; skipped: number; failed: number };
+  /** scale_to_zero's idle wait (`--idle-wait`), null when the scale-down was not to be observed. */
+  idleWaitSeconds?: number | null;
 }
 
 /** A probe saw the capability not work: the evidence is what it saw, against what it expected. */

@@ -22,6 +22,11 @@ export interface ProbeEnv {
   bucket?: string;
   /** Through an onmemos server (remote mode): its URL and key, for the web terminal. */
   server?: { url: string; apiKey?: string };
+  /**
+   * scale_to_zero: how long to leave the session idle to observe the scale-down (`--idle-wait`); without it, only
+   * the backend's scaling settings are read.
+   */
+  idleWaitSeconds?: number;
   /** session_duration: the TTL of its session, and how long after the expiry it may take to be removed. */
   ttlMinutes: number;
   ttlGraceMs: number;
@@ -234,12 +239,23 @@ const bucketMount: Probe = async (e) => {
   return `bucket ${e.bucket} mounted at ${BUCKET_PATH}: a file written there was listed (and removed)`;
 };
 
-/** scale_to_zero: the backend's own scaling settings say it scales to zero (cloud_run: minInstanceCount 0). */
+/**
+ * Where scale_to_zero marks the serving instance: /tmp is the instance's own on Cloud Run (its in-memory file
+ * system, gone with the instance), where /workspace may be a Filestore share and /workspace/bucket a bucket that
+ * outlive it.
+ */
+export const INSTANCE_MARK_DIR = '/tmp';
+
+/**
+ * scale_to_zero: the backend's own scaling settings say it scales to zero (cloud_run: minInstanceCount 0); with an
+ * idle wait, the scale-down itself: the serving instance is marked (a file in /tmp, the instance's own), the session
+ * is left without a request for that long, and the next command must be served by a new instance (no marker).
+ */
 const scaleToZero: Probe = async (e) => {
   const lacks = matrixLacks('scale_to_zero', e.backend);
   if (lacks) throw new Skip(lacks);
   e.step('making a session');
-  const { session } = await e.main();
+  const { session, provider } = await e.main();
   e.step("reading the service's scaling settings");
   const { session: now } = await guard(e, e.registry.locate(session.id));
   const scaling = now.details.scaling as { min_instances?: unknown; max_instances?: unknown } | undefined;
@@ -253,7 +269,29 @@ const scaleToZero: Probe = async (e) => {
       `the service keeps ${show(scaling.min_instances)} instances when idle (minInstanceCount), so it never scales to zero`,
     );
   }
-  return `the service's scaling: minInstanceCount 0, maxInstanceCount ${String(scaling.max_instances ?? 'unset')}`;
+  const settings = `the service's scaling: minInstanceCount 0, maxInstanceCount ${String(scaling.max_instances ?? 'unset')}`;
+  const wait = e.idleWaitSeconds;
+  if (wait === undefined) {
+    return `${settings}; the scale-down itself was not observed (with --idle-wait SECONDS, longer than the backend keeps an idle instance — up to 15 minutes on Cloud Run — the probe leaves the session idle that long and checks that a new instance serves it)`;
+  }
+  const t = token();
+  const marker = `${INSTANCE_MARK_DIR}/.onmemos-check-instance-${t}`;
+  e.step(`marking the serving instance (${marker}, the instance's own)`);
+  await ok(e, provider, session.id, ['sh', '-c', `printf %s ${t} > ${marker} && test "$(cat ${marker})" = ${t}`]);
+  e.step(`leaving the session idle for ${wait} s (no request to it)`);
+  await sleep(e, wait * 1000);
+  e.step('running a command again, after the idle time');
+  const argv = ['sh', '-c', `if [ -e ${marker} ]; then cat ${marker}; else echo no-marker; fi`];
+  const after = await run(e, provider, session.id, argv);
+  if (after.code !== 0) throw new CheckFailure(`after ${wait} s idle: ${ran(argv, after)}`);
+  if (after.stdout.trim() === 'no-marker') {
+    return `observed: a new instance served after ${wait} s idle (scaled to zero): ${marker}, written in the instance that served before, was gone; ${settings}`;
+  }
+  // The same instance: the mark is removed, so that nothing of the check is left in it.
+  await run(e, provider, session.id, ['rm', '-f', marker]).catch(() => {});
+  throw new CheckFailure(
+    `after ${wait} s idle the same instance served: ${marker}, written in it before, was still there (${ran(argv, after)}); no scale to zero observed, though ${settings}`,
+  );
 };
 
 /** session_duration: a session made with a short TTL is removed once it has expired (bounded: TTL + grace). */

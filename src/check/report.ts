@@ -53,11 +53,15 @@ export function renderText(r: CheckReport, colour: boolean): string {
   return lines.join('\n');
 }
 
-/** `{ok, backends: {local: {one_shot_commands: {status, ms, checked|reason|evidence}}}, summary}` */
+/**
+ * `{ok, backends: {local: {one_shot_commands: {status, ms, checked|reason|evidence}}}, summary, idle_wait_seconds}`
+ * (idle_wait_seconds: scale_to_zero's `--idle-wait`, null without it).
+ */
 export function toJson(r: CheckReport): unknown {
   return {
     ok: r.ok,
     backends: Object.fromEntries(r.backends.map((b) => [b.backend, b.results])),
     summary: r.summary,
+    idle_wait_seconds: r.idleWaitSeconds ?? null,
   };
 }

@@ -36,6 +36,11 @@ export interface CheckOptions {
   signal?: AbortSignal;
   /** One line about what runs now (the command shows it on a terminal's stderr). */
   onProgress?: (line: string) => void;
+  /**
+   * scale_to_zero: leave the session idle this long, then check that a new instance serves it (observes the
+   * scale-down); without it the probe reads the scaling settings only. It adds to that probe's bound.
+   */
+  idleWaitSeconds?: number;
   /** session_duration's TTL (default 1 minute) and how long after it the removal may take (default 90 s). */
   ttlMinutes?: number;
   ttlGraceMs?: number;
@@ -135,7 +140,7 @@ export async function runCheck(o: CheckOptions): Promise<CheckReport> {
     if (left.length > 0) progress(`check: could not remove: ${left.join('; ')}`);
   }
   if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new InterruptedError('interrupted');
-  return summarize(reports);
+  return { ...summarize(reports), idleWaitSeconds: o.idleWaitSeconds ?? null };
 }
 
 async function checkBackend(
@@ -208,7 +213,10 @@ async function checkBackend(
     const ms = () => Date.now() - started;
     const ttlMinutes = o.ttlMinutes ?? 1;
     const ttlGraceMs = o.ttlGraceMs ?? 90_000;
-    const bound = (o.probeTimeoutMs ?? 180_000) + (test === 'session_duration' ? ttlMinutes * 60_000 + ttlGraceMs : 0);
+    const bound =
+      (o.probeTimeoutMs ?? 180_000) +
+      (test === 'session_duration' ? ttlMinutes * 60_000 + ttlGraceMs : 0) +
+      (test === 'scale_to_zero' ? (o.idleWaitSeconds ?? 0) * 1000 : 0);
     const timeout = new AbortController();
     const timer = setTimeout(
       () => timeout.abort(new CheckFailure(`did not finish within ${Math.round(bound / 1000)}s`)),
@@ -223,6 +231,7 @@ async function checkBackend(
       signal,
       bucket: o.bucket,
       server: o.server,
+      idleWaitSeconds: o.idleWaitSeconds,
       ttlMinutes,
       ttlGraceMs,
       // Bounded like the rest of the probe: a create that never answers is the probe's failure at its bound.

@@ -22,6 +22,17 @@ function collectTest(v: string, prev: string[] = []): string[] {
   return prev.includes(v) ? prev : [...prev, v];
 }
 
+/** The longest --idle-wait: an hour (Cloud Run keeps an idle instance up to 15 minutes). */
+const MAX_IDLE_WAIT_S = 3600;
+
+function parseIdleWait(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || n < 1 || n > MAX_IDLE_WAIT_S) {
+    throw new InvalidArgumentError(`a whole number of seconds from 1 to ${MAX_IDLE_WAIT_S}`);
+  }
+  return n;
+}
+
 export function checkCommand(ctx: () => Ctx, setExit: (code: number) => void): Command {
   return new Command('check')
     .description(
@@ -37,13 +48,23 @@ export function checkCommand(ctx: () => Ctx, setExit: (code: number) => void): C
       '--bucket <name>',
       'check bucket_mount with this bucket (mounted at /workspace/bucket; a file is written there and removed)',
     )
+    .option(
+      '--idle-wait <seconds>',
+      'scale_to_zero: also observe the scale-down: mark the serving instance, leave the session idle this long, then check that a new instance serves it (give more than the backend keeps an idle instance: Cloud Run keeps one up to 15 minutes, so more than 900)',
+      parseIdleWait,
+    )
     .option('--namespace <name>', 'namespace of the sessions it makes (default check)', parseNamespace)
-    .option('--json', 'print one JSON object: backends → tests → {status, checked|reason|evidence, ms}')
+    .option(
+      '--json',
+      'print one JSON object: backends → tests → {status, checked|reason|evidence, ms}, summary, idle_wait_seconds',
+    )
     .addHelpText(
       'after',
       `
 Tests: one_shot_commands, persistent_storage, bucket_mount, scale_to_zero, session_duration (the slow one: it
 waits out a 1-minute TTL, about 1-2 minutes), isolation_model, shell_interactive, web_terminal (through a server).
+scale_to_zero reads the backend's scaling settings; with --idle-wait it also sees a new instance serve the session
+after that long idle (a marker in the instance's /tmp is gone), and is FAILED if the same instance still serves.
 A capability the backend does not have is SKIPPED with the reason, never PASSED. Every session made is removed,
 also on Ctrl-C.
 
@@ -54,11 +75,19 @@ Examples:
   onmemos check                                   # every configured backend, every test
   onmemos check --backend gke --test one_shot_commands
   onmemos check --backend cloud_run --bucket my-bucket
+  onmemos check --backend cloud_run --test scale_to_zero --idle-wait 960
   onmemos check --json | jq '.backends.local'`,
     )
     .action(
       async (
-        o: { backend: string; test?: string[]; bucket?: string; namespace?: string; json?: boolean },
+        o: {
+          backend: string;
+          test?: string[];
+          bucket?: string;
+          idleWait?: number;
+          namespace?: string;
+          json?: boolean;
+        },
         cmd: Command,
       ) => {
         const c = ctx();
@@ -96,6 +125,7 @@ Examples:
             explicit: o.backend !== 'all',
             tests: (o.test as TestName[] | undefined) ?? [...TESTS],
             bucket: o.bucket,
+            idleWaitSeconds: o.idleWait,
             server,
             namespace: o.namespace,
             reconnect: () =>

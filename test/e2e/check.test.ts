@@ -69,6 +69,7 @@ type Json = {
   ok: boolean;
   backends: Record<string, Record<string, { status: string; ms: number; reason?: string; evidence?: string }>>;
   summary: { passed: number; skipped: number; failed: number };
+  idle_wait_seconds: number | null;
 };
 
 describe('onmemos check', () => {
@@ -88,33 +89,77 @@ describe('onmemos check', () => {
     };
     expect(status('local')).toEqual({ ...common, scale_to_zero: 'skipped' });
     expect(status('gke')).toEqual({ ...common, scale_to_zero: 'skipped' });
-    // The Cloud Run and Workstations fakes run their instances and workstations in the host's network (so that the
-    // host reaches their ports: test/fakes/cloudrun/runtime.ts, test/fakes/workstations/runtime.ts), where the real
-    // services give each its own: a server listening in one session is reached from another, and check says so.
-    expect(status('cloud_run')).toEqual({ ...common, scale_to_zero: 'passed', isolation_model: 'failed' });
+    // The Cloud Run fake gives each instance a network of its own, as Cloud Run does (the front end reaches it
+    // through its sandbox: test/fakes/cloudrun/runtime.ts).
+    expect(status('cloud_run')).toEqual({ ...common, scale_to_zero: 'passed' });
+    // The Workstations fake runs its workstations in the host's network (so that the host reaches their ports:
+    // test/fakes/workstations/runtime.ts), where the real service gives each its own: a server listening in one
+    // session is reached from another, and check says so.
     expect(status('workstations')).toEqual({ ...common, scale_to_zero: 'skipped', isolation_model: 'failed' });
-    for (const b of ['cloud_run', 'workstations']) {
+    for (const b of ['workstations']) {
       expect(report.backends[b]!.isolation_model!.evidence).toMatch(
         /^session B reached the server listening in session A: 127\.0\.0\.1 reached [0-9a-f]+/,
       );
     }
+    expect(report.backends.cloud_run!.isolation_model).toMatchObject({
+      checked: expect.stringMatching(/cannot reach A's server on port \d+ at .*127\.0\.0\.1/),
+    });
     expect(report.backends.gke!.scale_to_zero!.reason).toMatch(/capability matrix.*Pod lifecycle/);
     expect(report.backends.workstations!.scale_to_zero!.reason).toMatch(/capability matrix.*Always-on/);
     expect(report.backends.cloud_run!.scale_to_zero).toMatchObject({
-      checked: expect.stringMatching(/minInstanceCount 0/),
+      checked: expect.stringMatching(/minInstanceCount 0.*the scale-down itself was not observed \(with --idle-wait/),
     });
+    expect(report.idle_wait_seconds).toBeNull();
     expect(report.backends.local!.bucket_mount!.reason).toMatch(/--bucket/);
     expect(report.backends.local!.web_terminal!.reason).toMatch(/no server serves a web terminal/);
     expect(report.backends.workstations!.persistent_storage).toMatchObject({
       checked: expect.stringMatching(/after a stop\/start/),
     });
-    expect(report.summary).toEqual({ passed: 15, skipped: 11, failed: 2 });
+    expect(report.summary).toEqual({ passed: 16, skipped: 11, failed: 1 });
     expect(report.ok).toBe(false);
     expect(r.code).toBe(1);
     for (const ts of Object.values(report.backends))
       for (const x of Object.values(ts)) expect(x.ms).toBeGreaterThanOrEqual(0);
     expect(await left()).toEqual([]);
   }, 300_000);
+
+  it('scale_to_zero --idle-wait: the scale-down observed where the fake scales to zero; FAILED where it keeps the instance', async () => {
+    // A Cloud Run fake of its own that stops an instance after 1 s without a request.
+    const idle = await startCloudRunFake({ token: `check-idle-${process.pid}`, scaleToZeroAfterMs: 1_000 });
+    try {
+      const r = await check(['--backend', 'cloud_run', '--json', '--test', 'scale_to_zero', '--idle-wait', '3'], {
+        env: idle.env,
+      });
+      expect(r.code, r.stderr).toBe(0);
+      const report = JSON.parse(r.stdout) as Json;
+      expect(report.idle_wait_seconds).toBe(3);
+      expect(report.backends.cloud_run!.scale_to_zero).toMatchObject({
+        status: 'passed',
+        checked: expect.stringMatching(
+          /^observed: a new instance served after 3 s idle \(scaled to zero\): \/tmp\/\.onmemos-check-instance-[0-9a-f]+, written in the instance that served before, was gone; the service's scaling: minInstanceCount 0/,
+        ),
+      });
+      expect(idle.services.all()).toEqual([]);
+    } finally {
+      await idle.close();
+    }
+    // The shared fake keeps an idle instance (no scaleToZeroAfterMs): the same instance serves after the wait.
+    const kept = await check(['--backend', 'cloud_run', '--json', '--test', 'scale_to_zero', '--idle-wait', '1']);
+    expect(kept.code, kept.stderr).toBe(1);
+    expect((JSON.parse(kept.stdout) as Json).backends.cloud_run!.scale_to_zero).toMatchObject({
+      status: 'failed',
+      evidence: expect.stringMatching(/^after 1 s idle the same instance served: .* was still there/),
+    });
+    expect(await left()).toEqual([]);
+  }, 120_000);
+
+  it('--idle-wait takes a whole number of seconds (1 to 3600): else a usage error', async () => {
+    for (const bad of ['0', '1.5', 'soon', '3601']) {
+      const r = await check(['--backend', 'cloud_run', '--test', 'scale_to_zero', '--idle-wait', bad]);
+      expect(r.code, bad).toBe(2);
+      expect(r.stderr).toMatch(/--idle-wait.*a whole number of seconds from 1 to 3600/);
+    }
+  });
 
   it('--backend all with nothing FAILED exits 0', async () => {
     const r = await check(['--backend', 'all', '--json', ...tests(QUICK.filter((t) => t !== 'isolation_model'))]);
@@ -310,8 +355,8 @@ describe('onmemos check through onmemos serve, every backend behind it', () => {
     };
     expect(status('local')).toEqual(common);
     expect(status('gke')).toEqual(common);
-    // As in local mode, the fakes' shared host network (see above).
-    expect(status('cloud_run')).toEqual({ ...common, scale_to_zero: 'passed', isolation_model: 'failed' });
+    expect(status('cloud_run')).toEqual({ ...common, scale_to_zero: 'passed' });
+    // As in local mode, the Workstations fake's shared host network (see above).
     expect(status('workstations')).toEqual({ ...common, isolation_model: 'failed' });
     expect(r.code).toBe(1);
     const ls = await own.run(['ls', '--json'], { env: remote });

@@ -5,6 +5,7 @@
  * encodings, operations. Containers run as real local sandboxes (root, bwrap).
  */
 import { createRequire } from 'node:module';
+import { connect, createServer } from 'node:net';
 import { protos } from '@google-cloud/run';
 import { IdTokenClient } from 'google-auth-library';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -169,7 +170,7 @@ describe('services', { shuffle: false }, () => {
       GREETING: 'hi',
       K_SERVICE: 'hello',
       K_CONFIGURATION: 'hello',
-      PORT: expect.stringMatching(/^\d+$/),
+      PORT: '8080', // the container's port, in its own network, as on Cloud Run
     });
     expect(env.K_REVISION).toBe(svc.latestReadyRevision?.split('/').at(-1));
     expect(fake.serviceRequests.at(-1)).toMatchObject({
@@ -343,6 +344,84 @@ describe('services', { shuffle: false }, () => {
     expect(missing.status).toBe(404);
     const [del] = await c.services.deleteService({ name: `${parent}/services/third` });
     await del.promise();
+  });
+});
+
+describe('instances in networks of their own', () => {
+  /**
+   * node answering its service's name on $PORT and on EXTRA_PORT (all addresses), and, on `/reach?port=N`, what a
+   * connection from inside the instance to 127.0.0.1:N gives.
+   */
+  const peer = (extraPort: number, containerPort?: number) => ({
+    image: 'us-docker.pkg.dev/cloudrun/container/peer',
+    env: [{ name: 'EXTRA_PORT', value: String(extraPort) }],
+    ...(containerPort ? { ports: [{ containerPort }] } : {}),
+    command: [
+      NODE,
+      '-e',
+      [
+        "const http = require('node:http');",
+        'const serve = (q, s) => {',
+        "  const u = new URL(q.url, 'http://x');",
+        "  if (u.pathname !== '/reach') return s.end(process.env.K_SERVICE + ' on ' + process.env.PORT);",
+        "  const r = http.get({ host: '127.0.0.1', port: Number(u.searchParams.get('port')), timeout: 2000 }, (res) => {",
+        "    let b = ''; res.on('data', (d) => (b += d)); res.on('end', () => s.end('reached ' + b));",
+        '  });',
+        "  r.on('timeout', () => r.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));",
+        "  r.on('error', (e) => s.end('no ' + e.code));",
+        '};',
+        "http.createServer(serve).listen(Number(process.env.EXTRA_PORT), '0.0.0.0', () =>",
+        "  http.createServer(serve).listen(Number(process.env.PORT), '0.0.0.0'));",
+      ].join('\n'),
+    ],
+  });
+  /** A port nothing on the host listens on now. */
+  const unusedPort = () =>
+    new Promise<number>((resolve) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = s.address() as { port: number };
+        s.close(() => resolve(port));
+      });
+    });
+  /** Whether the host reaches 127.0.0.1:port. */
+  const hostReaches = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+
+  it("a server in one service's instance is out of another's reach (and the host's); each front end serves its own", async () => {
+    const [extraA, extraB] = [await unusedPort(), await unusedPort()];
+    const [a, b] = await Promise.all([
+      deploy('net-a', { invokerIamDisabled: true, template: { containers: [peer(extraA)] } }),
+      deploy('net-b', { invokerIamDisabled: true, template: { containers: [peer(extraB, 9090)] } }),
+    ]);
+    const get = async (uri: string, path = '/') => {
+      const r = await fetch(`${uri}${path}`);
+      expect(r.status).toBe(200);
+      return r.text();
+    };
+    // Each front end reaches its own instance's port: 8080 (the default) in A, the containerPort 9090 in B.
+    expect(await get(a.uri!)).toBe('net-a on 8080');
+    expect(await get(b.uri!)).toBe('net-b on 9090');
+    // The controls: inside A, A's ports answer; inside B, B's.
+    expect(await get(a.uri!, `/reach?port=${extraA}`)).toBe('reached net-a on 8080');
+    expect(await get(b.uri!, `/reach?port=${extraB}`)).toBe('reached net-b on 9090');
+    // From B, nothing of A: neither its PORT nor its other server; and the other way round.
+    expect(await get(b.uri!, '/reach?port=8080')).toBe('no ECONNREFUSED');
+    expect(await get(b.uri!, `/reach?port=${extraA}`)).toBe('no ECONNREFUSED');
+    expect(await get(a.uri!, `/reach?port=${extraB}`)).toBe('no ECONNREFUSED');
+    // Nor does the host reach them at its loopback (only through the front ends).
+    expect(await hostReaches(extraA)).toBe(false);
+    expect(await hostReaches(extraB)).toBe(false);
+    for (const id of ['net-a', 'net-b']) {
+      const [del] = await c.services.deleteService({ name: `${parent}/services/${id}` });
+      await del.promise();
+    }
   });
 });
 

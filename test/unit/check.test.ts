@@ -4,7 +4,7 @@
  * finish is FAILED at its bound; what a run made is removed whatever happens. And session_duration, the slow probe,
  * once against the real local sandbox with a TTL of seconds.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -41,6 +41,35 @@ async function one(
   expect(r.ok).toBe(res.status !== 'failed');
   expect(r.summary[res.status]).toBe(1);
   return res;
+}
+
+/**
+ * A cloud_run fake that reads as Cloud Run scales (minInstanceCount 0) and has instances: each exec's /tmp is its
+ * instance's own directory; with `idleMs`, an instance left that long without an exec is replaced by a new one (an
+ * empty /tmp), as a scale to zero and a cold start do. Without it the one instance serves for ever.
+ */
+function instances(idleMs?: number): FakeProvider & { tmp(): string } {
+  const fresh = () => mkdtempSync(join(process.env.ONMEMOS_TEST_TMP || tmpdir(), 'check-instance-'));
+  let tmp = fresh();
+  let last = Date.now();
+  const p = broken({ kind: 'cloud_run' }, (f) => {
+    const get = f.get.bind(f);
+    f.get = async (id) => {
+      const s = await get(id);
+      return { ...s, details: { ...s.details, scaling: { min_instances: 0, max_instances: 1 } } };
+    };
+    const exec = f.exec.bind(f);
+    f.exec = async (id, spec) => {
+      if (idleMs !== undefined && Date.now() - last >= idleMs) {
+        rmSync(tmp, { recursive: true, force: true });
+        tmp = fresh();
+      }
+      const proc = await exec(id, { ...spec, argv: spec.argv.map((a) => a.replaceAll('/tmp/', `${tmp}/`)) });
+      void proc.exit.then(() => (last = Date.now()));
+      return proc;
+    };
+  });
+  return Object.assign(p, { tmp: () => tmp });
 }
 
 /** Nothing the run made is left. */
@@ -114,6 +143,19 @@ describe('each probe FAILS, with the evidence, on a backend that breaks its capa
       evidence: expect.stringContaining('keeps 1 instances when idle'),
     });
     await nothingLeft(warm);
+  });
+
+  it('scale_to_zero with an idle wait: the same instance still serves after it (its marker still there)', async () => {
+    const p = instances();
+    const r = await one(p, 'scale_to_zero', { idleWaitSeconds: 1 });
+    expect(r).toMatchObject({
+      status: 'failed',
+      evidence: expect.stringMatching(
+        /^after 1 s idle the same instance served: \/tmp\/\.onmemos-check-instance-[0-9a-f]+, written in it before, was still there .*no scale to zero observed, though the service's scaling: minInstanceCount 0/,
+      ),
+    });
+    expect(readdirSync(p.tmp())).toEqual([]); // the marker is removed
+    await nothingLeft(p);
   });
 
   it('session_duration: a backend that ignores the TTL', async () => {
@@ -197,6 +239,37 @@ describe('each probe FAILS, with the evidence, on a backend that breaks its capa
     } finally {
       server.close();
     }
+  });
+});
+
+describe('scale_to_zero', () => {
+  it('without an idle wait: the settings read, and the report says the scale-down was not observed', async () => {
+    const r = await one(instances(), 'scale_to_zero');
+    expect(r).toMatchObject({
+      status: 'passed',
+      checked: expect.stringMatching(
+        /^the service's scaling: minInstanceCount 0, maxInstanceCount 1; the scale-down itself was not observed \(with --idle-wait SECONDS/,
+      ),
+    });
+  });
+
+  it('with an idle wait: a new instance serves after it (the marker is gone): PASSED, observed', async () => {
+    const p = instances(300);
+    const r = await runCheck({
+      registry: fakeRegistry(p),
+      backends: ['cloud_run'],
+      explicit: true,
+      tests: ['scale_to_zero'],
+      idleWaitSeconds: 1,
+    });
+    expect(r.idleWaitSeconds).toBe(1);
+    expect(r.backends[0]!.results.scale_to_zero).toMatchObject({
+      status: 'passed',
+      checked: expect.stringMatching(
+        /^observed: a new instance served after 1 s idle \(scaled to zero\): \/tmp\/\.onmemos-check-instance-[0-9a-f]+, written in the instance that served before, was gone; the service's scaling: minInstanceCount 0, maxInstanceCount 1$/,
+      ),
+    });
+    await nothingLeft(p);
   });
 });
 

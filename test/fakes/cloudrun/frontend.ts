@@ -1,8 +1,9 @@
 /**
  * A service's front end, at its `uri`: one HTTP listener per service on 127.0.0.1, which checks the caller as
  * Cloud Run's does and forwards each request and WebSocket upgrade to the service's instance, starting one when none
- * runs (a cold start: scaled to zero, or crashed). The instance is a container in a local sandbox whose port the host
- * reaches (runtime.ts); the uri stays the same across instances, as a real service's does.
+ * runs (a cold start: scaled to zero, or crashed). The instance is a container in a local sandbox with a network of
+ * its own, whose port the front end reaches through the sandbox (`Lease.connect`: the local provider's tunnel,
+ * runtime.ts), never through the host's network; the uri stays the same across instances, as a real service's does.
  *
  * Invoker check: unless the service has `invokerIamDisabled`, a request needs `Authorization: Bearer <ID token>`
  * whose audience is the service's uri (or one of its urls or customAudiences) and which has not expired: none is a
@@ -10,11 +11,13 @@
  * `fake.idToken(uri)`, or google-auth-library's IdTokenClient with an idTokenProvider). Headers pass on unchanged.
  */
 import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
+/** One request's hold on an instance: it is not scaled down nor frozen until released. */
 export interface Lease {
-  port: number;
+  /** A connection to the port the instance listens on, inside its own network. */
+  connect(): Promise<Duplex>;
   release(): void;
 }
 
@@ -119,7 +122,20 @@ export async function startFrontend(target: FrontendTarget, record: (r: FrontReq
       return refuse(res, rec, 503);
     }
     const up = request(
-      { host: '127.0.0.1', port: lease.port, method: req.method, path: req.url, headers: req.headers },
+      {
+        host: '127.0.0.1',
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+        // One connection per request, to the instance's port inside its sandbox (no agent: nothing is pooled).
+        createConnection: (_o, done) => {
+          lease.connect().then(
+            (d) => done(null, d),
+            (e: Error) => done(e, undefined as never),
+          );
+          return undefined;
+        },
+      },
       (ur) => {
         rec.status = ur.statusCode;
         res.writeHead(ur.statusCode ?? 502, ur.rawHeaders);
@@ -164,37 +180,39 @@ export async function startFrontend(target: FrontendTarget, record: (r: FrontReq
     } catch {
       return answer(503);
     }
-    const up = connect(lease.port, '127.0.0.1');
-    sockets.add(up);
-    let connected = false;
     let released = false;
+    let up: Duplex | undefined;
     const done = () => {
       if (released) return;
       released = true;
-      sockets.delete(up);
+      if (up) sockets.delete(up);
       lease.release();
-      up.destroy();
-      if (connected) socket.destroy();
+      up?.destroy();
+      if (up) socket.destroy(); // else the 503 page is on its way
     };
-    up.on('error', () => {
-      if (!connected) answer(503);
-      done();
-    });
-    up.once('close', done);
     socket.once('close', done);
-    up.once('connect', () => {
-      connected = true;
-      // The instance's own answer (101, or its refusal).
-      up.once('data', (d: Buffer) => {
-        rec.status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(d.toString('latin1', 0, 16))?.[1]) || undefined;
-      });
-      const lines = [`${req.method} ${req.url} HTTP/1.1`];
-      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
-      up.write(`${lines.join('\r\n')}\r\n\r\n`);
-      if (head.length > 0) up.write(head);
-      up.pipe(socket);
-      socket.pipe(up);
+    try {
+      const conn = await lease.connect();
+      if (released) return void conn.destroy();
+      up = conn;
+    } catch {
+      if (!released) answer(503);
+      done();
+      return;
+    }
+    sockets.add(up);
+    up.on('error', done);
+    up.once('close', done);
+    // The instance's own answer (101, or its refusal).
+    up.once('data', (d: Buffer) => {
+      rec.status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(d.toString('latin1', 0, 16))?.[1]) || undefined;
     });
+    const lines = [`${req.method} ${req.url} HTTP/1.1`];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+    up.write(`${lines.join('\r\n')}\r\n\r\n`);
+    if (head.length > 0) up.write(head);
+    up.pipe(socket);
+    socket.pipe(up);
   });
   server.on('clientError', (_e, socket) => socket.destroy());
 

@@ -1,12 +1,15 @@
 /**
- * A service's revisions and instances: deploying a revision starts its container (runtime.ts) and waits, as Cloud
- * Run's default startup probe does, until something accepts connections on $PORT (or answers the container's
- * startupProbe.httpGet path); a container that exits first or stays silent past the startup timeout fails the
- * revision with Cloud Run's own message. The ready revision's instance serves the front end (frontend.ts); when it
+ * A service's revisions and instances: deploying a revision starts its container (runtime.ts) in a network of its
+ * own, with PORT the container's port (8080 unless `ports` says otherwise), and waits, as Cloud Run's default
+ * startup probe does, until something accepts connections on that port (or answers the container's
+ * startupProbe.httpGet path), reached through the container's own loopback (`RunningContainer.connect`); a
+ * container that exits first or stays silent past the startup timeout fails the revision with Cloud Run's own
+ * message. The ready revision's instance serves the front end (frontend.ts), which reaches it the same way; when it
  * is gone (scaled to zero after an idle time, or crashed) the next request starts another: a cold start, in a new
  * sandbox (so, as on Cloud Run, nothing written to the instance's disk survives it).
  */
-import { connect, createServer } from 'node:net';
+import { request } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { NetworkMode } from '../../../src/session/model.js';
 import type { Faults } from './faults.js';
 import { matches } from './faults.js';
@@ -75,6 +78,8 @@ export interface HostDeps {
   faults: Faults;
   images: (image: string) => ImageDefaults;
   startupTimeoutMs: number;
+  /** The instances' network (`outbound` or `isolated`: each instance has its own, as on Cloud Run). */
+  network: NetworkMode;
   /** Stop an instance of a service without minimum instances after this long without requests. */
   idleMs?: number;
   /**
@@ -88,6 +93,7 @@ export interface HostDeps {
 interface Instance {
   revision: Revision;
   container: RunningContainer;
+  /** The port the container listens on (its PORT), in its own network. */
   port: number;
   gone: boolean;
   frozen?: boolean;
@@ -98,37 +104,76 @@ export function requestBasedCpu(rev: Revision): boolean {
   return (rev.template.containers as Container[] | undefined)?.[0]?.resources?.cpuIdle !== false;
 }
 
-export function freePort(): Promise<number> {
+/** The port a container listens on: its first `containerPort`, 8080 by default (Cloud Run's PORT). */
+export function containerPort(c: Container | undefined): number {
+  return c?.ports?.[0]?.containerPort ?? 8080;
+}
+
+/** A connection from `open` within `ms`, else a rejection (a connection that comes after is closed). */
+export function openWithin(open: () => Promise<Duplex>, ms: number): Promise<Duplex> {
   return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      reject(new Error(`no connection within ${ms} ms`));
+    }, ms);
+    open().then(
+      (d) => {
+        clearTimeout(timer);
+        if (late) d.destroy();
+        else resolve(d);
+      },
+      (e: Error) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
   });
 }
 
-/** Whether 127.0.0.1:port accepts a connection (and, with `path`, answers it with a status below 400). */
-function probe(port: number, path: string | undefined): Promise<boolean> {
-  if (path !== undefined) {
-    return fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(1_000) }).then(
-      (r) => r.body?.cancel().then(() => r.status < 400) ?? r.status < 400,
+/**
+ * Whether the container's port accepts a connection (and, with `path`, answers a GET of it with a status below 400),
+ * within a second; `open` connects to the port inside the container's network.
+ */
+function probe(open: () => Promise<Duplex>, path: string | undefined): Promise<boolean> {
+  if (path === undefined) {
+    return openWithin(open, 1_000).then(
+      (d) => {
+        d.destroy();
+        return true;
+      },
       () => false,
     );
   }
   return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1');
-    s.setTimeout(1_000);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-    s.once('timeout', () => {
-      s.destroy();
+    const req = request(
+      {
+        host: '127.0.0.1',
+        path,
+        createConnection: (_o, done) => {
+          openWithin(open, 1_000).then(
+            (d) => done(null, d),
+            (e: Error) => done(e, undefined as never),
+          );
+          return undefined;
+        },
+      },
+      (res) => {
+        clearTimeout(timer);
+        res.resume();
+        req.destroy();
+        resolve((res.statusCode ?? 500) < 400);
+      },
+    );
+    const timer = setTimeout(() => {
+      req.destroy();
+      resolve(false);
+    }, 2_000);
+    req.once('error', () => {
+      clearTimeout(timer);
       resolve(false);
     });
+    req.end();
   });
 }
 
@@ -180,8 +225,7 @@ export class ServiceHost implements FrontendTarget {
 
   /** Cloud Run's words for a container that did not listen in time (the port named is the container's, 8080 by default). */
   private failedToListen(rev: Revision): string {
-    const c = (rev.template.containers as Container[] | undefined)?.[0];
-    const port = c?.ports?.[0]?.containerPort ?? 8080;
+    const port = containerPort((rev.template.containers as Container[] | undefined)?.[0]);
     const { project } = this.parent;
     const filter = encodeURIComponent(
       `resource.type="cloud_run_revision"\nresource.labels.service_name="${this.id}"\nresource.labels.revision_name="${rev.id}"`,
@@ -196,7 +240,8 @@ export class ServiceHost implements FrontendTarget {
 
   private async startInstance(rev: Revision): Promise<Instance> {
     const c = ((rev.template.containers as Container[] | undefined) ?? [])[0] ?? {};
-    const port = await freePort();
+    // The container's own port, in a network of its own (as on Cloud Run: every instance may listen on 8080).
+    const port = containerPort(c);
     const image = this.deps.images(c.image ?? '');
     let argv = containerArgv(c, image);
     if (matches(this.deps.faults.current.neverListen, this.id)) argv = ['sleep', 'infinity'];
@@ -218,7 +263,7 @@ export class ServiceHost implements FrontendTarget {
         env,
         workingDir: c.workingDir ?? image.workingDir,
         limits: c.resources?.limits,
-        network: 'host' satisfies NetworkMode,
+        network: this.deps.network,
         label: this.id,
         onLine: log,
       },
@@ -242,7 +287,7 @@ export class ServiceHost implements FrontendTarget {
     // Every 10 ms for the first second (so that the time a container takes to answer is seen to within ~10 ms),
     // then every 100 ms. Cloud Run probes every periodSeconds (default 10 s) instead: see README, Known gaps.
     while (!inst.gone && !this.closed && Date.now() < deadline) {
-      if (await probe(port, path)) {
+      if (await probe(() => container.connect(port), path)) {
         // What the bench reads (bench/cloudrun.mjs): the sandbox's making, then the container's own start.
         const ms = (a: number, b: number) => (b - a).toFixed(1);
         const now = performance.now();
@@ -282,7 +327,7 @@ export class ServiceHost implements FrontendTarget {
     clearTimeout(this.idleTimer);
     let released = false;
     return {
-      port: inst.port,
+      connect: () => inst.container.connect(inst.port),
       release: () => {
         if (released) return;
         released = true;

@@ -2,13 +2,16 @@
  * How the fake runs a container: a local sandbox (LocalProvider with a state directory of the fake's own, so its
  * sandboxes never show among the user's local sessions) in which the container's command runs as one long exec,
  * with exactly the container's environment (`env -i`, so nothing of the sandbox's own session environment shows).
- * The exec's output is the container's log; its end is the container's exit. Service instances use network mode
- * `host`, so that the host reaches the port the container listens on at 127.0.0.1; tasks use the fake's `network`.
+ * The exec's output is the container's log; its end is the container's exit. Every container (service instance or
+ * job task) has a network of its own (the fake's `network`: `outbound` or `isolated`, never the host's), as each
+ * Cloud Run instance has; the fake reaches a port the container listens on through `connect`, the local provider's
+ * `tunnel` (the sandbox's agent connects to 127.0.0.1:port inside the sandbox).
  *
  * `ContainerRuntime` is the seam: a test can give the fake another one (say, plain child processes).
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import type { ExitStatus, RemoteProcess } from '../../../src/exec/process.js';
 import { type CgroupSystem, detectCgroups, SessionGroup } from '../../../src/providers/local/cgroups.js';
 import { LocalProvider } from '../../../src/providers/local/local.js';
@@ -36,6 +39,11 @@ export interface RunningContainer {
   readonly exit: Promise<ExitStatus>;
   /** What the container wrote (stdout and stderr interleaved; the last MAX_OUTPUT bytes). */
   output(): string;
+  /**
+   * A connection to `port` on the container's own loopback (its network is its own: the host cannot reach it
+   * otherwise); rejects when nothing listens there or the container is gone.
+   */
+  connect(port: number): Promise<Duplex>;
   /** SIGTERM, then SIGKILL after `graceMs`; then the sandbox is removed. */
   stop(graceMs?: number): Promise<void>;
   /**
@@ -181,6 +189,7 @@ export class SandboxRuntime implements ContainerRuntime {
       session: id,
       exit,
       output: () => out,
+      connect: (port) => this.provider.tunnel(id, port),
       freeze: (frozen) => this.freeze(id, frozen),
       stop: (graceMs = 2_000) => {
         stopping ??= (async () => {

@@ -45,7 +45,10 @@ export interface CloudRunFakeOptions {
   /** Who the caller is (creator, lastModifier). */
   account?: string;
   faults?: FaultSpec;
-  /** Job tasks' network (default outbound; service instances always use host, to be reachable). */
+  /**
+   * The network of each service instance and job task, each its own as on Cloud Run (default outbound; isolated:
+   * loopback only). Never the host's: the front end reaches an instance's port through its sandbox.
+   */
   network?: NetworkMode;
   /** How long a revision's container has to listen on $PORT (default 30 s; Cloud Run's default probe allows 240 s). */
   startupTimeoutMs?: number;
@@ -145,6 +148,8 @@ export async function startCloudRunFake(opts: CloudRunFakeOptions = {}): Promise
   const projectNumber = opts.projectNumber ?? '123456789012';
   const account = opts.account ?? 'tester@example.com';
   const maxBody = opts.maxBodyBytes ?? 4 << 20;
+  const network = opts.network ?? 'outbound';
+  if (network === 'host') throw new Error('the Cloud Run fake gives each instance and task a network of its own');
   const dir = fakeDir();
   const stateDir = join(dir, 's');
   const faults = new Faults(opts.faults);
@@ -167,6 +172,7 @@ export async function startCloudRunFake(opts: CloudRunFakeOptions = {}): Promise
       faults,
       images,
       startupTimeoutMs: opts.startupTimeoutMs ?? 30_000,
+      network,
       idleMs: opts.scaleToZeroAfterMs,
       freezeIdle: opts.freezeIdle,
       log,
@@ -182,7 +188,7 @@ export async function startCloudRunFake(opts: CloudRunFakeOptions = {}): Promise
     faults,
     account,
     projectNumber,
-    execution: { runtime, faults, images, network: opts.network ?? 'outbound', log },
+    execution: { runtime, faults, images, network, log },
     logBase: () => `${url}/logs`,
   });
   const deps = { services, jobs, ops: operations, policies, projectNumber };
