@@ -88,16 +88,20 @@ describe('onmemos check', () => {
     };
     expect(status('local')).toEqual({ ...common, scale_to_zero: 'skipped' });
     expect(status('gke')).toEqual({ ...common, scale_to_zero: 'skipped' });
-    // The Cloud Run and Workstations fakes run their instances and workstations in the host's network (so that the
-    // host reaches their ports: test/fakes/cloudrun/runtime.ts, test/fakes/workstations/runtime.ts), where the real
-    // services give each its own: a server listening in one session is reached from another, and check says so.
+    // The Cloud Run fake runs its instances in the host's network (so that the host reaches their ports:
+    // test/fakes/cloudrun/runtime.ts), where the real service gives each its own: a server listening in one session
+    // is reached from another, and check says so. The Workstations fake gives each workstation a network of its own
+    // (test/fakes/workstations/runtime.ts), as Cloud Workstations' VMs have.
     expect(status('cloud_run')).toEqual({ ...common, scale_to_zero: 'passed', isolation_model: 'failed' });
-    expect(status('workstations')).toEqual({ ...common, scale_to_zero: 'skipped', isolation_model: 'failed' });
-    for (const b of ['cloud_run', 'workstations']) {
-      expect(report.backends[b]!.isolation_model!.evidence).toMatch(
-        /^session B reached the server listening in session A: 127\.0\.0\.1 reached [0-9a-f]+/,
-      );
-    }
+    expect(status('workstations')).toEqual({ ...common, scale_to_zero: 'skipped' });
+    expect(report.backends.cloud_run!.isolation_model!.evidence).toMatch(
+      /^session B reached the server listening in session A: 127\.0\.0\.1 reached [0-9a-f]+/,
+    );
+    expect(report.backends.workstations!.isolation_model).toMatchObject({
+      checked: expect.stringMatching(
+        /^B sees neither A's file .* and cannot reach A's server on port \d+ at .*127\.0\.0\.1/,
+      ),
+    });
     expect(report.backends.gke!.scale_to_zero!.reason).toMatch(/capability matrix.*Pod lifecycle/);
     expect(report.backends.workstations!.scale_to_zero!.reason).toMatch(/capability matrix.*Always-on/);
     expect(report.backends.cloud_run!.scale_to_zero).toMatchObject({
@@ -108,7 +112,7 @@ describe('onmemos check', () => {
     expect(report.backends.workstations!.persistent_storage).toMatchObject({
       checked: expect.stringMatching(/after a stop\/start/),
     });
-    expect(report.summary).toEqual({ passed: 15, skipped: 11, failed: 2 });
+    expect(report.summary).toEqual({ passed: 16, skipped: 11, failed: 1 });
     expect(report.ok).toBe(false);
     expect(r.code).toBe(1);
     for (const ts of Object.values(report.backends))
@@ -310,9 +314,9 @@ describe('onmemos check through onmemos serve, every backend behind it', () => {
     };
     expect(status('local')).toEqual(common);
     expect(status('gke')).toEqual(common);
-    // As in local mode, the fakes' shared host network (see above).
+    // As in local mode: the Cloud Run fake's shared host network (see above); each workstation has its own.
     expect(status('cloud_run')).toEqual({ ...common, scale_to_zero: 'passed', isolation_model: 'failed' });
-    expect(status('workstations')).toEqual({ ...common, isolation_model: 'failed' });
+    expect(status('workstations')).toEqual(common);
     expect(r.code).toBe(1);
     const ls = await own.run(['ls', '--json'], { env: remote });
     expect(JSON.parse(ls.stdout)).toEqual([]);
