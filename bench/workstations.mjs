@@ -57,7 +57,7 @@ const NEEDED = [
   'WORKSTATIONS_CONFIG',
 ];
 const SSHD_LINE =
-  /^workstations-fake: (\S+): running in \S+ \(network (\/proc\/\d+\/ns\/net)\), sshd on 127\.0\.0\.1:(\d+) /;
+  /^workstations-fake: (\S+): running in \S+, sshd on 127\.0\.0\.1:(\d+) inside \(network (\/proc\/\d+\/ns\/net)\) /;
 
 /** `export K='v'` lines as printed by the fake (shell-quoted: `'\''` is a quote). */
 function parseExports(text) {
@@ -95,7 +95,7 @@ export function startWorkstationsFake(node, root, env, keysDir) {
       if (partial.length > 64 * 1024) partial = '';
       for (const line of split) {
         const m = SSHD_LINE.exec(line);
-        if (m) sshds.set(m[1], { netns: m[2], port: Number(m[3]) });
+        if (m) sshds.set(m[1], { port: Number(m[2]), netns: m[3] });
       }
       errTail = (errTail + d).slice(-2000);
     });

@@ -550,7 +550,7 @@ export class Workstations {
       });
       this.touch(w, { state: 'STATE_RUNNING', reconciling: false, startTime: ts() });
       this.d.log(
-        `${w.id}: running in ${machine.session} (network ${machine.netns ?? 'of its own'}), sshd on 127.0.0.1:${machine.sshPort ?? '-'} there (${Date.now() - began} ms)`,
+        `${w.id}: running in ${machine.session}, sshd on 127.0.0.1:${machine.sshPort ?? '-'} inside (network ${machine.netns ?? 'of its own'}) (${Date.now() - began} ms)`,
       );
       op.done(this.json(w));
     } finally {
