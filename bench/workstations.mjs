@@ -12,8 +12,10 @@
  *   workstations exec -- true (new connection)  the same with ONMEMOS_SSH_REUSE=0 (a tunnel and an SSH handshake
  *                                               each time), vs the reused one                        (no goal)
  *   workstations tunnel throughput              `onmemos exec $id -- head -c 256M /dev/zero | wc -c` vs a plain
- *                                               `ssh -p <sshd port> user@127.0.0.1 head -c 256M ...` straight to
- *                                               the same sshd (its port from the fake's --verbose log)
+ *                                               `ssh -p 2222 user@127.0.0.1 head -c 256M ...` straight to the same
+ *                                               sshd, run in the workstation's network namespace (`nsenter --net=`,
+ *                                               the namespace and port from the fake's --verbose log: each
+ *                                               workstation has a network of its own, out of the host's reach)
  *                                                                                            goal: >= 0.4x ssh
  *
  * The +150 ms (as cloud_run's): a reused exec does what a local one does, minus the sandbox, plus one REST GET of
@@ -27,7 +29,9 @@
  * tunnel endpoint), each with TLS and WebSocket framing on top of SSH's own encryption, on the same cores as ssh,
  * sshd, head and wc; measured at the start: 0.42x to 0.48x (about 125 vs 280 MB/s here). Half the rate is about
  * what doubling the work per byte gives; 0.4x leaves room for noise and catches a stall (small frames, lost
- * back-pressure). Not in these numbers: the network to a real workstation, Google's tunnel front end, and the
+ * back-pressure). Since each workstation has a network of its own, the fake's endpoint reaches sshd through the
+ * sandbox's agent (`/tunnel`: one more WebSocket hop, over a unix socket, and one more process) where it used to
+ * open a TCP connection on the host. Not in these numbers: the network to a real workstation, Google's tunnel front end, and the
  * workstation's start (minutes on Cloud Workstations; the fake's is ~0.5 s).
  *
  * Runs on its own too: `node bench/workstations.mjs [--iterations N]` (after `npm run build`; as root, like the fake).
@@ -52,7 +56,8 @@ const NEEDED = [
   'WORKSTATIONS_CLUSTER',
   'WORKSTATIONS_CONFIG',
 ];
-const SSHD_LINE = /^workstations-fake: (\S+): running in \S+, sshd on 127\.0\.0\.1:(\d+) /;
+const SSHD_LINE =
+  /^workstations-fake: (\S+): running in \S+, sshd on 127\.0\.0\.1:(\d+) inside \(network (\/proc\/\d+\/ns\/net)\) /;
 
 /** `export K='v'` lines as printed by the fake (shell-quoted: `'\''` is a quote). */
 function parseExports(text) {
@@ -65,8 +70,8 @@ function parseExports(text) {
 
 /**
  * Starts the fake with --verbose, its sshd taking the public keys in `keysDir`; resolves with the environment it
- * prints, each workstation's sshd port (from its log, live), and a stop() that waits until it has removed its
- * sandboxes.
+ * prints, each workstation's sshd (`{ netns, port }`: its network namespace's path and its port there, from its log,
+ * live), and a stop() that waits until it has removed its sandboxes.
  */
 export function startWorkstationsFake(node, root, env, keysDir) {
   return new Promise((resolve, reject) => {
@@ -75,7 +80,7 @@ export function startWorkstationsFake(node, root, env, keysDir) {
       [join(root, 'scripts', 'fake.mjs'), 'workstations', '--verbose', '--authorized-keys', keysDir],
       { env, stdio: ['ignore', 'pipe', 'pipe'] },
     );
-    const sshdPorts = new Map();
+    const sshds = new Map();
     let out = '';
     let partial = '';
     let errTail = '';
@@ -90,7 +95,7 @@ export function startWorkstationsFake(node, root, env, keysDir) {
       if (partial.length > 64 * 1024) partial = '';
       for (const line of split) {
         const m = SSHD_LINE.exec(line);
-        if (m) sshdPorts.set(m[1], Number(m[2]));
+        if (m) sshds.set(m[1], { port: Number(m[2]), netns: m[3] });
       }
       errTail = (errTail + d).slice(-2000);
     });
@@ -104,7 +109,7 @@ export function startWorkstationsFake(node, root, env, keysDir) {
       const exited = new Promise((r) => child.once('exit', r));
       resolve({
         env,
-        sshdPorts,
+        sshds,
         stop: async () => {
           child.kill('SIGTERM');
           const force = setTimeout(() => child.kill('SIGKILL'), 20_000);
@@ -155,9 +160,12 @@ export async function benchWorkstations(t, fake, localId) {
   try {
     // The first exec makes onmemos' key (which the fake's sshd then takes) and opens the shared connection.
     await onmemos('exec', id, '--', 'true');
-    const port = fake.sshdPorts.get(id) ?? [...fake.sshdPorts.values()].at(-1);
-    if (!port) throw new Error(`the fake's log did not give the sshd port of ${id}`);
+    const sshd = fake.sshds.get(id) ?? [...fake.sshds.values()].at(-1);
+    if (!sshd) throw new Error(`the fake's log did not give the sshd of ${id}`);
+    const { port, netns } = sshd;
+    // ssh straight to sshd: run in the workstation's network namespace (root may enter it), the rest of it the host's.
     const plainSsh = [
+      ...['--net=' + netns, '--', 'ssh'],
       ...['-i', join(t.configDir, 'ssh', 'onmemos_ed25519'), '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes'],
       ...['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'],
       ...['-o', 'ControlMaster=no', '-o', 'ControlPath=none', '-p', String(port), 'user@127.0.0.1'],
@@ -169,7 +177,7 @@ export async function benchWorkstations(t, fake, localId) {
         local: async () => (await onmemos('exec', localId, '--', 'true')).ms,
         reused: async () => (await onmemos('exec', id, '--', 'true')).ms,
         fresh: async () => (await t.run(t.node, [t.bin, 'exec', id, '--', 'true'], { env: fresh })).ms,
-        ssh: async () => (await t.run('ssh', [...plainSsh, 'true'], { env })).ms,
+        ssh: async () => (await t.run('nsenter', [...plainSsh, 'true'], { env })).ms,
         node: async () => (await t.run(t.node, ['-e', '0'], { env })).ms,
         library: async () => (await t.run(t.node, ['-e', `require(${JSON.stringify(gcw)})`], { env })).ms,
       },
@@ -206,7 +214,7 @@ export async function benchWorkstations(t, fake, localId) {
       result: { kind: 'added_ms', value: fresher - reused, text: `+${(fresher - reused).toFixed(1)} ms` },
       goal: '-',
       status: 'INFO',
-      note: `a plain ssh -p ${port} user@127.0.0.1 true straight to the same sshd (its handshake, no tunnel) takes ${t.median(s.ssh).toFixed(1)} ms`,
+      note: `a plain ssh -p ${port} user@127.0.0.1 true straight to the same sshd (its handshake, no tunnel; in the workstation's network namespace) takes ${t.median(s.ssh).toFixed(1)} ms`,
     });
 
     // Throughput: the same bytes from the same sshd, through onmemos (the warm shared connection, over the tunnel)
@@ -221,7 +229,7 @@ export async function benchWorkstations(t, fake, localId) {
     };
     const head = `head -c ${n} /dev/zero`;
     const viaOnmemos = `${t.shq(t.node)} ${t.shq(t.bin)} exec ${t.shq(id)} -- ${head}`;
-    const straight = `ssh ${plainSsh.map(t.shq).join(' ')} ${t.shq(head)}`;
+    const straight = `nsenter ${plainSsh.map(t.shq).join(' ')} ${t.shq(head)}`;
     const tp = await t.interleave(
       { ssh: () => pipe('ssh', straight), onmemos: () => pipe('onmemos', viaOnmemos) },
       t.throughputIterations,
@@ -239,7 +247,7 @@ export async function benchWorkstations(t, fake, localId) {
         samples: tp.onmemos.map(rate),
       },
       baseline: {
-        what: `ssh -p ${port} user@127.0.0.1 head -c 256M /dev/zero | wc -c (the same sshd)`,
+        what: `ssh -p ${port} user@127.0.0.1 head -c 256M /dev/zero | wc -c (the same sshd, from its network namespace)`,
         median: baseline,
         samples: tp.ssh.map(rate),
       },

@@ -11,7 +11,7 @@ const [kind, ...args] = process.argv.slice(2);
 const usage = [
   'usage: npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated]',
   '       npm run fake -- cloudrun [--port N] [--project ID] [--region R] [--verbose] [--network outbound|isolated] [--startup-timeout SECONDS] [--scale-to-zero SECONDS]',
-  '       npm run fake -- workstations [--port N] [--project ID] [--region R] [--cluster ID] [--config ID] [--authorized-keys PATH]... [--start-time SECONDS] [--verbose]',
+  '       npm run fake -- workstations [--port N] [--project ID] [--region R] [--cluster ID] [--config ID] [--authorized-keys PATH]... [--start-time SECONDS] [--network outbound|isolated] [--verbose]',
 ].join('\n');
 
 if (kind !== 'kube' && kind !== 'cloudrun' && kind !== 'workstations') {

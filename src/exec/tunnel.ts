@@ -27,8 +27,16 @@ export async function openTunnelSocket(url: string, o: TunnelSocketOptions): Pro
     maxPayload: 16 << 20,
     ...(o.ca ? { ca: o.ca } : {}),
   });
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
+  // The stream is made in the 'open' listener itself: ws emits 'open' and then reads what came with the upgrade's
+  // answer (a server that speaks first, as sshd does with its banner, may send it at once), and a message that
+  // arrives before the stream listens is dropped (a stream made after an await, a microtask later, missed it).
+  return new Promise<Duplex>((resolve, reject) => {
+    ws.once('open', () => {
+      const stream = createWebSocketStream(ws);
+      // A closed or broken tunnel ends the stream; an error is the connection's end, not a crash.
+      stream.on('error', () => stream.destroy());
+      resolve(stream);
+    });
     ws.once('unexpected-response', (_req, res) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -44,10 +52,6 @@ export async function openTunnelSocket(url: string, o: TunnelSocketOptions): Pro
     });
     ws.once('error', (e) => reject(o.unreachable(e)));
   });
-  const stream = createWebSocketStream(ws);
-  // A closed or broken tunnel ends the stream; an error is the connection's end, not a crash.
-  stream.on('error', () => stream.destroy());
-  return stream;
 }
 
 /** The JSON error body of an onmemos answer, parsed (undefined when it is not JSON). */

@@ -112,6 +112,7 @@ describe.skipIf(!existsSync(GCLOUD) || !existsSync(SSHD))('npm run fake -- works
     const list = await gcloud('workstations', 'list', '--format=value(name.basename(),state)');
     expect(list.out).toBe('w1\tRUNNING\n');
     const session = /running in (ws-\S+),/.exec(io.err)?.[1] ?? '';
+    expect(session).toMatch(/^ws-w1-user-\d+-\w+$/);
     expect(processesOf(session).length).toBeGreaterThan(0);
     const host = (await gcloud('workstations', 'describe', 'w1', '--format=value(host)')).out.trim();
     expect(host).toMatch(/^127\.0\.0\.1:\d+$/);

@@ -12,7 +12,7 @@ import { untilStopped } from '../foreground.js';
 import { startWorkstationsFake } from './server.js';
 
 const USAGE =
-  'usage: npm run fake -- workstations [--port N] [--project ID] [--region R] [--cluster ID] [--config ID] [--authorized-keys PATH]... [--start-time SECONDS] [--verbose]';
+  'usage: npm run fake -- workstations [--port N] [--project ID] [--region R] [--cluster ID] [--config ID] [--authorized-keys PATH]... [--start-time SECONDS] [--network outbound|isolated] [--verbose]';
 
 const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
 const ID = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -42,6 +42,9 @@ export async function main(args: string[]): Promise<number> {
       if (!Number.isFinite(n) || n < 0) throw new Error('--start-time must be a number of seconds');
       startTimeMs = Math.round(n * 1000);
     }
+    if (o.network !== undefined && o.network !== 'outbound' && o.network !== 'isolated') {
+      throw new Error('--network must be outbound or isolated');
+    }
   } catch (e) {
     process.stderr.write(`${(e as Error).message}\n${USAGE}\n`);
     return 2;
@@ -55,6 +58,7 @@ export async function main(args: string[]): Promise<number> {
     config: o.config,
     startTimeMs,
     authorizedKeyFiles: keyFiles,
+    network: o.network as 'outbound' | 'isolated' | undefined,
     log: o.verbose ? (line) => process.stderr.write(`workstations-fake: ${line}\n`) : undefined,
   });
   process.stdout.write(
@@ -82,6 +86,7 @@ function parse(args: string[]) {
       config: { type: 'string' },
       'authorized-keys': { type: 'string', multiple: true },
       'start-time': { type: 'string' },
+      network: { type: 'string' },
       verbose: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },

@@ -1,8 +1,21 @@
 /**
- * How a running workstation runs: a local sandbox (LocalProvider with a state directory of the fake's own, network
- * mode `host` so that the host reaches its sshd at 127.0.0.1) whose user is `user` (uid 1000, home `/home/user`,
- * login shell bash: the sandbox's own /etc/passwd), in which Debian's real `/usr/sbin/sshd` runs as that user, not
- * root, on a fresh port, as one long exec (`sshd -D -e`, its log the workstation's log).
+ * How a running workstation runs: a local sandbox (LocalProvider with a state directory of the fake's own) in a
+ * network of its own, as a Cloud Workstation is a VM of its own: network mode `outbound` (slirp4netns: outbound
+ * access, the host's loopback and every other workstation out of reach) or `isolated` (loopback only), never `host`.
+ * Its user is `user` (uid 1000, home `/home/user`, login shell bash: the sandbox's own /etc/passwd), in which
+ * Debian's real `/usr/sbin/sshd` runs as that user, not root, as one long exec (`sshd -D -e`, its log the
+ * workstation's log). The host reaches a port of the workstation only through the local provider's `tunnel` (the
+ * sandbox agent's `/tunnel`: a connection to 127.0.0.1:port inside the sandbox), which is what the workstation's
+ * TCP tunnel (tunnel.ts) opens for each connection.
+ *
+ * sshd listens on 127.0.0.1:2222 inside (SSHD_PORT), and the tunnel's port 22 is that port. Not 22 itself: binding a
+ * port below 1024 takes CAP_NET_BIND_SERVICE or `net.ipv4.ip_unprivileged_port_start` at or below it in the
+ * network namespace, and the sandbox's user has no capability while its namespace keeps the kernel's 1024 (checked:
+ * `cat /proc/sys/net/ipv4/ip_unprivileged_port_start` says 1024 in a local session, a bind to 22 is EACCES, and the
+ * file is not writable from inside). Only the namespace's owner — the local provider's launcher, as root of the
+ * session's outer user namespace — could lower it, and the fake does not change the local provider for that. So a
+ * process in the workstation finds sshd at 127.0.0.1:2222, not :22 (on Cloud Workstations it is :22); through the
+ * tunnel both 22 and 2222 reach it.
  *
  * sshd (see README, "SSH"): config, host key and the fake's authorized keys in `/run/workstation` (a tmpfs of the
  * sandbox: made anew at each start), `AllowUsers user`, public keys only, from the user's own
@@ -16,10 +29,11 @@
  * `/tmp` are the sandbox's, gone at stop, as a workstation's container filesystem is).
  */
 import { createReadStream, createWriteStream, existsSync, renameSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ExitStatus, RemoteProcess } from '../../../src/exec/process.js';
 import { LocalProvider } from '../../../src/providers/local/local.js';
+import { LocalStore } from '../../../src/providers/local/store.js';
 import { normalizeCreateRequest } from '../../../src/session/model.js';
 
 /** The workstation's user: gcloud's default remote user, and the sandbox's passwd name (uid 1000). */
@@ -27,8 +41,10 @@ export const WORKSTATION_USER = 'user';
 export const HOME = `/home/${WORKSTATION_USER}`;
 export const RUN_DIR = '/run/workstation';
 export const SSHD = '/usr/sbin/sshd';
+/** The port sshd listens on inside the workstation (its own loopback); the tunnel's port 22 is this one. */
+export const SSHD_PORT = 2222;
 
-/** sshd's config (its port comes with `-p`). */
+/** sshd's config (its port, SSHD_PORT, comes with `-p`). */
 export function sshdConfig(): string {
   return [
     'ListenAddress 127.0.0.1',
@@ -78,10 +94,20 @@ export interface MachineSpec {
 export interface RunningMachine {
   /** The local session the workstation runs in. */
   readonly session: string;
-  /** The host port sshd listens on (127.0.0.1), when it runs. */
+  /** The port sshd listens on inside the workstation (127.0.0.1 there: SSHD_PORT), when it runs. */
   readonly sshPort?: number;
+  /**
+   * The workstation's network namespace as a host path (`/proc/{pid}/ns/net` of the sandbox's first process), for
+   * root on the host to `nsenter --net=` it (the bench's plain ssh straight to sshd); undefined when not known.
+   */
+  readonly netns?: string;
   /** sshd's end (never, for a machine without sshd, until stopped). */
   readonly exit: Promise<ExitStatus>;
+  /**
+   * A connection to `port` inside the workstation (22: sshd), or undefined when nothing listens there (or sshd does
+   * not run, for 22).
+   */
+  connect(port: number): Promise<Duplex | undefined>;
   /** Replaces the fake's authorized keys file. */
   writeKeys(text: string): Promise<void>;
   /** Stops sshd, writes the home to `saveTo` (when given), removes the sandbox. */
@@ -96,17 +122,6 @@ function label(name: string, max: number): string {
     .slice(0, Math.max(1, max))
     .replace(/^-+|-+$/g, '');
   return l || 'w';
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 const sleep = (ms: number, signal?: AbortSignal) =>
@@ -146,6 +161,8 @@ export class WorkstationRuntime {
       idBudget: number;
       /** The sandbox's disk (home, /workspace, /tmp), default 1 GiB. */
       diskBytes?: number;
+      /** The sandbox's network: `outbound` (default) or `isolated`, a namespace of its own either way. */
+      network?: 'outbound' | 'isolated';
     },
   ) {
     this.provider = new LocalProvider({ env: { ...process.env, ONMEMOS_STATE_DIR: opts.stateDir } });
@@ -157,7 +174,7 @@ export class WorkstationRuntime {
       namespace: label(spec.id, this.opts.idBudget - WORKSTATION_USER.length - 1),
       user: WORKSTATION_USER,
       ttl_minutes: 7 * 24 * 60,
-      network: 'host',
+      network: this.opts.network ?? 'outbound',
       limits: { disk: this.opts.diskBytes ?? 2 ** 30 },
     });
     const s = await this.provider.create(request, { signal });
@@ -180,9 +197,9 @@ export class WorkstationRuntime {
         restore ? createReadStream(spec.homeTar!) : undefined,
       );
       let sshd: { proc: RemoteProcess; port: number; exit: Promise<ExitStatus> } | undefined;
-      // A port that was free a moment ago may not be any more: another try with another one.
-      for (let attempt = 1; spec.sshd && !sshd; attempt++) {
-        const port = await freePort();
+      if (spec.sshd) {
+        // The sandbox's network is its own and new: nothing else can hold the port.
+        const port = SSHD_PORT;
         const proc = await this.provider.exec(s.id, {
           argv: [
             '/usr/bin/env',
@@ -203,22 +220,38 @@ export class WorkstationRuntime {
         const timeout = sleep(15_000, signal ? AbortSignal.any([signal, waited.signal]) : waited.signal);
         const up = await Promise.race([ready.listening, timeout.then(() => false)]);
         waited.abort();
-        if (up) sshd = { proc, port, exit: ready.exit };
-        else {
+        if (!up) {
           proc.kill('SIGKILL');
           const ended = await ready.exit;
           if (signal?.aborted) throw new Error('start cancelled');
-          if (attempt >= 3) throw new Error(`sshd did not start (${ended.code ?? ended.signal}): ${ready.lastLine()}`);
+          throw new Error(`sshd did not start (${ended.code ?? ended.signal ?? 'timed out'}): ${ready.lastLine()}`);
         }
+        sshd = { proc, port, exit: ready.exit };
       }
       const proc = sshd?.proc;
       const exit = sshd?.exit ?? new Promise<ExitStatus>(() => {});
       const provider = this.provider;
+      const log = this.opts.log;
+      const init = new LocalStore(this.opts.stateDir).read(s.id)?.procs.init?.pid;
       let stopping: Promise<void> | undefined;
       return {
         session: s.id,
         ...(sshd ? { sshPort: sshd.port } : {}),
+        ...(init ? { netns: `/proc/${init}/ns/net` } : {}),
         exit,
+        connect: async (port) => {
+          const inside = port === 22 ? sshd?.port : port;
+          if (inside === undefined || stopping) return undefined;
+          try {
+            return await provider.tunnel(s.id, inside);
+          } catch (e) {
+            // The agent's 503 "nothing listens on port N in the session" is the usual answer; anything else is
+            // the sandbox's trouble, worth a line.
+            if (!/nothing listens/.test((e as Error).message))
+              log(`${spec.id}: tunnel to ${port}: ${(e as Error).message}`);
+            return undefined;
+          }
+        },
         writeKeys: (text) =>
           run(
             provider,

@@ -4,7 +4,7 @@
  * one cluster and one config, workstations whose start and stop are long-running operations with Cloud
  * Workstations' states, and, for each workstation, a `host` that is a local TLS endpoint serving the TCP tunnel
  * (`wss://{host}/_workstation/tcp/{port}` with an access token from generateAccessToken) to a real sshd running in
- * a local sandbox while the workstation runs.
+ * a local sandbox, in a network of its own, while the workstation runs.
  *
  *   const ws = await startWorkstationsFake({ authorizedKeys: [publicKey] });
  *   fetch(`${ws.url}/v1/${ws.configName}/workstations?workstationId=w1`, { method: 'POST', headers: bearer, body: '{}' })
@@ -57,6 +57,11 @@ export interface WorkstationsFakeOptions {
   disableTcpConnections?: boolean;
   /** Each sandbox's disk (home, /workspace, /tmp), default 1 GiB. */
   diskBytes?: number;
+  /**
+   * Each workstation's network, a namespace of its own either way (never the host's): `outbound` (default; as a
+   * pod of the kube fake: slirp4netns, the host's loopback out of reach) or `isolated` (loopback only).
+   */
+  network?: 'outbound' | 'isolated';
   /** Request bodies over this are refused (default 1 MiB). */
   maxBodyBytes?: number;
 }
@@ -163,7 +168,13 @@ export async function startWorkstationsFake(opts: WorkstationsFakeOptions = {}):
     const faults = new Faults(opts.faults);
     const operations = new Operations();
     const tokens = new AccessTokens();
-    const runtime = new WorkstationRuntime({ stateDir, log, idBudget: idBudget(stateDir), diskBytes: opts.diskBytes });
+    const runtime = new WorkstationRuntime({
+      stateDir,
+      log,
+      idBudget: idBudget(stateDir),
+      diskBytes: opts.diskBytes,
+      network: opts.network,
+    });
     const requests: RequestRecord[] = [];
     const tunnelRequests: TunnelRequest[] = [];
     const extraKeys = [...(opts.authorizedKeys ?? [])];

@@ -9,14 +9,14 @@
  * Before the upgrade: no token, an unknown one, one for another workstation or port, or an expired one → 401; a
  * workstation not running → 409 `workstation … is not running (STATE_STOPPED)`; a config with
  * `disableTcpConnections` → 403; nothing listening on the port → 503 (gcloud: "The workstation does not have a
- * server running on port N."). Port 22 is the workstation's sshd; any other port P is 127.0.0.1:P, since the
- * workstation shares the host's network. Plain HTTP requests (the IDE on port 80 on Cloud Workstations) are not
- * served: 401 without a valid token, else 503.
+ * server running on port N."). Port 22 is the workstation's sshd; any other port P is 127.0.0.1:P inside the
+ * workstation, which has a network of its own: each connection is one through the local provider's `tunnel` (the
+ * sandbox agent's `/tunnel`, see runtime.ts), never one to a port of the host. Plain HTTP requests (the IDE on
+ * port 80 on Cloud Workstations) are not served: 401 without a valid token, else 503.
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { createServer, type Server } from 'node:https';
-import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import type { FakeTls } from './tls.js';
@@ -82,8 +82,11 @@ export interface TunnelTarget {
   /** STATE_RUNNING or another state. */
   state(): string;
   tcpDisabled(): boolean;
-  /** The host port the workstation's `port` is at, or undefined when nothing can listen there. */
-  hostPort(port: number): number | undefined;
+  /**
+   * A connection to `port` inside the workstation (22: its sshd), or undefined when nothing listens there (or the
+   * workstation does not run).
+   */
+  connect(port: number): Promise<Duplex | undefined>;
   /** Called before a connection to `port` (the fake brings sshd's authorized keys up to date). */
   beforeConnect?(port: number): Promise<void>;
 }
@@ -158,34 +161,33 @@ export class WorkstationHost {
       return fail(409, `Workstation ${this.target.name} is not running (${state}): start it first`);
     }
     await this.target.beforeConnect?.(port);
-    const hostPort = this.target.hostPort(port);
-    const tcp = hostPort === undefined ? undefined : await connectTo(hostPort);
-    if (!tcp) return fail(503, `The workstation does not have a server running on port ${port}`);
-    if (socket.destroyed) return void tcp.destroy();
+    const conn = await this.target.connect(port);
+    if (!conn) return fail(503, `The workstation does not have a server running on port ${port}`);
+    if (socket.destroyed) return void conn.destroy();
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       this.record({ port, upgrade: true, auth, status: 101 });
       const stream = createWebSocketStream(ws);
       const entry = {
         destroy: () => {
-          tcp.destroy();
+          conn.destroy();
           ws.terminate();
         },
       };
       this.open.add(entry);
       const done = () => {
         this.open.delete(entry);
-        tcp.destroy();
+        conn.destroy();
         stream.destroy();
       };
       stream.on('error', done);
-      tcp.on('error', done);
+      conn.on('error', done);
       stream.on('close', done);
-      tcp.on('close', () => {
+      conn.on('close', () => {
         this.open.delete(entry);
         if (ws.readyState === ws.OPEN) ws.close(1000);
       });
-      stream.pipe(tcp);
-      tcp.pipe(stream);
+      stream.pipe(conn);
+      conn.pipe(stream);
     });
   }
 
@@ -202,26 +204,6 @@ export class WorkstationHost {
     this.wss.close();
     await closed;
   }
-}
-
-/** A TCP connection to 127.0.0.1:port once it is up, or undefined when nothing accepts it. */
-function connectTo(port: number): Promise<Socket | undefined> {
-  return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1');
-    s.setNoDelay(true);
-    s.setTimeout(5_000);
-    s.once('connect', () => {
-      s.setTimeout(0);
-      s.removeAllListeners('error');
-      s.removeAllListeners('timeout');
-      resolve(s);
-    });
-    s.once('error', () => resolve(undefined));
-    s.once('timeout', () => {
-      s.destroy();
-      resolve(undefined);
-    });
-  });
 }
 
 const REASONS: Record<number, string> = {

@@ -74,7 +74,7 @@ export interface WorkstationView {
   readonly host: string;
   /** The local session (sandbox) it runs in, while running. */
   readonly session: string | undefined;
-  /** The host port its sshd listens on (127.0.0.1), while running. */
+  /** The port its sshd listens on inside the workstation (127.0.0.1 there; the tunnel's 22), while running. */
   readonly sshPort: number | undefined;
   /** Stops it as the API's stop does (STATE_STOPPING, then STATE_STOPPED), behind any client's back. */
   stop(): Promise<void>;
@@ -335,7 +335,7 @@ export class Workstations {
         name,
         state: () => w.state,
         tcpDisabled: () => this.disableTcpConnections,
-        hostPort: (port) => (port === 22 ? w.machine?.sshPort : w.machine ? port : undefined),
+        connect: async (port) => (w.machine ? w.machine.connect(port) : undefined),
         beforeConnect: (port) => (port === 22 ? this.syncKeys(w) : Promise.resolve()),
       },
       { hostname: this.d.hostname, onRequest: this.d.onTunnelRequest, log: this.d.log },
@@ -550,7 +550,7 @@ export class Workstations {
       });
       this.touch(w, { state: 'STATE_RUNNING', reconciling: false, startTime: ts() });
       this.d.log(
-        `${w.id}: running in ${machine.session}, sshd on 127.0.0.1:${machine.sshPort ?? '-'} (${Date.now() - began} ms)`,
+        `${w.id}: running in ${machine.session}, sshd on 127.0.0.1:${machine.sshPort ?? '-'} inside (network ${machine.netns ?? 'of its own'}) (${Date.now() - began} ms)`,
       );
       op.done(this.json(w));
     } finally {
