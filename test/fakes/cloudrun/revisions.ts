@@ -8,11 +8,13 @@
  */
 import { connect, createServer } from 'node:net';
 import type { NetworkMode } from '../../../src/session/model.js';
+import type { Buckets } from '../buckets.js';
 import type { Faults } from './faults.js';
 import { matches } from './faults.js';
 import type { FrontendTarget, Lease } from './frontend.js';
 import type { Json, Parent } from './resources.js';
 import type { ContainerRuntime, RunningContainer } from './runtime.js';
+import { gcsMounts, revisionMountFailed } from './volumes.js';
 
 /** What an image brings: its ENTRYPOINT and CMD, ENV and WORKDIR. */
 export interface ImageDefaults {
@@ -44,6 +46,7 @@ export interface Container {
   resources?: { limits?: Record<string, string>; cpuIdle?: boolean };
   ports?: { name?: string; containerPort?: number }[];
   startupProbe?: { httpGet?: { path?: string } };
+  volumeMounts?: { name?: string; mountPath?: string }[];
 }
 
 /** command + args as a container runtime resolves them against the image (Docker's ENTRYPOINT/CMD rules). */
@@ -75,6 +78,8 @@ export interface HostDeps {
   faults: Faults;
   images: (image: string) => ImageDefaults;
   startupTimeoutMs: number;
+  /** The fake's Cloud Storage: what `gcs` volumes mount (volumes.ts). */
+  buckets: Buckets;
   /** Stop an instance of a service without minimum instances after this long without requests. */
   idleMs?: number;
   /**
@@ -198,6 +203,8 @@ export class ServiceHost implements FrontendTarget {
     const c = ((rev.template.containers as Container[] | undefined) ?? [])[0] ?? {};
     const port = await freePort();
     const image = this.deps.images(c.image ?? '');
+    const volumes = gcsMounts(rev.template, c, this.deps.buckets);
+    if ('problem' in volumes) throw new Error(revisionMountFailed(rev.id, volumes.problem));
     let argv = containerArgv(c, image);
     if (matches(this.deps.faults.current.neverListen, this.id)) argv = ['sleep', 'infinity'];
     const cold = this.deps.faults.current.coldStartMs ?? 0;
@@ -221,6 +228,7 @@ export class ServiceHost implements FrontendTarget {
         network: 'host' satisfies NetworkMode,
         label: this.id,
         onLine: log,
+        mounts: volumes.mounts,
       },
       this.abort.signal,
     );
