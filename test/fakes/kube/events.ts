@@ -25,6 +25,7 @@ export interface KEvent {
   reportingInstance: string;
 }
 
+/** The field selectors the API server takes on events (core/v1's field label conversions). */
 const FIELDS: Record<string, (e: KEvent) => string | undefined> = {
   'metadata.name': (e) => e.metadata.name,
   'metadata.namespace': (e) => e.metadata.namespace,
@@ -33,10 +34,12 @@ const FIELDS: Record<string, (e: KEvent) => string | undefined> = {
   'involvedObject.name': (e) => e.involvedObject.name,
   'involvedObject.uid': (e) => e.involvedObject.uid,
   'involvedObject.apiVersion': (e) => e.involvedObject.apiVersion,
+  'involvedObject.resourceVersion': () => '',
+  'involvedObject.fieldPath': () => '',
   reason: (e) => e.reason,
-  type: (e) => e.type,
-  'source.component': (e) => e.source.component,
   reportingComponent: (e) => e.reportingComponent,
+  source: (e) => e.source.component,
+  type: (e) => e.type,
 };
 
 export class Events {
