@@ -24,7 +24,12 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'rootless',
-          include: ['test/e2e/local-exec.test.ts', 'test/e2e/pty.test.ts', 'test/e2e/local-lifecycle.test.ts'],
+          include: [
+            'test/e2e/local-exec.test.ts',
+            'test/e2e/pty.test.ts',
+            'test/e2e/local-lifecycle.test.ts',
+            'test/e2e/local-binds.test.ts',
+          ],
           env: { ONMEMOS_TEST_MODE: 'rootless' },
           globalSetup: ['test/setup/tmp.ts', 'test/setup/rootless.ts'],
         },

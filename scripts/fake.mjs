@@ -9,8 +9,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const [kind, ...args] = process.argv.slice(2);
 const usage = [
-  'usage: npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated]',
-  '       npm run fake -- cloudrun [--port N] [--project ID] [--region R] [--verbose] [--network outbound|isolated] [--startup-timeout SECONDS] [--scale-to-zero SECONDS]',
+  'usage: npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated] [--bucket NAME]...',
+  '       npm run fake -- cloudrun [--port N] [--project ID] [--region R] [--verbose] [--network outbound|isolated] [--startup-timeout SECONDS] [--scale-to-zero SECONDS] [--freeze-idle] [--bucket NAME]...',
   '       npm run fake -- workstations [--port N] [--project ID] [--region R] [--cluster ID] [--config ID] [--authorized-keys PATH]... [--start-time SECONDS] [--network outbound|isolated] [--verbose]',
 ].join('\n');
 

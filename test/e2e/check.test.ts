@@ -5,6 +5,7 @@
  * halfway. Nothing is left behind on any backend. (The slow session_duration probe is run once, in-process, in
  * test/unit/check.test.ts.)
  */
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -47,8 +48,9 @@ beforeAll(async () => {
   const token = `check-token-${process.pid}`;
   const project = 'check-project';
   [kube, cloudrun, ws] = await Promise.all([
-    startKubeFake(),
-    startCloudRunFake({ token, project }),
+    // Both Google fakes have the bucket my-bucket (a directory of theirs), which their pods and instances mount.
+    startKubeFake({ buckets: ['my-bucket'] }),
+    startCloudRunFake({ token, project, buckets: ['my-bucket'] }),
     startWorkstationsFake({ token, project, authorizedKeyFiles: [join(config, 'ssh')] }),
   ]);
   env = {
@@ -220,17 +222,47 @@ describe('onmemos check', () => {
     });
   });
 
-  it('a bucket the backend does not really mount is FAILED with the evidence (the kube fake mounts no GCS FUSE)', async () => {
-    const r = await check(['--backend', 'gke', '--json', '--bucket', 'my-bucket', '--test', 'bucket_mount']);
+  it('--bucket: gke and cloud_run mount it (the fakes have it) and PASS; nothing of the check is left in it', async () => {
+    for (const backend of ['gke', 'cloud_run']) {
+      const r = await check(['--backend', backend, '--json', '--bucket', 'my-bucket', '--test', 'bucket_mount']);
+      expect(r.code, r.stdout).toBe(0);
+      const report = JSON.parse(r.stdout) as Json;
+      expect(report.backends).toEqual({
+        [backend]: {
+          bucket_mount: {
+            status: 'passed',
+            ms: expect.any(Number),
+            checked: 'bucket my-bucket mounted at /workspace/bucket: a file written there was listed (and removed)',
+          },
+        },
+      });
+    }
+    // The probe's file went through each fake's bucket directory and was removed from it.
+    expect(readdirSync(kube.buckets.dir('my-bucket'))).toEqual([]);
+    expect(readdirSync(cloudrun.buckets.dir('my-bucket'))).toEqual([]);
+    expect(await left()).toEqual([]);
+  }, 240_000);
+
+  it('a bucket the backends do not have is FAILED with the evidence: the probe fails on purpose', async () => {
+    const r = await check(['--backend', 'all', '--json', '--bucket', 'no-such-bucket', '--test', 'bucket_mount']);
     const report = JSON.parse(r.stdout) as Json;
+    // gke: the pod stays ContainerCreating, and the provider reads the kubelet's FailedMount event.
     expect(report.backends.gke!.bucket_mount).toMatchObject({
       status: 'failed',
-      evidence: expect.stringContaining('/workspace/bucket'),
+      evidence: expect.stringContaining(
+        'FailedMount: MountVolume.SetUp failed for volume "bucket" : rpc error: code = NotFound desc = failed to get GCS bucket "no-such-bucket"',
+      ),
     });
+    // cloud_run: the revision fails.
+    expect(report.backends.cloud_run!.bucket_mount).toMatchObject({
+      status: 'failed',
+      evidence: expect.stringContaining("bucket 'no-such-bucket' does not exist"),
+    });
+    expect(report.summary).toEqual({ passed: 0, skipped: 2, failed: 2 });
     expect(report.ok).toBe(false);
     expect(r.code).toBe(1);
     expect(await left()).toEqual([]);
-  }, 120_000);
+  }, 240_000);
 
   it('usage errors exit 2: an unknown test, an unknown backend', async () => {
     const t = await check(['--test', 'warp_drive']);

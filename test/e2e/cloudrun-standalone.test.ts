@@ -58,6 +58,8 @@ describe.skipIf(!existsSync(GCLOUD))('npm run fake -- cloudrun', () => {
         'cloudrun',
         '--network',
         'isolated',
+        '--bucket',
+        'my-bucket',
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -70,6 +72,10 @@ describe.skipIf(!existsSync(GCLOUD))('npm run fake -- cloudrun', () => {
     expect(io.out).toMatch(
       /^# onmemos Cloud Run fake at http:\/\/127\.0\.0\.1:\d+ \(project onmemos-fake, region us-central1\)/,
     );
+    // --bucket (repeatable): a directory of the fake's, named in a comment line.
+    const bucket = /^# bucket my-bucket \(gcs volumes mount it\): (.+)$/m.exec(io.out)?.[1];
+    expect(bucket).toBeDefined();
+    expect(existsSync(bucket!)).toBe(true);
     const exports = Object.fromEntries([...io.out.matchAll(/^export (\w+)='([^']*)'$/gm)].map((m) => [m[1]!, m[2]!]));
     expect(Object.keys(exports)).toEqual([
       'CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN',
@@ -172,5 +178,6 @@ describe.skipIf(!existsSync(GCLOUD))('npm run fake -- cloudrun', () => {
     expect(io.err).toContain('cloudrun-fake: SIGTERM: stopping');
     expect(existsSync(tokenFile)).toBe(false);
     expect(existsSync(dirname(tokenFile))).toBe(false);
+    expect(existsSync(bucket!)).toBe(false);
   });
 });

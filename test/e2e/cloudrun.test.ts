@@ -17,7 +17,8 @@ const cr = (args: string[], opts: { input?: string; env?: Record<string, string>
   state.run(args, { ...opts, env: { ...env, ...opts.env } });
 
 beforeAll(async () => {
-  run = await startCloudRunFake();
+  // team-bucket: the legacy create below mounts it (a bucket the fake does not have fails the revision).
+  run = await startCloudRunFake({ buckets: ['team-bucket'] });
   // run.env has gcloud's variables and ONMEMOS_ID_TOKEN_COMMAND, as `npm run fake -- cloudrun` prints them.
   env = { ...run.env, ONMEMOS_CONFIG_DIR: join(state.path, 'config') };
   const r = await cr(['create', '--provider', 'cloud_run', '--namespace', 'team-a', '--user', 'alice', '--json']);

@@ -4,7 +4,7 @@
  * same pods (shell --via kubectl, and what onmemos leaves in the cluster).
  */
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as pty from 'node-pty';
@@ -37,7 +37,7 @@ const pods = async () =>
     .map((l) => l.replace(/^pod\//, ''));
 
 beforeAll(async () => {
-  kube = await startKubeFake({ network: 'isolated' });
+  kube = await startKubeFake({ network: 'isolated', buckets: ['team-bucket'] });
   env = { KUBECONFIG: kube.kubeconfigPath, GKE_CREATE_TIMEOUT: '60' };
   const r = await gke(['create', '--provider', 'gke', '--namespace', 'team-a', '--user', 'alice', '--json']);
   expect(r.code, r.stderr).toBe(0);
@@ -97,6 +97,37 @@ describe('create, ls, get, rm', () => {
     } finally {
       kube.faults.clear();
     }
+  });
+
+  it("--bucket mounts the bucket (GCS FUSE) at /workspace/bucket: the fake's directory for it", async () => {
+    const r = await gke(['create', '--provider', 'gke', '--namespace', 'gcs', '--bucket', 'team-bucket', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout);
+    try {
+      writeFileSync(join(kube.buckets.dir('team-bucket'), 'from-host'), 'host\n');
+      const x = await gke([
+        'exec',
+        s.id,
+        '--',
+        'sh',
+        '-c',
+        'echo pod > /workspace/bucket/from-pod; cat /workspace/bucket/from-host',
+      ]);
+      expect(x).toMatchObject({ code: 0, stdout: 'host\n' });
+      expect(readFileSync(join(kube.buckets.dir('team-bucket'), 'from-pod'), 'utf8')).toBe('pod\n');
+    } finally {
+      await gke(['rm', s.id]);
+    }
+  });
+
+  it('a bucket that does not exist fails the create at once with the FailedMount event, and leaves nothing', async () => {
+    const r = await gke(['create', '--provider', 'gke', '--namespace', 'nogcs', '--bucket', 'no-such-bucket']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(
+      /^onmemos: pod ws-nogcs-\S+ cannot start: FailedMount: MountVolume\.SetUp failed for volume "bucket" : rpc error: code = NotFound desc = failed to get GCS bucket "no-such-bucket": storage: bucket doesn't exist$/m,
+    );
+    expect((await pods()).filter((p) => p.startsWith('ws-nogcs-'))).toEqual([]);
   });
 
   it('--storage-size gives a PVC at /workspace, removed with the session unless --keep-storage', async () => {

@@ -25,10 +25,15 @@ function start(args: string[]) {
 
 describe('npm run fake', () => {
   it('kube: prints the export lines, serves kubectl, and removes everything on SIGTERM', async () => {
-    const { child, io, exit } = start(['kube', '--network', 'isolated']);
+    const { child, io, exit } = start(['kube', '--network', 'isolated', '--bucket', 'my-bucket', '--bucket', 'b-2']);
     expect(await waitFor(() => /^export KUBECONFIG=/m.test(io.out), 30_000, 20)).toBe(true);
     expect(io.out).toMatch(/^# onmemos Kubernetes fake at http:\/\/127\.0\.0\.1:\d+, context onmemos-fake/);
     const kubeconfig = /^export KUBECONFIG='([^']+)'$/m.exec(io.out)![1]!;
+    // Each bucket (--bucket, repeatable) is a directory of the fake's, named in a comment line.
+    const buckets = [...io.out.matchAll(/^# bucket (\S+) \(GCS FUSE volumes mount it\): (.+)$/gm)];
+    expect(buckets.map((m) => m[1])).toEqual(['b-2', 'my-bucket']);
+    expect(buckets.map((m) => m[2])).toEqual(['b-2', 'my-bucket'].map((b) => join(dirname(kubeconfig), 'buckets', b)));
+    for (const m of buckets) expect(existsSync(m[2]!)).toBe(true);
     const ns = await new Promise<string>((resolve) => {
       const k = spawn(KUBECTL, [
         `--kubeconfig=${kubeconfig}`,
@@ -51,6 +56,13 @@ describe('npm run fake', () => {
     expect(await exit).toBe(0);
     expect(io.err).toContain('SIGTERM: stopping');
     expect(existsSync(dirname(kubeconfig))).toBe(false);
+  });
+
+  it('kube --bucket with a name GCS would refuse: exit 2 and why', async () => {
+    const { io, exit } = start(['kube', '--bucket', 'Not_A_Bucket']);
+    expect(await exit).toBe(2);
+    expect(io.err).toMatch(/^--bucket Not_A_Bucket: a bucket name has 3 to 63 lowercase letters/);
+    expect(io.err).toContain('[--bucket NAME]...');
   });
 
   it('a fake that does not exist: exit 2, its name and the usage', async () => {

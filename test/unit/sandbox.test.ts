@@ -68,6 +68,22 @@ describe('bwrapArgs', () => {
     expect(bwrapArgs(layout())).not.toContain('--unshare-net');
   });
 
+  it("binds host directories (the fakes' buckets) from their staging place, after the workspace, before the root goes read-only", () => {
+    const a = bwrapArgs(
+      layout({
+        binds: [
+          { target: '/workspace/bucket', readOnly: false },
+          { target: '/data', readOnly: true },
+        ],
+      }),
+    );
+    expect(binds(a)).toContainEqual(['--bind', '/mnt/.binds/0', '/workspace/bucket']);
+    expect(binds(a)).toContainEqual(['--ro-bind', '/mnt/.binds/1', '/data']);
+    expect(a.indexOf('/mnt/.binds/0')).toBeGreaterThan(a.indexOf('/mnt/workspace'));
+    expect(a.indexOf('/mnt/.binds/1')).toBeLessThan(a.indexOf('--remount-ro'));
+    expect(bwrapArgs(layout()).join(' ')).not.toContain('.binds');
+  });
+
   it('allows nested user namespaces only when asked', () => {
     expect(bwrapArgs(layout({ allowNestedUserns: true }))).not.toContain('--disable-userns');
   });

@@ -56,6 +56,9 @@ type K8s = typeof import('@kubernetes/client-node');
 type CoreV1Api = import('@kubernetes/client-node').CoreV1Api;
 type KubeConfig = import('@kubernetes/client-node').KubeConfig;
 
+/** The GCS FUSE CSI driver's FailedMount for a bucket that does not exist (its troubleshooting guide's words). */
+const BUCKET_MISSING = /rpc error: code = NotFound desc = failed to get GCS bucket/;
+
 /** A pod per session: no stop/start (a pod does not survive one), no pids limit per pod, no nested userns. */
 export const GKE_CAPABILITIES: Capabilities = capabilities({
   networks: ['outbound'],
@@ -148,6 +151,33 @@ export class GkeProvider implements Provider {
       const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`;
       return (await kubeRequest(this.simple, 'GET', path, this.timings.requestMs)) as PodLike;
     });
+  }
+
+  /**
+   * The latest FailedMount event of a pod (the kubelet cannot mount one of its volumes: a bucket that does not
+   * exist, say), as `FailedMount: message`; undefined when there is none or the events cannot be read.
+   */
+  private async failedMount(name: string, namespace: string): Promise<string | undefined> {
+    const fieldSelector = `involvedObject.name=${name},reason=FailedMount`;
+    type Events = { items?: { message?: string; lastTimestamp?: Date | string; eventTime?: Date | string }[] };
+    try {
+      const list = await this.call("reading the pod's events", async () => {
+        if (!this.simple) {
+          const core = await this.core();
+          return (await core.listNamespacedEvent({ namespace, fieldSelector })) as Events;
+        }
+        const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/events?${new URLSearchParams({ fieldSelector })}`;
+        return (await kubeRequest(this.simple, 'GET', path, this.timings.requestMs)) as Events;
+      });
+      const at = (e: NonNullable<Events['items']>[number]) => new Date(e.lastTimestamp ?? e.eventTime ?? 0).getTime();
+      const latest = (list.items ?? [])
+        .filter((e) => e.message)
+        .sort((a, b) => at(a) - at(b))
+        .at(-1);
+      return latest ? `FailedMount: ${latest.message!.replace(/\s+/g, ' ').trim()}` : undefined;
+    } catch {
+      return undefined; // events are a better reason, not a requirement (a role may not allow reading them)
+    }
   }
 
   private get cluster(): string {
@@ -268,13 +298,30 @@ export class GkeProvider implements Provider {
   ): Promise<PodLike> {
     const deadline = Date.now() + this.timings.createMs;
     let said = '';
+    /** Since when the pod's containers have been ContainerCreating, and when its events were last read. */
+    let creatingSince: number | undefined;
+    let eventsReadAt = 0;
+    let mountProblem: string | undefined;
     for (;;) {
       const pod = await this.readPod(id, ns);
       const phaseReady =
         pod.status?.phase === 'Running' &&
         pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
       if (phaseReady) return pod;
-      const problem = podProblem(pod);
+      let problem = podProblem(pod);
+      // A pod whose volumes the kubelet cannot mount stays ContainerCreating; only its events say why. They are
+      // read once it has been so for a second (a pod normally gets past it sooner), then every two seconds.
+      if (problem?.reason === 'ContainerCreating' && pod.spec?.nodeName) {
+        creatingSince ??= Date.now();
+        if (Date.now() - creatingSince >= 1_000 && Date.now() - eventsReadAt >= 2_000) {
+          eventsReadAt = Date.now();
+          mountProblem = (await this.failedMount(id, ns)) ?? mountProblem;
+        }
+        // A bucket that does not exist will not come by waiting, as an image that does not exist will not.
+        if (mountProblem) problem = { fatal: BUCKET_MISSING.test(mountProblem), reason: mountProblem };
+      } else {
+        creatingSince = undefined;
+      }
       if (problem?.fatal) throw new ProviderError(`pod ${id} cannot start: ${problem.reason}`);
       const now = problem?.reason ?? `pod is ${pod.status?.phase ?? 'Pending'}`;
       if (now !== said) {

@@ -100,6 +100,8 @@ export interface LaunchPlan {
   /** Started once the launcher runs; its go-ahead waits for it (the disk image being made, as root). */
   prepare?: () => Promise<unknown>;
   diskBytes: number;
+  /** Host directories mounted into the session (internal: the cloud fakes' buckets; local.ts HostBind). */
+  binds?: { source: string; target: string; readOnly: boolean }[];
   signal?: AbortSignal;
   /** Called as soon as the launcher runs (so a concurrent `rm` can kill it) and once the sandbox's pid is known. */
   onLauncher(ref: ProcRef): void;
@@ -148,6 +150,7 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
       allowNestedUserns: rec.nested_userns,
       shmBytes: SHM_BYTES,
       runBytes: RUN_BYTES,
+      binds: plan.binds?.map((b) => ({ target: b.target, readOnly: b.readOnly })),
     });
     const joinFiles = plan.cgroups?.joinFiles ?? [];
     if (joinFiles.some((f) => /\s/.test(f))) throw new UnavailableError('cgroup paths with spaces are not supported');
@@ -163,6 +166,9 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
       ONMEMOS_BIN: binPath(),
       ONMEMOS_SESSION: rec.id,
       ONMEMOS_STATE_DIR: plan.stateRoot,
+      // The sources of the binds, each staged by the launcher (as root) or the sandbox's outer namespace.
+      ONMEMOS_BINDS: String(plan.binds?.length ?? 0),
+      ...Object.fromEntries((plan.binds ?? []).map((b, i) => [`ONMEMOS_BIND_${i}`, b.source])),
     };
     if (plan.root) {
       env.ONMEMOS_UID = String(rec.host_uid);

@@ -13,16 +13,18 @@
  *   step removes all of it. exec: a WebSocket to the agent's socket (src/exec/client.ts). delete: the record is
  *   claimed atomically, the session's cgroup and the launcher are killed, the directories removed.
  */
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, posix, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
 import {
   ConflictError,
   errorFromResponse,
   InterruptedError,
   NotFoundError,
+  ProviderError,
   UnavailableError,
+  UnsupportedError,
   UserError,
 } from '../../errors.js';
 import { openExec } from '../../exec/client.js';
@@ -74,6 +76,32 @@ const REMOVAL_MS = 60_000;
 export interface LocalProviderOptions {
   stateDir?: string;
   env?: NodeJS.ProcessEnv;
+  /**
+   * INTERNAL, for the cloud fakes' own providers (test/fakes): lets create() take `binds`. No request field, flag
+   * or API route reaches it; the provider the CLI and the server make never has it, and a request's `storage` is
+   * refused here as by the capabilities.
+   */
+  hostBinds?: boolean;
+}
+
+/**
+ * A host directory mounted into a session: the cloud fakes' stand-in for a bucket (GCS FUSE on GKE, a `gcs` volume
+ * on Cloud Run). Writable by the session's user unless `readOnly`: as root, where each session runs as a host uid
+ * of its own, the directory and everything in it are handed to that uid when the session starts (chown -R, links
+ * not followed), as gcsfuse shows every object as the mounting user's; so of two sessions that share one, the
+ * later owns the files there were. Unlike the session's own files, its host path shows in /proc/self/mountinfo.
+ */
+export interface HostBind {
+  /** An existing directory on the host (not a symbolic link). */
+  source: string;
+  /** Where the session sees it: an absolute path, not /, nor in /proc, /dev, /sys or /run. */
+  target: string;
+  readOnly?: boolean;
+}
+
+export interface LocalCreateOptions extends CreateOptions {
+  /** Only with the provider's `hostBinds` option (internal: the fakes). */
+  binds?: HostBind[];
 }
 
 /** The local sandbox mounts no storage, runs the host's toolchains (no images), and cannot stop a session: a rootless session's disk is a tmpfs. */
@@ -90,11 +118,13 @@ export class LocalProvider implements Provider {
   readonly store: LocalStore;
   private readonly env: NodeJS.ProcessEnv;
   private readonly root = process.getuid?.() === 0;
+  private readonly hostBinds: boolean;
   private lastReap = Number.NEGATIVE_INFINITY;
 
   constructor(opts: LocalProviderOptions = {}) {
     this.env = opts.env ?? process.env;
     this.store = new LocalStore(opts.stateDir ?? stateDir(this.env));
+    this.hostBinds = opts.hostBinds === true;
   }
 
   /** The cgroup hierarchies, read from /proc/self/mountinfo once per process. */
@@ -186,11 +216,19 @@ export class LocalProvider implements Provider {
     return mounts.some((m) => existsSync(join(m, path))) ? path : undefined;
   }
 
-  async create(req: CreateSessionRequest, opts: CreateOptions = {}): Promise<Session> {
+  async create(req: CreateSessionRequest, opts: LocalCreateOptions = {}): Promise<Session> {
     const { signal, onProgress } = opts;
     const checkAbort = () => {
       if (signal?.aborted) throw new InterruptedError('interrupted: the session was not created');
     };
+    // As checkRequest (providers/index.ts) says for every create that goes through the registry; a caller that
+    // holds the provider itself gets the same answer.
+    if (req.storage?.bucket || req.storage?.filestore || req.storage?.volume) {
+      throw new UnsupportedError('provider local cannot mount storage (a bucket, a Filestore share or a volume)', {
+        hint: 'drop the storage (--bucket, storage), or use gke or cloud_run',
+      });
+    }
+    const binds = this.checkBinds(opts.binds ?? []);
     checkHost(this.root, this.store.root);
     const toolchain = resolveToolchain(req.template, this.env.PATH);
     const limitsPlan = this.planLimits(req);
@@ -243,6 +281,7 @@ export class LocalProvider implements Provider {
         rec.uid_slot = slot;
         rec.host_uid = uid;
         this.store.write(rec);
+        for (const b of binds) if (!b.readOnly) await handOver(b.source, uid);
       }
       let cgroups: Parameters<typeof launchSandbox>[0]['cgroups'];
       if (limitsPlan.parent && limitsPlan.sys) {
@@ -290,6 +329,7 @@ export class LocalProvider implements Provider {
         image,
         prepare: makeDisk,
         diskBytes: req.limits.diskBytes,
+        binds,
         signal,
         onLauncher: (ref) => {
           rec.procs.launcher = ref;
@@ -314,6 +354,30 @@ export class LocalProvider implements Provider {
       throw e;
     }
     return this.toSession(rec);
+  }
+
+  /** The binds of a create, checked (sources resolved); none unless the provider was made with `hostBinds`. */
+  private checkBinds(binds: HostBind[]): { source: string; target: string; readOnly: boolean }[] {
+    if (binds.length === 0) return [];
+    if (!this.hostBinds) throw new UnsupportedError('provider local mounts no host directories into sessions');
+    const targets = new Set<string>();
+    return binds.map((b) => {
+      const t = b.target;
+      const reserved = ['/proc', '/dev', '/sys', '/run'].some((p) => t === p || t.startsWith(`${p}/`));
+      if (!t.startsWith('/') || posix.normalize(t) !== t || t === '/' || t.endsWith('/') || reserved) {
+        throw new UserError(`cannot mount a directory at ${JSON.stringify(t)}: not an absolute path one may mount at`);
+      }
+      if (targets.has(t)) throw new UserError(`two directories mounted at ${t}`);
+      targets.add(t);
+      let source: string;
+      try {
+        if (!lstatSync(b.source).isDirectory()) throw new Error('not a directory');
+        source = realpathSync(b.source);
+      } catch (e) {
+        throw new UserError(`cannot mount ${b.source}: ${(e as Error).message}`);
+      }
+      return { source, target: t, readOnly: b.readOnly === true };
+    });
   }
 
   /** The launcher reads the expiry (unix seconds) from this file whenever its timer ends. */
@@ -562,6 +626,20 @@ function cgroupLimits(l: Limits) {
 function shownLimits(l: Limits): Record<string, string | number> {
   const size = (n: number) => (n % 2 ** 30 === 0 ? `${n / 2 ** 30}g` : `${Math.round(n / 2 ** 20)}m`);
   return { cpu: l.cpus, memory: size(l.memoryBytes), pids: l.pids, disk: size(l.diskBytes) };
+}
+
+/**
+ * Gives a directory and everything in it to `uid` (as root, for a bind writable by a session's own host uid).
+ * chown -R -P -h: symbolic links are changed themselves and never followed, and the walk is relative to each
+ * directory it has open, so a session that swaps a directory for a link meanwhile cannot send it elsewhere.
+ */
+async function handOver(dir: string, uid: number): Promise<void> {
+  const { execFile } = await import('node:child_process');
+  await new Promise<void>((ok, fail) =>
+    execFile('/usr/bin/chown', ['-R', '-P', '-h', `${uid}:${uid}`, '--', dir], (e, _out, err) =>
+      e ? fail(new ProviderError(`could not give ${dir} to the session: ${String(err).trim() || e.message}`)) : ok(),
+    ),
+  );
 }
 
 function notFound(id: string): NotFoundError {

@@ -210,7 +210,33 @@ export interface SandboxLayout {
   allowNestedUserns: boolean;
   shmBytes: number;
   runBytes: number;
+  /**
+   * Host directories mounted into the session (internal: the cloud fakes' stand-in for buckets; see local.ts
+   * HostBind). The i-th is staged at `${BINDS_DIR}/i` in the data mount (STAGE_BINDS) and bound at its target.
+   */
+  binds?: { target: string; readOnly: boolean }[];
 }
+
+/**
+ * Where the launcher (as root) or the sandbox's outer namespace (rootless) mounts each host directory bound into
+ * the session before bwrap runs: bwrap, as the session's uid, could not reach a path below a directory only root
+ * may enter. Never visible inside: only DATA_MOUNT's own directories are bound there.
+ */
+export const BINDS_DIR = `${DATA_MOUNT}/.binds`;
+
+/**
+ * Bash: mounts each host directory ONMEMOS_BIND_0 … ONMEMOS_BIND_{n-1} (n = ONMEMOS_BINDS) at BINDS_DIR/i, in the
+ * caller's own mount namespace. The paths arrive as variables and are never spliced into the script.
+ */
+export const STAGE_BINDS = [
+  'stagebinds() {',
+  '  local i v',
+  '  for ((i = 0; i < ${ONMEMOS_BINDS:-0}; i++)); do',
+  '    v=ONMEMOS_BIND_$i',
+  `    mkdir -p "${BINDS_DIR}/$i" && mount --bind "\${!v}" "${BINDS_DIR}/$i" || return 125`,
+  '  done',
+  '}',
+].join('\n');
 
 /** Host directories a session sees, read-only. Nothing else of the host is mounted. */
 const HOST_RO = ['/usr', '/etc'];
@@ -252,6 +278,9 @@ export function bwrapArgs(l: SandboxLayout): string[] {
   a.push('--bind', `${DATA_MOUNT}/workspace`, '/workspace');
   a.push('--size', '65536', '--tmpfs', SANDBOX_HOME_ROOT);
   a.push('--bind', `${DATA_MOUNT}/home`, `${SANDBOX_HOME_ROOT}/${l.user}`);
+  // After /workspace and the home, so that a target below them is mounted on top (bwrap makes the directory).
+  for (const [i, b] of (l.binds ?? []).entries())
+    a.push(b.readOnly ? '--ro-bind' : '--bind', `${BINDS_DIR}/${i}`, b.target);
   // The template's command names the host lacks (python for python3, ...), in a directory last on the PATH.
   const links = l.toolchain.links ?? [];
   if (links.length > 0) a.push('--dir', COMMANDS_DIR);
@@ -277,10 +306,13 @@ export function bwrapArgs(l: SandboxLayout): string[] {
  */
 export const A_SCRIPT = [
   // The disk image comes with its directories (disk.ts makeDiskImage); the tmpfs is made here, so are they.
+  STAGE_BINDS,
   'if [ -n "$ONMEMOS_DATA_TMPFS" ]; then',
   `  mount -t tmpfs -o "size=$ONMEMOS_DATA_TMPFS,mode=0755,nosuid,nodev" onmemos-data ${DATA_MOUNT} || exit 125`,
   `  mkdir -p ${DATA_MOUNT}/workspace ${DATA_MOUNT}/home ${DATA_MOUNT}/tmp ${DATA_MOUNT}/vartmp || exit 125`,
   `  chmod 1777 ${DATA_MOUNT}/tmp ${DATA_MOUNT}/vartmp && chmod 0700 ${DATA_MOUNT}/home || exit 125`,
+  // Rootless: the host directories bound into the session are this user's to mount (as root, the launcher has).
+  '  stagebinds || exit 125',
   'fi',
   "printf 'A\n'",
   // The sandbox's output (bwrap's errors, the agent's) goes to the session log through a bounded pipe: a session
@@ -315,7 +347,8 @@ export const LAUNCHER = [
   // The creator's go-ahead: EOF means it died first, and nothing runs.
   'read -r go || exit 125',
   'exec 0</dev/null',
-  `if [ -n "$ONMEMOS_IMAGE" ]; then mount -t ext4 -o loop,nosuid,nodev "$ONMEMOS_IMAGE" ${DATA_MOUNT} || exit 125; fi`,
+  STAGE_BINDS,
+  `if [ -n "$ONMEMOS_IMAGE" ]; then mount -t ext4 -o loop,nosuid,nodev "$ONMEMOS_IMAGE" ${DATA_MOUNT} && stagebinds || exit 125; fi`,
   'if [ "$ONMEMOS_TUN_NODE" = 1 ]; then',
   '  mount -t tmpfs -o size=4k,mode=0755 onmemos-tun /dev/net && mknod -m 0666 /dev/net/tun c 10 200 || exit 125',
   'fi',

@@ -10,16 +10,20 @@
  */
 import { constants } from 'node:os';
 import type { NetworkMode } from '../../../src/session/model.js';
+import type { Buckets } from '../buckets.js';
 import type { Faults } from './faults.js';
 import { type Condition, condition, type Json, keepTransition, now } from './resources.js';
 import { type Container, containerArgv, containerEnv, type ImageDefaults } from './revisions.js';
 import type { ContainerRuntime, RunningContainer } from './runtime.js';
+import { gcsMounts } from './volumes.js';
 
 export interface ExecutionDeps {
   runtime: ContainerRuntime;
   faults: Faults;
   images: (image: string) => ImageDefaults;
   network: NetworkMode;
+  /** The fake's Cloud Storage: what the task template's `gcs` volumes mount (volumes.ts). */
+  buckets: Buckets;
   log(line: string): void;
 }
 
@@ -227,6 +231,11 @@ export class ExecutionRun {
     t: TaskRecord,
     a: { argv: string[]; env: Record<string, string>; c: Container; workingDir?: string; timeoutMs: number },
   ): Promise<{ ok: boolean; message: string }> {
+    const volumes = gcsMounts(this.task, a.c, this.deps.buckets);
+    if ('problem' in volumes) {
+      t.lastAttempt = { ok: false, message: volumes.problem };
+      return { ok: false, message: volumes.problem };
+    }
     const cold = this.deps.faults.current.coldStartMs ?? 0;
     if (cold > 0) await new Promise((r) => setTimeout(r, cold));
     let container: RunningContainer;
@@ -240,6 +249,7 @@ export class ExecutionRun {
           network: this.deps.network,
           label: this.job,
           onLine: (l) => this.deps.log(`${this.execution}: ${l}`),
+          mounts: volumes.mounts,
         },
         this.abort.signal,
       );

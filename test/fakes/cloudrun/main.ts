@@ -5,11 +5,12 @@
  * its files (the token file with them). scripts/fake.mjs builds this file and calls main().
  */
 import { parseArgs } from 'node:util';
+import { bucketNameProblem } from '../buckets.js';
 import { untilStopped } from '../foreground.js';
 import { startCloudRunFake } from './server.js';
 
 const USAGE =
-  'usage: npm run fake -- cloudrun [--port N] [--project ID] [--region R] [--verbose] [--network outbound|isolated] [--startup-timeout SECONDS] [--scale-to-zero SECONDS] [--freeze-idle]';
+  'usage: npm run fake -- cloudrun [--port N] [--project ID] [--region R] [--verbose] [--network outbound|isolated] [--startup-timeout SECONDS] [--scale-to-zero SECONDS] [--freeze-idle] [--bucket NAME]...';
 
 const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
 
@@ -40,6 +41,10 @@ export async function main(args: string[]): Promise<number> {
     }
     if (o.region !== undefined && !/^[a-z]+-[a-z]+\d+$/.test(o.region))
       throw new Error('--region must be a region (us-central1)');
+    for (const b of o.bucket ?? []) {
+      const why = bucketNameProblem(b);
+      if (why) throw new Error(`--bucket ${b}: ${why}`);
+    }
     startupTimeoutMs = seconds(o['startup-timeout'], '--startup-timeout');
     scaleToZeroAfterMs = seconds(o['scale-to-zero'], '--scale-to-zero');
   } catch (e) {
@@ -54,6 +59,7 @@ export async function main(args: string[]): Promise<number> {
     startupTimeoutMs,
     scaleToZeroAfterMs,
     freezeIdle: o['freeze-idle'],
+    buckets: o.bucket,
     log: o.verbose ? (line) => process.stderr.write(`cloudrun-fake: ${line}\n`) : undefined,
   });
   const missing = fake.image.missing();
@@ -64,6 +70,7 @@ export async function main(args: string[]): Promise<number> {
         ? `# no onmemos agent: ${missing}; a service whose container runs it fails to start`
         : `# revisions run onmemos agent from ${fake.image.root}`,
       '# services are private: call a uri with an ID token whose audience is that uri (unchecked signature), or set invokerIamDisabled',
+      ...fake.buckets.list().map((b) => `# bucket ${b} (gcs volumes mount it): ${fake.buckets.dir(b)}`),
       `# gcloud run … --region R asks R-127.0.0.1, which no resolver knows: see test/fakes/cloudrun/README.md (gcloud run services list without --region works as is)`,
       ...Object.entries(fake.env).map(([k, v]) => `export ${k}=${quote(v)}`),
       '',
@@ -86,6 +93,7 @@ function parse(args: string[]) {
       'startup-timeout': { type: 'string' },
       'scale-to-zero': { type: 'string' },
       'freeze-idle': { type: 'boolean' },
+      bucket: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
   }).values;

@@ -11,11 +11,13 @@
 import { request } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { NetworkMode } from '../../../src/session/model.js';
+import type { Buckets } from '../buckets.js';
 import type { Faults } from './faults.js';
 import { matches } from './faults.js';
 import type { FrontendTarget, Lease } from './frontend.js';
 import type { Json, Parent } from './resources.js';
 import type { ContainerRuntime, RunningContainer } from './runtime.js';
+import { gcsMounts, revisionMountFailed } from './volumes.js';
 
 /** What an image brings: its ENTRYPOINT and CMD, ENV and WORKDIR. */
 export interface ImageDefaults {
@@ -47,6 +49,7 @@ export interface Container {
   resources?: { limits?: Record<string, string>; cpuIdle?: boolean };
   ports?: { name?: string; containerPort?: number }[];
   startupProbe?: { httpGet?: { path?: string } };
+  volumeMounts?: { name?: string; mountPath?: string }[];
 }
 
 /** command + args as a container runtime resolves them against the image (Docker's ENTRYPOINT/CMD rules). */
@@ -80,6 +83,8 @@ export interface HostDeps {
   startupTimeoutMs: number;
   /** The instances' network (`outbound` or `isolated`: each instance has its own, as on Cloud Run). */
   network: NetworkMode;
+  /** The fake's Cloud Storage: what `gcs` volumes mount (volumes.ts). */
+  buckets: Buckets;
   /** Stop an instance of a service without minimum instances after this long without requests. */
   idleMs?: number;
   /**
@@ -243,6 +248,8 @@ export class ServiceHost implements FrontendTarget {
     // The container's own port, in a network of its own (as on Cloud Run: every instance may listen on 8080).
     const port = containerPort(c);
     const image = this.deps.images(c.image ?? '');
+    const volumes = gcsMounts(rev.template, c, this.deps.buckets);
+    if ('problem' in volumes) throw new Error(revisionMountFailed(rev.id, volumes.problem));
     let argv = containerArgv(c, image);
     if (matches(this.deps.faults.current.neverListen, this.id)) argv = ['sleep', 'infinity'];
     const cold = this.deps.faults.current.coldStartMs ?? 0;
@@ -266,6 +273,7 @@ export class ServiceHost implements FrontendTarget {
         network: this.deps.network,
         label: this.id,
         onLine: log,
+        mounts: volumes.mounts,
       },
       this.abort.signal,
     );

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { ExitStatus, RemoteProcess } from '../../../src/exec/process.js';
 import { type CgroupSystem, detectCgroups, SessionGroup } from '../../../src/providers/local/cgroups.js';
-import { LocalProvider } from '../../../src/providers/local/local.js';
+import { type HostBind, LocalProvider } from '../../../src/providers/local/local.js';
 import { type NetworkMode, normalizeCreateRequest } from '../../../src/session/model.js';
 import { IMAGE_DIR, IMAGE_PATH, type OnmemosImage } from './image.js';
 
@@ -31,6 +31,8 @@ export interface ContainerSpec {
   label: string;
   /** Each line of output as it comes (stdout and stderr together). */
   onLine?: (line: string) => void;
+  /** Host directories the container sees (its Cloud Storage volumes: volumes.ts). */
+  mounts?: HostBind[];
 }
 
 export interface RunningContainer {
@@ -110,7 +112,8 @@ export class SandboxRuntime implements ContainerRuntime {
       idBudget: number;
     },
   ) {
-    this.provider = new LocalProvider({ env: { ...process.env, ONMEMOS_STATE_DIR: opts.stateDir } });
+    // hostBinds: the internal option that mounts a bucket's directory (only the fakes' providers have it).
+    this.provider = new LocalProvider({ env: { ...process.env, ONMEMOS_STATE_DIR: opts.stateDir }, hostBinds: true });
   }
 
   async start(spec: ContainerSpec, signal?: AbortSignal): Promise<RunningContainer> {
@@ -128,7 +131,7 @@ export class SandboxRuntime implements ContainerRuntime {
         disk: 512 * 2 ** 20,
       },
     });
-    const s = await this.provider.create(request, { signal });
+    const s = await this.provider.create(request, { signal, binds: spec.mounts });
     const entry: { proc?: RemoteProcess } = {};
     this.running.set(s.id, entry);
     try {

@@ -20,6 +20,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NetworkMode } from '../../../src/session/model.js';
+import { Buckets } from '../buckets.js';
 import { handleApi, methodOf } from './api.js';
 import { badCredentials, credentialsMissing, GoogleApiError, invalidArgument } from './errors.js';
 import { type FaultSpec, Faults } from './faults.js';
@@ -69,6 +70,11 @@ export interface CloudRunFakeOptions {
   log?: (line: string) => void;
   /** Request bodies over this are refused (default 4 MiB). */
   maxBodyBytes?: number;
+  /**
+   * The Cloud Storage buckets there are (each a directory, `{dir}/buckets/NAME`), which `gcs` volumes mount; a
+   * revision naming another fails. Default none; `buckets.add` makes more.
+   */
+  buckets?: string[];
 }
 
 export interface RequestRecord {
@@ -97,6 +103,8 @@ export interface CloudRunFake {
   operations: Operations;
   runtime: ContainerRuntime;
   image: OnmemosImage;
+  /** The fake's Cloud Storage: `buckets.dir(name)` is a bucket's directory, `buckets.add(name)` makes one. */
+  buckets: Buckets;
   /** The latest API requests (at most 2000), oldest first. */
   requests: RequestRecord[];
   /** The latest requests to services' front ends (at most 2000). */
@@ -153,6 +161,13 @@ export async function startCloudRunFake(opts: CloudRunFakeOptions = {}): Promise
   const dir = fakeDir();
   const stateDir = join(dir, 's');
   const faults = new Faults(opts.faults);
+  let buckets: Buckets;
+  try {
+    buckets = new Buckets(join(dir, 'buckets'), opts.buckets);
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   const image = new OnmemosImage(opts.agentRoot ?? agentRoot(), join(dir, 'image'));
   const runtime = opts.runtime ?? new SandboxRuntime({ stateDir, image, log, idBudget: idBudget(stateDir) });
   const images = opts.images ?? (() => ONMEMOS_IMAGE);
@@ -173,6 +188,7 @@ export async function startCloudRunFake(opts: CloudRunFakeOptions = {}): Promise
       images,
       startupTimeoutMs: opts.startupTimeoutMs ?? 30_000,
       network,
+      buckets,
       idleMs: opts.scaleToZeroAfterMs,
       freezeIdle: opts.freezeIdle,
       log,
@@ -188,7 +204,7 @@ export async function startCloudRunFake(opts: CloudRunFakeOptions = {}): Promise
     faults,
     account,
     projectNumber,
-    execution: { runtime, faults, images, network, log },
+    execution: { runtime, faults, images, network, buckets, log },
     logBase: () => `${url}/logs`,
   });
   const deps = { services, jobs, ops: operations, policies, projectNumber };
@@ -312,6 +328,7 @@ export async function startCloudRunFake(opts: CloudRunFakeOptions = {}): Promise
     operations,
     runtime,
     image,
+    buckets,
     requests,
     serviceRequests,
     idToken: (audience) => mintIdToken(audience, account),

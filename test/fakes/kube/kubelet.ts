@@ -9,10 +9,14 @@
  * Known differences from a real node: all containers of a pod share one sandbox; the containers' command and args
  * are not run (the sandbox is the container: exec is what runs there); a PersistentVolumeClaim mounted at
  * /workspace is the sandbox's own /workspace, so its data lives and dies with the pod, and a claim at another path is
- * an empty directory; the hostname is the local session's id (HOSTNAME is the pod's name).
+ * an empty directory; the hostname is the local session's id (HOSTNAME is the pod's name). A GCS FUSE volume is the
+ * fake's directory for its bucket (volumes.ts), bound into the sandbox; one that cannot be mounted leaves the pod
+ * ContainerCreating with a FailedMount event (events.ts), as the kubelet does.
  */
-import { LocalProvider } from '../../../src/providers/local/local.js';
+import { type HostBind, LocalProvider } from '../../../src/providers/local/local.js';
 import type { NetworkMode } from '../../../src/session/model.js';
+import type { Buckets } from '../buckets.js';
+import { Events } from './events.js';
 import { type Faults, matches } from './faults.js';
 import { now, type Pod, type Store } from './objects.js';
 import {
@@ -29,6 +33,7 @@ import {
   waitingStatus,
   workingDir,
 } from './pods.js';
+import { podBinds } from './volumes.js';
 
 /** After this long in ErrImagePull a container shows ImagePullBackOff. */
 const BACKOFF_MS = 500;
@@ -47,11 +52,15 @@ interface Sandbox {
 export interface KubeletOptions {
   stateDir: string;
   network: NetworkMode;
+  /** The fake's Cloud Storage: what a pod's GCS FUSE volumes mount (volumes.ts). */
+  buckets: Buckets;
   log: (line: string) => void;
 }
 
 export class Kubelet {
   readonly provider: LocalProvider;
+  /** What the kubelet said about pods (FailedMount), for GET …/events. */
+  readonly events = new Events();
   private readonly sandboxes = new Map<string, Sandbox>();
   private readonly queues = new Map<string, Promise<void>>();
   private readonly kicked = new Set<string>();
@@ -68,7 +77,11 @@ export class Kubelet {
   ) {
     if (idBudget(opts.stateDir) < 4)
       throw new Error(`the state directory ${opts.stateDir} is too long for socket paths`);
-    this.provider = new LocalProvider({ env: { ...process.env, ONMEMOS_STATE_DIR: opts.stateDir } });
+    // hostBinds: the internal option that mounts a bucket's directory (only the fakes' providers have it).
+    this.provider = new LocalProvider({
+      env: { ...process.env, ONMEMOS_STATE_DIR: opts.stateDir },
+      hostBinds: true,
+    });
   }
 
   /** Runs `fn` after everything queued for this pod. */
@@ -136,6 +149,19 @@ export class Kubelet {
     const sb = this.sandboxes.get(uid) ?? {};
     this.sandboxes.set(uid, sb);
     if (!next.spec.nodeName && !this.schedule(next)) return this.save(pod, next);
+    // The pod's volumes are mounted before its images are pulled: a mount that fails leaves it ContainerCreating,
+    // with a FailedMount event each time it is tried again (here: each time the pod is kicked, say by a bucket
+    // made meanwhile).
+    const mounts: ReturnType<typeof podBinds> = sb.session ? { binds: [] } : podBinds(next, this.opts.buckets);
+    if ('failedMount' in mounts) {
+      this.events.record(next, 'Warning', 'FailedMount', mounts.failedMount);
+      this.opts.log(`kubelet: pod ${namespace}/${name}: ${mounts.failedMount}`);
+      this.pending(
+        next,
+        next.spec.containers.map((c) => waitingStatus(c, 'ContainerCreating')),
+      );
+      return this.save(pod, next);
+    }
     const pull = sb.session
       ? undefined
       : next.spec.containers.find((c) => matches(this.faults.current.imagePull, c.image));
@@ -160,7 +186,7 @@ export class Kubelet {
     sb.pullFailedAt = undefined;
     if (!sb.session && !sb.failed) {
       this.save(pod, next); // scheduled, ContainerCreating, while the sandbox is made
-      await this.start(next, sb);
+      await this.start(next, sb, mounts.binds);
       const after = this.current(namespace, name, uid);
       if (!after || after.metadata.deletionTimestamp) return;
       return this.step(namespace, name, uid);
@@ -238,11 +264,11 @@ export class Kubelet {
   }
 
   /** Makes the pod's sandbox, and each container's working directory in it (as a runtime creates it). */
-  private async start(pod: Pod, sb: Sandbox): Promise<void> {
+  private async start(pod: Pod, sb: Sandbox, binds: HostBind[]): Promise<void> {
     const label = `${pod.metadata.namespace}/${pod.metadata.name}`;
     try {
       const request = sessionRequest(pod, this.opts.network, idBudget(this.opts.stateDir));
-      const s = await this.provider.create(request, { signal: this.abort.signal });
+      const s = await this.provider.create(request, { signal: this.abort.signal, binds });
       sb.session = s.id;
       this.opts.log(`kubelet: pod ${label} runs as local session ${s.id}`);
       const dirs = [...new Set(pod.spec.containers.map(workingDir))];

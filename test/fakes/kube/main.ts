@@ -1,19 +1,28 @@
 /**
- * `npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated]`: the Kubernetes
- * fake, standalone. Prints shell lines for `eval` (`export KUBECONFIG=…`, and comments) on stdout, logs requests on
+ * `npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated] [--bucket NAME]...`:
+ * the Kubernetes fake, standalone. Prints shell lines for `eval` (`export KUBECONFIG=…`, and comments) on stdout, logs requests on
  * stderr with --verbose, and serves until SIGINT or SIGTERM, then removes every pod's sandbox and its files.
  * scripts/fake.mjs builds this file and calls main().
  */
 import { parseArgs } from 'node:util';
+import { bucketNameProblem } from '../buckets.js';
 import { untilStopped } from '../foreground.js';
 import { startKubeFake } from './server.js';
 
-const USAGE = 'usage: npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated]';
+const USAGE =
+  'usage: npm run fake -- kube [--port N] [--verbose] [--require-token] [--network outbound|isolated] [--bucket NAME]...';
 
 const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
 
 export async function main(args: string[]): Promise<number> {
-  let values: { port?: string; verbose?: boolean; 'require-token'?: boolean; network?: string; help?: boolean };
+  let values: {
+    port?: string;
+    verbose?: boolean;
+    'require-token'?: boolean;
+    network?: string;
+    bucket?: string[];
+    help?: boolean;
+  };
   try {
     values = parseArgs({
       args,
@@ -22,6 +31,7 @@ export async function main(args: string[]): Promise<number> {
         verbose: { type: 'boolean' },
         'require-token': { type: 'boolean' },
         network: { type: 'string' },
+        bucket: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
     }).values;
@@ -42,8 +52,16 @@ export async function main(args: string[]): Promise<number> {
     process.stderr.write(`--network must be outbound or isolated\n${USAGE}\n`);
     return 2;
   }
+  for (const b of values.bucket ?? []) {
+    const why = bucketNameProblem(b);
+    if (why) {
+      process.stderr.write(`--bucket ${b}: ${why}\n${USAGE}\n`);
+      return 2;
+    }
+  }
   const fake = await startKubeFake({
     port,
+    buckets: values.bucket,
     requireToken: values['require-token'],
     network: values.network as 'outbound' | 'isolated' | undefined,
     log: values.verbose ? (line) => process.stderr.write(`kube-fake: ${line}\n`) : undefined,
@@ -52,6 +70,7 @@ export async function main(args: string[]): Promise<number> {
     [
       `# onmemos Kubernetes fake at ${fake.url}, context ${fake.context}; it stops (removing its pods) on SIGINT/SIGTERM`,
       `# kubectl sends no token over http${values['require-token'] ? ' and is refused (--require-token)' : '; client libraries send the kubeconfig token'}`,
+      ...fake.buckets.list().map((b) => `# bucket ${b} (GCS FUSE volumes mount it): ${fake.buckets.dir(b)}`),
       `export KUBECONFIG=${quote(fake.kubeconfigPath)}`,
       '',
     ].join('\n'),

@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { NetworkMode } from '../../../src/session/model.js';
+import { Buckets } from '../buckets.js';
 import { type ApiCall, handleApi } from './api.js';
 import {
   apiGroupList,
@@ -59,6 +60,12 @@ export interface KubeFakeOptions {
   network?: NetworkMode;
   /** More namespaces to start with. */
   namespaces?: string[];
+  /**
+   * The Cloud Storage buckets there are (each a directory, `{dir}/buckets/NAME`), which pods mount with the GCS
+   * FUSE CSI driver; a pod naming another stays ContainerCreating (FailedMount). Default none; `buckets.add` makes
+   * more.
+   */
+  buckets?: string[];
   /** A line per request (and the kubelet's notes); default none. */
   log?: (line: string) => void;
   /** Request bodies over this are refused with 413 (default 1 MiB). */
@@ -88,6 +95,8 @@ export interface KubeFake {
   faults: Faults;
   store: Store;
   kubelet: Kubelet;
+  /** The fake's Cloud Storage: `buckets.dir(name)` is a bucket's directory, `buckets.add(name)` makes one. */
+  buckets: Buckets;
   /** The latest requests (at most 2000), oldest first. */
   requests: RequestRecord[];
   /** The local session a pod runs as, once its containers run. */
@@ -137,14 +146,23 @@ export async function startKubeFake(opts: KubeFakeOptions = {}): Promise<KubeFak
   const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
   const dir = fakeDir();
   const store = new Store();
-  let onFaults = () => {};
-  const faults = new Faults(opts.faults, () => onFaults());
+  /** Kicks the kubelet (every pod tries again): after a change of faults, or a bucket made. */
+  let kickPods = () => {};
+  const faults = new Faults(opts.faults, () => kickPods());
+  let buckets: Buckets;
+  try {
+    buckets = new Buckets(join(dir, 'buckets'), opts.buckets, () => kickPods());
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   const kubelet = new Kubelet(store, faults, {
     stateDir: join(dir, 's'),
     network: opts.network ?? 'outbound',
+    buckets,
     log,
   });
-  onFaults = () => kubelet.kickAll();
+  kickPods = () => kubelet.kickAll();
   for (const name of [...INITIAL_NAMESPACES, ...(opts.namespaces ?? [])]) {
     store.create('namespaces', prepareNamespace({ metadata: { name } } as Namespace));
   }
@@ -252,13 +270,15 @@ export async function startKubeFake(opts: KubeFakeOptions = {}): Promise<KubeFak
       if (method === 'GET' && path === '/openapi/v3') return send(res, 200, openapiV3Root());
       if (method === 'GET' && path === '/openapi/v3/api/v1') return send(res, 200, openapiV3CoreV1());
       if (method === 'GET' && ['/healthz', '/livez', '/readyz'].includes(path)) return send(res, 200, 'ok');
-      // No events are recorded (the state is in each pod's status), but kubectl describe asks for them.
-      if (method === 'GET' && /^\/api\/v1\/(namespaces\/[^/]+\/)?events$/.test(path)) {
+      // The kubelet's events (FailedMount): what kubectl describe shows under Events.
+      const events = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?events$/.exec(path);
+      if (method === 'GET' && events) {
+        const ns = events[1] === undefined ? undefined : decodeURIComponent(events[1]);
         return send(res, 200, {
           kind: 'EventList',
           apiVersion: 'v1',
           metadata: { resourceVersion: store.version() },
-          items: [],
+          items: kubelet.events.list(ns, url.searchParams.get('fieldSelector')),
         });
       }
       if (!path.startsWith('/api/v1/')) throw noRoute();
@@ -342,6 +362,7 @@ export async function startKubeFake(opts: KubeFakeOptions = {}): Promise<KubeFak
     faults,
     store,
     kubelet,
+    buckets,
     requests,
     sessionOf(namespace, pod) {
       const p = store.get('pods', namespace, pod);
