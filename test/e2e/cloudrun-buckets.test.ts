@@ -8,7 +8,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
-import { clients, NODE, parentOf, sandboxes, shellJob } from '../helpers/cloudrun.js';
+import { clients, failure, NODE, parentOf, sandboxes, shellJob } from '../helpers/cloudrun.js';
 
 let fake: CloudRunFake;
 let c: ReturnType<typeof clients>;
@@ -50,15 +50,6 @@ function filesService(bucket: string, readOnly = false) {
       volumes: [{ name: 'bucket', gcs: { bucket, readOnly } }],
     },
   };
-}
-
-async function failure(p: Promise<unknown>): Promise<Error & { code: number }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error & { code: number };
-  }
-  throw new Error('expected the call to fail');
 }
 
 describe('gcs volumes on the Cloud Run fake', () => {

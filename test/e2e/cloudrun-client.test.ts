@@ -10,7 +10,7 @@ import { protos } from '@google-cloud/run';
 import { IdTokenClient } from 'google-auth-library';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
-import { clients, NODE, parentOf, sandboxes, webContainer } from '../helpers/cloudrun.js';
+import { clients, failure, NODE, parentOf, sandboxes, webContainer } from '../helpers/cloudrun.js';
 
 type Service = protos.google.cloud.run.v2.IService;
 type Obj = Record<string, unknown>;
@@ -30,16 +30,6 @@ afterAll(async () => {
 });
 
 /** The GoogleError a call rejects with. */
-async function failure(
-  p: Promise<unknown>,
-): Promise<Error & { code: number; httpStatusCode?: number; details?: unknown }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error & { code: number };
-  }
-  throw new Error('expected the call to fail');
-}
 
 async function deploy(id: string, service: Service = {}): Promise<Service> {
   const [op] = await c.services.createService({

@@ -7,7 +7,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
 import { waitFor } from '../helpers/cli.js';
-import { clients, parentOf, sandboxes, shellJob, webContainer } from '../helpers/cloudrun.js';
+import { clients, failure, parentOf, sandboxes, shellJob, webContainer } from '../helpers/cloudrun.js';
 
 const STARTUP_MS = 2_000;
 let fake: CloudRunFake;
@@ -25,15 +25,6 @@ afterAll(async () => {
   await fake?.close();
 });
 afterEach(() => fake.faults.clear());
-
-async function failure(p: Promise<unknown>): Promise<Error & { code: number; httpStatusCode?: number }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error & { code: number };
-  }
-  throw new Error('expected the call to fail');
-}
 
 const create = (id: string, container: object = webContainer()) =>
   c.services.createService({

@@ -8,7 +8,7 @@ import { protos } from '@google-cloud/run';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
 import { waitFor } from '../helpers/cli.js';
-import { clients, parentOf, sandboxes, shellJob } from '../helpers/cloudrun.js';
+import { clients, failure, parentOf, sandboxes, shellJob } from '../helpers/cloudrun.js';
 
 const State = protos.google.cloud.run.v2.Condition.State;
 let fake: CloudRunFake;
@@ -24,15 +24,6 @@ afterAll(async () => {
   await Promise.all([c?.services.close(), c?.jobs.close(), c?.executions.close(), c?.tasks.close()]);
   await fake?.close();
 });
-
-async function failure(p: Promise<unknown>): Promise<Error & { code: number }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error & { code: number };
-  }
-  throw new Error('expected the call to fail');
-}
 
 async function createJob(id: string, job: ReturnType<typeof shellJob>): Promise<string> {
   const [op] = await c.jobs.createJob({ parent, jobId: id, job });

@@ -120,6 +120,26 @@ afterAll(async () => {
   await state.cleanup();
 }, 120_000);
 
+/** `onmemos doctor --json` run through `wrapper` (bwrap, setpriv…), with clean() and `env`; killed after 30 s. */
+function doctorUnder(wrapper: string[], env: Record<string, string> = {}): Promise<RunResult> {
+  return new Promise<RunResult>((resolve, reject) => {
+    const child = spawn(wrapper[0]!, [...wrapper.slice(1), process.execPath, BIN, 'doctor', '--json'], {
+      env: { ...process.env, ...clean(), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
 describe('nothing configured', () => {
   it('local works, the cloud providers and remote mode are "not configured" with what configures them: exit 0', async () => {
     const { r, report } = await doctorJson({});
@@ -223,25 +243,9 @@ describe('local, broken', () => {
     // nobody: cgroup v1 cannot be delegated to it, and on v2 its cgroup is root's, not its own.
     const home = mkdtempSync(join(tmpdir(), 'onmemos-nobody-')); // state.path is root's alone
     chmodSync(home, 0o777);
-    const r = await new Promise<RunResult>((resolve, reject) => {
-      const child = spawn(
-        '/usr/bin/setpriv',
-        ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, BIN, 'doctor', '--json'],
-        {
-          env: { ...process.env, ...clean(), HOME: home, ONMEMOS_STATE_DIR: join(home, 'state') },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        },
-      );
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      child.on('error', reject);
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        resolve({ code, signal, stdout, stderr });
-      });
+    const r = await doctorUnder(['/usr/bin/setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'], {
+      HOME: home,
+      ONMEMOS_STATE_DIR: join(home, 'state'),
     }).finally(() => rmSync(home, { recursive: true, force: true }));
     const report = JSON.parse(r.stdout) as Report;
     const cgroups = check(report.providers.local, 'cgroups');
@@ -259,37 +263,18 @@ describe('local, broken', () => {
 
   it('missing programs (/usr/bin hidden in a mount namespace) are MISSING with the apt-get line: exit 1', async () => {
     // bwrap gives the doctor a view of this machine whose /usr/bin is empty but for node.
-    const r = await new Promise<RunResult>((resolve, reject) => {
-      const child = spawn(
-        '/usr/bin/bwrap',
-        [
-          '--dev-bind',
-          '/',
-          '/',
-          '--tmpfs',
-          '/usr/bin',
-          '--ro-bind',
-          process.execPath,
-          process.execPath,
-          '--',
-          process.execPath,
-          BIN,
-          'doctor',
-          '--json',
-        ],
-        { env: { ...process.env, ...clean() }, stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      child.on('error', reject);
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        resolve({ code, signal, stdout, stderr });
-      });
-    });
+    const r = await doctorUnder([
+      '/usr/bin/bwrap',
+      '--dev-bind',
+      '/',
+      '/',
+      '--tmpfs',
+      '/usr/bin',
+      '--ro-bind',
+      process.execPath,
+      process.execPath,
+      '--',
+    ]);
     expect(r.code, r.stderr).toBe(1);
     const report = JSON.parse(r.stdout) as Report;
     expect(check(report.providers.local, 'bwrap')).toMatchObject({

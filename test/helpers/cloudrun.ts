@@ -67,3 +67,15 @@ export async function sandboxes(fake: CloudRunFake): Promise<string[]> {
   if (!(fake.runtime instanceof SandboxRuntime)) return [];
   return (await fake.runtime.provider.list()).map((s) => s.id);
 }
+
+/** The error a call that must fail rejects with (its gRPC code, HTTP status and details as the client gives them). */
+export async function failure(
+  p: Promise<unknown>,
+): Promise<Error & { code: number; httpStatusCode?: number; details?: unknown }> {
+  try {
+    await p;
+  } catch (e) {
+    return e as Error & { code: number };
+  }
+  throw new Error('expected the call to fail');
+}
