@@ -37,7 +37,8 @@ Environment:
   ONMEMOS_AGENT_USER           when the agent is root: the user commands run as, uid[:gid] or a name (default 1000)
   ONMEMOS_WORKSPACE            default working directory (default /workspace; made if absent)
 
-Routes: GET /health, GET /v1/exec (WebSocket), GET /v1/shell (WebSocket), POST /v1/execute.
+Routes: GET /health, GET /v1/exec (WebSocket), GET /v1/shell (WebSocket), POST /v1/execute, GET /v1/tunnel?port=N
+(WebSocket, raw bytes to 127.0.0.1:N in the container).
 
 Examples:
   ONMEMOS_AGENT_SECRET_SHA256=$(printf %s "$SECRET" | sha256sum | cut -d' ' -f1) onmemos agent

@@ -8,6 +8,7 @@
  *   GET  /v1/exec     WebSocket, v5.channel.k8s.io (src/exec/server.ts), the query of serve's exec route
  *   GET  /v1/shell    WebSocket, the document's JSON shell (src/server/json-shell.ts)
  *   POST /v1/execute  {"command","timeout"} → {stdout, stderr, returncode, success} (src/server/execute.ts)
+ *   GET  /v1/tunnel   WebSocket, raw bytes to 127.0.0.1:port= in the container (src/exec/tunnel.ts)
  *
  * Each command is spawned through the local agent's prologue (spawn.ts), in a process group and session of its own,
  * as the workspace user; a client that goes away kills its whole group. At most MAX_CONCURRENT execs, shells and
@@ -20,6 +21,7 @@ import type { WebSocket, WebSocketServer } from 'ws';
 import { OnmemosError, UnavailableError } from '../errors.js';
 import type { ExecSpec, RemoteProcess } from '../exec/process.js';
 import { execSpecFromQuery, execWebSocketServer, serveExec } from '../exec/server.js';
+import { connectLoopback, joinTunnel, tunnelPort } from '../exec/tunnel.js';
 import { SERVER_SUBPROTOCOLS, V5 } from '../exec/v5.js';
 import { accept, gone, refuseUpgrade, requestUrl } from '../server/context.js';
 import { checkTimeout, DEFAULT_OUTPUT_CAP, runBuffered, type StartProcess } from '../server/execute.js';
@@ -131,7 +133,7 @@ export async function startCloudAgent(
         release();
       }
     }
-    if (path === '/v1/exec' || path === '/v1/shell') {
+    if (path === '/v1/exec' || path === '/v1/shell' || path === '/v1/tunnel') {
       throw apiError('bad_request', `${path} is a WebSocket: send the request with Upgrade: websocket`);
     }
     throw apiError('not_found', `no route for ${method} ${path}`);
@@ -142,6 +144,7 @@ export async function startCloudAgent(
     const url = requestUrl(req);
     authorize(req);
     const path = url.pathname.replace(/\/+$/, '');
+    if (path === '/v1/tunnel') return tunnel(req, socket, head, tunnelPort(url.searchParams));
     if (path !== '/v1/exec' && path !== '/v1/shell') throw apiError('not_found', `no WebSocket route for ${path}`);
     const spec = path === '/v1/exec' ? execSpecFromQuery(url.searchParams) : undefined;
     if (spec?.via)
@@ -169,6 +172,31 @@ export async function startCloudAgent(
     await serveExec(open, spec, () => start(spec))
       .catch(() => open.terminate())
       .finally(release);
+  };
+
+  /**
+   * `/v1/tunnel?port=N`: raw bytes over the WebSocket to 127.0.0.1:N in the container (`onmemos tunnel`). The
+   * connection is made before the upgrade, so nothing listening there is a plain 503; it holds a concurrency slot.
+   */
+  const tunnel = async (req: IncomingMessage, socket: Duplex, head: Buffer, port: number) => {
+    if (stopping) throw new UnavailableError('the agent is stopping');
+    const release = limit.acquire('agent');
+    let ws: WebSocket | undefined;
+    try {
+      const conn = await connectLoopback(port);
+      try {
+        ws = await accept(await webSockets(), req, socket, head);
+      } finally {
+        if (!ws) conn.destroy();
+      }
+      if (!ws) return;
+      const open = ws;
+      sockets.add(open);
+      open.once('close', () => sockets.delete(open));
+      await joinTunnel(open, conn);
+    } finally {
+      release();
+    }
   };
 
   let primed = false;

@@ -9,10 +9,10 @@
  */
 import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { RemoteProcess } from '../exec/process.js';
 import { execSpecFromQuery, execWebSocketServer, serveExec } from '../exec/server.js';
+import { connectLoopback, joinTunnel, tunnelPort } from '../exec/tunnel.js';
 import { AGENT_LISTEN_FD, type ExecGroup, spawnPiped, spawnTty, treeGroup } from './spawn.js';
 import { type WarmStarter, warmStarter } from './warm.js';
 
@@ -146,40 +146,25 @@ function tunnelUpgrade(
   webSockets: () => Promise<import('ws').WebSocketServer>,
   refuse: (status: string, code: string, message: string) => void,
 ): void {
-  const raw = url.searchParams.get('port') ?? '';
-  const port = Number(raw);
-  if (!/^\d{1,5}$/.test(raw) || port < 1 || port > 65535) {
-    refuse('400 Bad Request', 'bad_request', 'port must be a number from 1 to 65535');
+  let port: number;
+  try {
+    port = tunnelPort(url.searchParams);
+  } catch (e) {
+    refuse('400 Bad Request', 'bad_request', (e as Error).message);
     return;
   }
-  const conn = connect({ port, host: '127.0.0.1' });
-  conn.once('error', () =>
-    refuse('503 Service Unavailable', 'unavailable', `nothing listens on port ${port} in the session`),
-  );
-  conn.once('connect', () => {
-    conn.removeAllListeners('error');
-    conn.on('error', () => {});
-    webSockets().then(
-      async (w) => {
-        const { createWebSocketStream } = await import('ws');
-        w.handleUpgrade(req, socket, head, (ws) => {
-          const stream = createWebSocketStream(ws);
-          stream.on('error', () => {});
-          const done = () => {
-            conn.destroy();
-            stream.destroy();
-          };
-          stream.on('close', done);
-          conn.on('close', done);
-          stream.pipe(conn).pipe(stream);
-        });
-      },
-      () => {
+  connectLoopback(port).then(
+    async (conn) => {
+      try {
+        const w = await webSockets();
+        w.handleUpgrade(req, socket, head, (ws) => void joinTunnel(ws, conn));
+      } catch {
         conn.destroy();
         socket.destroy();
-      },
-    );
-  });
+      }
+    },
+    (e: Error) => refuse('503 Service Unavailable', 'unavailable', e.message),
+  );
 }
 
 /** The local sandbox's entry point: `node agent.cjs <config.json>`, listening on fd 3. */

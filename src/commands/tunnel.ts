@@ -21,7 +21,7 @@ function port(min: number) {
  */
 export function tunnelCommand(ctx: () => Ctx, setExit: (code: number) => void): Command {
   return new Command('tunnel')
-    .description('reach a TCP port inside a session from this machine (local, gke and workstations sessions)')
+    .description('reach a TCP port inside a session from this machine')
     .argument('<id>', 'session id')
     .option('--port <port>', 'the port inside the session', port(1), 22)
     .option(
@@ -41,7 +41,7 @@ Examples:
 
 It runs until Ctrl-C (--stdio: until the far end closes; the end of stdin does not close a tunnel). Exit status:
 0; 1 with one line when the tunnel cannot be opened (a session that is not running, nothing listening on the
-port); 2 when the session's provider has no tunnel (cloud_run).`,
+port); 2 when the session's provider has no tunnel.`,
     )
     .action(async (id: string, o: { port: number; localPort?: number; stdio?: boolean; json?: boolean }) => {
       const c = ctx();
@@ -51,7 +51,7 @@ port); 2 when the session's provider has no tunnel (cloud_run).`,
       const open = provider.tunnel?.bind(provider);
       if (!open) {
         throw new UnsupportedError(`provider ${provider.kind} has no tunnel into its sessions`, {
-          hint: 'tunnels are for local, gke and workstations sessions; use onmemos exec or shell',
+          hint: 'use onmemos exec or shell',
         });
       }
       if (o.stdio) {

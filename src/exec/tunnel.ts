@@ -1,10 +1,13 @@
 /**
- * A byte stream over a WebSocket: the client side of every tunnel (a workstation's TCP tunnel, the local agent's
- * `/tunnel`, an onmemos server's `/v1/sessions/{id}/tunnel`). Raw bytes both ways, sent as binary frames (text
- * frames are taken as bytes too), no subprotocol, no compression. A refused upgrade is the caller's error, from the
- * status and the body's text.
+ * A byte stream over a WebSocket: both sides of every tunnel (a workstation's TCP tunnel, the local agent's
+ * `/tunnel`, the Cloud Run agent's `/v1/tunnel`, an onmemos server's `/v1/sessions/{id}/tunnel`). Raw bytes both
+ * ways, sent as binary frames (text frames are taken as bytes too), no subprotocol, no compression. A refused
+ * upgrade is the caller's error, from the status and the body's text. ws is loaded only when a tunnel is used.
  */
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { WebSocket } from 'ws';
+import { OnmemosError } from '../errors.js';
 
 export interface TunnelSocketOptions {
   headers?: Record<string, string>;
@@ -61,4 +64,55 @@ export function jsonBody(text: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** The `port=` of a tunnel request: 1 to 65535, else a bad_request. */
+export function tunnelPort(q: URLSearchParams): number {
+  const raw = q.get('port') ?? '';
+  const n = Number(raw);
+  if (!/^\d{1,5}$/.test(raw) || n < 1 || n > 65535) {
+    throw new OnmemosError('port must be a number from 1 to 65535', { code: 'bad_request' });
+  }
+  return n;
+}
+
+/**
+ * A TCP connection to 127.0.0.1:port where this process runs (an agent, inside its session): only the loopback,
+ * so a tunnel reaches into a session and never through it. Nothing listening there is an `unavailable` error,
+ * which the caller answers before the upgrade.
+ */
+export async function connectLoopback(port: number): Promise<Socket> {
+  const { connect } = await import('node:net');
+  return new Promise<Socket>((resolve, reject) => {
+    const conn = connect({ port, host: '127.0.0.1' });
+    conn.once('error', () =>
+      reject(new OnmemosError(`nothing listens on port ${port} in the session`, { code: 'unavailable' })),
+    );
+    conn.once('connect', () => {
+      conn.removeAllListeners('error');
+      conn.on('error', () => {});
+      resolve(conn);
+    });
+  });
+}
+
+/** The server side of a tunnel: `ws` and the byte stream `t` joined both ways, until either ends (then both do). */
+export async function joinTunnel(ws: WebSocket, t: Duplex): Promise<void> {
+  const { createWebSocketStream } = await import('ws');
+  const stream = createWebSocketStream(ws);
+  stream.on('error', () => {});
+  t.on('error', () => {});
+  const done = () => {
+    t.destroy();
+    stream.destroy();
+  };
+  stream.on('close', done);
+  t.on('close', done);
+  stream.pipe(t);
+  t.pipe(stream);
+  await new Promise<void>((resolve) => {
+    if (ws.readyState === ws.CLOSED) resolve();
+    else ws.once('close', () => resolve());
+  });
+  done();
 }

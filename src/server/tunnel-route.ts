@@ -6,18 +6,9 @@
  * key's concurrency slots while it is open.
  */
 import type { Duplex } from 'node:stream';
-import { createWebSocketStream } from 'ws';
 import { UnsupportedError } from '../errors.js';
+import { joinTunnel, tunnelPort } from '../exec/tunnel.js';
 import { acceptCounted, type Upgrade } from './context.js';
-import { apiError } from './http.js';
-
-export function tunnelPort(q: URLSearchParams): number {
-  const raw = q.get('port') ?? '';
-  const n = Number(raw);
-  if (!/^\d{1,5}$/.test(raw) || n < 1 || n > 65535)
-    throw apiError('bad_request', 'port must be a number from 1 to 65535');
-  return n;
-}
 
 export async function tunnelRoute(u: Upgrade): Promise<void> {
   const port = tunnelPort(u.url.searchParams);
@@ -37,18 +28,5 @@ export async function tunnelRoute(u: Upgrade): Promise<void> {
     t.destroy();
     return;
   }
-  const { ws, release } = accepted;
-  const stream = createWebSocketStream(ws);
-  stream.on('error', () => {});
-  const done = () => {
-    t.destroy();
-    stream.destroy();
-  };
-  stream.on('close', done);
-  t.on('close', done);
-  stream.pipe(t);
-  t.pipe(stream);
-  await new Promise<void>((resolve) => ws.once('close', () => resolve()));
-  done();
-  release();
+  await joinTunnel(accepted.ws, t).finally(accepted.release);
 }

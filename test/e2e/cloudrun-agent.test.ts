@@ -13,11 +13,17 @@ import WebSocket from 'ws';
 import { errorFromResponse } from '../../src/errors.js';
 import { openExec } from '../../src/exec/client.js';
 import type { ExecSpec } from '../../src/exec/process.js';
+import { openTunnelSocket } from '../../src/exec/tunnel.js';
 import { agentRoot, OnmemosImage } from '../fakes/cloudrun/image.js';
 import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
 import { clients, parentOf, sandboxes } from '../helpers/cloudrun.js';
 
 const MISSING = new OnmemosImage(agentRoot(), '/nonexistent').missing();
+/** A server on 127.0.0.1:PORT that answers `echo:` and what it read, then closes the connection. */
+const ECHO_PY = `import socket
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', PORT)); s.listen()
+while True:
+  c,_=s.accept(); c.sendall(b'echo:' + c.recv(100)); c.close()`;
 const SECRET = 'cloudrun-fake-secret-0123456789';
 const SHA = createHash('sha256').update(SECRET).digest('hex');
 let fake: CloudRunFake;
@@ -136,6 +142,45 @@ describe.skipIf(MISSING !== undefined)(`onmemos agent as a revision${MISSING ? `
     expect(r.status).toBe(401);
     const front = await fetch(`${uri}/v1/execute`, { method: 'POST', headers: { 'X-OnMemOS-Secret': SECRET } });
     expect(front.status).toBe(403);
+  });
+
+  it('/v1/tunnel: bytes to a port in the container; the secret, a port, a listener and the upgrade are required', async () => {
+    const base = `${uri.replace(/^http/, 'ws')}/v1/tunnel`;
+    const refused = (status: number, body: string) => Object.assign(new Error(body), { status });
+    const open = (q: string, h: Record<string, string>) =>
+      openTunnelSocket(`${base}${q}`, { headers: h, refused, unreachable: (e) => e });
+    const started = await exec({
+      argv: ['sh', '-c', 'setsid -f python3 -c "$1" >/dev/null 2>&1', 'sh', ECHO_PY.replace('PORT', '9191')],
+    });
+    expect(started.status).toEqual({ code: 0 });
+    let got = '';
+    for (let i = 0; i < 50 && got !== 'echo:over the tunnel'; i++) {
+      const t = await open('?port=9191', headers()).catch(() => undefined);
+      if (t) {
+        t.write('over the tunnel'); // not end(): a WebSocket has no half-close, the server ends the tunnel
+        got = await new Promise<string>((resolve) => {
+          let text = '';
+          t.on('data', (d) => (text += d));
+          // The server closing its side ends the stream (our side stays writable: no 'close' until destroyed).
+          t.on('end', () => resolve(text));
+          t.on('close', () => resolve(text));
+        });
+        t.destroy();
+      }
+      if (got !== 'echo:over the tunnel') await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(got).toBe('echo:over the tunnel');
+    const status = (p: Promise<unknown>) =>
+      p.then(
+        () => 0,
+        (e: { status?: number }) => e.status,
+      );
+    const token = { authorization: `Bearer ${fake.idToken(uri)}` };
+    expect(await status(open('?port=9191', token))).toBe(401); // no secret
+    expect(await status(open('?port=0', headers()))).toBe(400);
+    expect(await status(open('?port=9192', headers()))).toBe(503); // nothing listens there
+    const plain = await fetch(`${uri}/v1/tunnel?port=9191`, { headers: headers() });
+    expect(plain.status).toBe(400);
   });
 
   it('an agent without a secret exits: the revision fails with Cloud Run message, the agent line in its log', async () => {

@@ -31,6 +31,23 @@ afterAll(async () => {
   await run.close();
 });
 
+/** A TCP server on 127.0.0.1:port in the session's container that answers `echo:` and what it read, then closes. */
+async function startEcho(session: string, port: number): Promise<void> {
+  const py = `import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', ${port})); s.listen()\nwhile True:\n  c,_=s.accept(); c.sendall(b'echo:' + c.recv(100)); c.close()`;
+  const r = await cr(['exec', session, '--', 'sh', '-c', 'setsid -f python3 -c "$1" >/dev/null 2>&1', 'sh', py]);
+  expect(r.code, r.stderr).toBe(0);
+}
+
+/** `onmemos tunnel --stdio` to `port`, sending "ping", until the server is up (bounded: 50 tries). */
+async function tunnelOnce(session: string, port: number, extra: Record<string, string> = {}) {
+  let r = await cr(['tunnel', '--stdio', '--port', String(port), session], { input: 'ping', env: extra });
+  for (let i = 0; i < 50 && r.stdout !== 'echo:ping'; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    r = await cr(['tunnel', '--stdio', '--port', String(port), session], { input: 'ping', env: extra });
+  }
+  return r;
+}
+
 describe('cloud_run through the CLI', () => {
   it('create answers the document fields: the service URL, its name and the bucket name', async () => {
     const s = JSON.parse((await cr(['get', id, '--json'])).stdout);
@@ -89,6 +106,17 @@ describe('cloud_run through the CLI', () => {
     await cr(['rm', ...ids], { env: fresh });
   }, 60_000);
 
+  it('tunnel reaches a server in the container through its agent; nothing listening is one line, exit 1', async () => {
+    await startEcho(id, 9097);
+    expect(await tunnelOnce(id, 9097)).toMatchObject({ code: 0, stdout: 'echo:ping' });
+    const none = await cr(['tunnel', '--stdio', '--port', '9096', id], { input: 'x' });
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/^onmemos: .*nothing listens on port 9096 in the session/);
+    expect(none.stderr.trim().split('\n')).toHaveLength(1);
+    const bad = await cr(['tunnel', '--stdio', '--port', '0', id]);
+    expect(bad.code).toBe(2);
+  });
+
   it("knowing the URL (even with an ID token) is not enough: the agent wants the session's secret", async () => {
     const s = JSON.parse((await cr(['get', id, '--json'])).stdout);
     const res = await fetch(`${s.url}/v1/execute`, {
@@ -116,6 +144,12 @@ describe('cloud_run through onmemos serve', () => {
     served = await startServe({ ...state.env, ...env, ONMEMOS_API_KEYS: key });
   });
   afterAll(() => served.stop());
+
+  it('tunnel through the server reaches the container too', async () => {
+    const remote = { ONMEMOS_SERVER: served.url, ONMEMOS_API_KEY: key };
+    await startEcho(id, 9095);
+    expect(await tunnelOnce(id, 9095, remote)).toMatchObject({ code: 0, stdout: 'echo:ping' });
+  });
 
   it('the legacy /v1/cloudrun/workspaces routes run on cloud_run; exec and the JSON shell go through the agent', async () => {
     const h = { 'x-api-key': key, 'content-type': 'application/json' };

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import {
   ConflictError,
   InterruptedError,
@@ -8,6 +9,7 @@ import {
 } from '../../errors.js';
 import { openExec } from '../../exec/client.js';
 import type { ExecSpec, RemoteProcess } from '../../exec/process.js';
+import { jsonBody, openTunnelSocket } from '../../exec/tunnel.js';
 import { V5 } from '../../exec/v5.js';
 import {
   type ConnectInfo,
@@ -371,14 +373,17 @@ export class CloudRunProvider implements Provider {
       url: `${url}/v1/exec`,
       headers,
       peer: `the agent of session ${id}`,
-      refused: (status, body) => {
-        const message = (body as { error?: { message?: string } })?.error?.message ?? `HTTP ${status}`;
-        if (status === 401 || status === 403) {
-          return new ProviderError(`the agent of session ${id} refused the call (${status}): ${message}`);
-        }
-        if (status === 429) return new UnavailableError(`the agent of session ${id} is busy: ${message}`);
-        return new UnavailableError(`the agent of session ${id} answered ${status}: ${message}`);
-      },
+      refused: (status, body) => agentRefusal(id, status, body),
+    });
+  }
+
+  /** A TCP port inside the session's container, through its agent's `/v1/tunnel` (`onmemos tunnel`). */
+  async tunnel(id: string, port: number): Promise<Duplex> {
+    const { url, headers } = await this.agent(id);
+    return openTunnelSocket(`${url}/v1/tunnel?port=${port}`, {
+      headers,
+      refused: (status, text) => agentRefusal(id, status, jsonBody(text)),
+      unreachable: (e) => new UnavailableError(`cannot reach the agent of session ${id}: ${e.message}`),
     });
   }
 
@@ -468,4 +473,14 @@ async function runForToken(file: string, args: string[], env: NodeJS.ProcessEnv)
       } else resolve(token);
     });
   });
+}
+
+/** An answer of a session's agent that is not the upgrade, as onmemos' error: its own message, in one line. */
+function agentRefusal(id: string, status: number, body: unknown): OnmemosError {
+  const message = (body as { error?: { message?: string } })?.error?.message ?? `HTTP ${status}`;
+  if (status === 401 || status === 403) {
+    return new ProviderError(`the agent of session ${id} refused the call (${status}): ${message}`);
+  }
+  if (status === 429) return new UnavailableError(`the agent of session ${id} is busy: ${message}`);
+  return new UnavailableError(`the agent of session ${id} answered ${status}: ${message}`);
 }
