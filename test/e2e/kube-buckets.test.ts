@@ -69,7 +69,10 @@ describe('GCS FUSE volumes on the kube fake', () => {
     expect(readFileSync(join(dir, 'd', 'e', 'f'), 'utf8')).toBe('deep\n');
     writeFileSync(join(dir, 'after.txt'), 'put there while the pod runs\n');
     const again = await sh('rw', 'cat /workspace/bucket/after.txt; ls -a /workspace/bucket');
-    expect(again.stdout).toBe('put there while the pod runs\n.\n..\nafter.txt\nbefore.txt\nd\npod.txt\n');
+    const [first, ...listed] = again.stdout.trim().split('\n');
+    expect(first).toBe('put there while the pod runs');
+    // The other tests may have put their own files there first (--sequence.shuffle).
+    expect(listed).toEqual(expect.arrayContaining(['.', '..', 'after.txt', 'before.txt', 'd', 'pod.txt']));
     if (process.getuid?.() === 0) {
       // As root each sandbox runs as a host uid of its own, to which the bucket was handed: the pod's files are it.
       const rec = fake.kubelet.provider.store.read(fake.sessionOf(NS, 'rw')!)!;
@@ -79,10 +82,12 @@ describe('GCS FUSE volumes on the kube fake', () => {
   });
 
   it('a read-only volume is read, not written', async () => {
+    // Its own file: the tests of this file may run in any order (--sequence.shuffle).
+    writeFileSync(join(fake.buckets.dir('data-bucket'), 'for-ro.txt'), 'for the read-only pod\n');
     await createPod(bucketPod('ro', 'data-bucket', { readOnly: true }));
     await waitRunning(fake, NS, 'ro');
-    const r = await sh('ro', 'cat /workspace/bucket/pod.txt; echo x > /workspace/bucket/ro.txt');
-    expect(r.stdout).toBe('from the pod\n');
+    const r = await sh('ro', 'cat /workspace/bucket/for-ro.txt; echo x > /workspace/bucket/ro.txt');
+    expect(r.stdout).toBe('for the read-only pod\n');
     expect(r.stderr).toMatch(/Read-only file system/);
     expect(r.code).not.toBe(0);
     expect(existsSync(join(fake.buckets.dir('data-bucket'), 'ro.txt'))).toBe(false);
