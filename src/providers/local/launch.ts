@@ -211,7 +211,7 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     launcher.unref();
   } catch (e) {
     for (const n of opened) closeSync(n);
-    if (launcher?.pid) killTree(launcher.pid, { includeRoot: true });
+    if (launcher?.pid) killTree(launcher.pid, { includeRoot: true, group: true }); // bwrap is in its group
     throw e;
   }
 }

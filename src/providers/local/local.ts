@@ -472,8 +472,9 @@ export class LocalProvider implements Provider {
     if (!claimed) return false;
     const rec = known ?? this.store.readClaimed(claimed);
     if (rec) {
-      // Everything of the session is in its cgroup (with the launcher outside it); without cgroups, the launcher's
-      // death takes bwrap (--die-with-parent), whose sandbox's pid 1 takes every process of the session.
+      // Everything of the session is in its cgroup (with the launcher outside it); without cgroups, everything is
+      // in the launcher's process group (bwrap included), and bwrap's death takes its sandbox's pid 1 and with it
+      // every process of the session.
       const sys = rec.cgroup_parent ? this.cgroups() : undefined;
       const group = sys && rec.cgroup_parent ? SessionGroup.open(sys, rec.cgroup_parent, rec.id) : undefined;
       group?.kill({ wait: false });
@@ -483,8 +484,10 @@ export class LocalProvider implements Provider {
         // With a cgroup, the launcher's process group (it is a session leader; bash without job control keeps
         // its children in it) holds all it ran outside the cgroup: one kill, which no fork escapes. Without one,
         // its whole tree.
+        // Its whole tree too, and the group again each round: a process forked between a scan and a kill, or one
+        // whose parent died first (bwrap, before its --die-with-parent took hold), is still in the group.
         if (group) trySignal(-launcher.pid, 'SIGKILL');
-        else killTree(launcher.pid, { includeRoot: true });
+        else killTree(launcher.pid, { includeRoot: true, group: true });
       }
       signalRef(rec.procs.init, 'SIGKILL');
       const slot = rec.uid_slot !== undefined ? [this.slots.path(rec.uid_slot)] : [];
