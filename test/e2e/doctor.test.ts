@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WORKSTATIONS_SETTINGS } from '../../src/providers/workstations/config.js';
 import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
 import { type KubeFake, startKubeFake } from '../fakes/kube/server.js';
 import { startWorkstationsFake, type WorkstationsFake } from '../fakes/workstations/server.js';
@@ -53,14 +54,8 @@ const clean = (): Record<string, string> => {
     'REGION',
     'CLOUDSDK_RUN_REGION',
     'CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN',
-    'CLOUDSDK_API_ENDPOINT_OVERRIDES_WORKSTATIONS',
     'CLOUDSDK_AUTH_ACCESS_TOKEN_FILE',
-    'WORKSTATIONS_REGION',
-    'WORKSTATIONS_CLUSTER',
-    'WORKSTATIONS_CONFIG',
-    'CLOUDSDK_WORKSTATIONS_REGION',
-    'CLOUDSDK_WORKSTATIONS_CLUSTER',
-    'CLOUDSDK_WORKSTATIONS_CONFIG',
+    ...WORKSTATIONS_SETTINGS,
     'ONMEMOS_SERVER',
     'ONMEMOS_API_KEY',
     'ONMEMOS_SSH',
