@@ -44,7 +44,11 @@ function runMain() {
 
   (async () => {
     const code = await runCli(process.argv.slice(2), {
-      stdin: process.stdin,
+      // A getter: process.stdin is made (~2 ms) only by a command that reads it, or asks whether it is a terminal.
+      get stdin() {
+        return process.stdin;
+      },
+      stdinIsNull: isDevNull(0),
       stdout: process.stdout,
       stderr: process.stderr,
       env: process.env,
@@ -95,7 +99,8 @@ function loadCli() {
         fs.closeSync(fd);
       }
     } catch {}
-    script = new vm.Script(Module.wrap(fs.readFileSync(file, 'utf8')), {
+    // ASCII (scripts/build.mjs makes it so): latin1 is the same text, without decoding UTF-8.
+    script = new vm.Script(Module.wrap(fs.readFileSync(file, 'latin1')), {
       filename: file,
       cachedData: cached,
     });
@@ -123,6 +128,16 @@ function loadCli() {
       } catch {}
     },
   };
+}
+
+/** Whether fd is /dev/null (character device 1:3). */
+function isDevNull(fd) {
+  try {
+    const st = require('node:fs').fstatSync(fd);
+    return st.isCharacterDevice() && st.rdev === 0x103;
+  } catch {
+    return false;
+  }
 }
 
 function closeInheritedFds() {

@@ -45,12 +45,23 @@ async function resolveRegistry(
 
 /** Commands that always work on this machine, whatever server is configured (and look at no provider first). */
 const ALWAYS_LOCAL = new Set(['serve', 'config', 'agent', 'doctor']);
+/**
+ * Commands that run something in one session: they do not sweep the machine's expired sessions first (the one they
+ * name is still checked: an expired session is removed and not found, registry.locate). The others do.
+ */
+const ONE_SESSION = new Set(['exec', 'shell', 'tunnel']);
 
 export async function main(argv: string[], deps: CliDeps): Promise<number> {
   let exitCode = 0;
   const debug = argv.includes('--debug') || deps.env.ONMEMOS_LOG === 'debug';
   let registry = deps.registry;
-  const ctx = (): Ctx => ({ ...deps, registry, debug });
+  // Not a spread: deps' stdio may be getters (bin/onmemos.js), each made only by the command that uses it.
+  const ctx = (): Ctx =>
+    Object.defineProperties({} as Ctx, {
+      ...Object.getOwnPropertyDescriptors(deps),
+      registry: { value: registry, enumerable: true },
+      debug: { value: debug, enumerable: true },
+    });
   const setExit = (c: number) => {
     exitCode = c;
   };
@@ -98,7 +109,8 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
       if (gke && !gke.configured) throw new UserError(`--context ${o.context}: ${gke.reason}`);
     }
     // In local mode the CLI removes what has expired on this machine before it looks (the server has a reaper).
-    if (registry.withEnv) await registry.reapExpired({ kinds: ['local'] }).catch(() => {});
+    if (registry.withEnv && !ONE_SESSION.has(top?.name() ?? ''))
+      await registry.reapExpired({ kinds: ['local'] }).catch(() => {});
   });
   for (const cmd of [
     createCommand(ctx),

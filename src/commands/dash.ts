@@ -3,7 +3,7 @@
  * terminal: the alternate screen, raw mode and the cursor are given back on every way out (q, Ctrl-C, SIGTERM,
  * SIGHUP, an error), and around each `onmemos shell` it runs, so ink and the shell never read stdin together.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UserError } from '../errors.js';
@@ -118,7 +118,7 @@ export async function runDash(ctx: Ctx, o: DashOptions): Promise<number> {
   return signalled ? 128 + (signalNumbers[signalled] ?? 1) : 0;
 
   /** `onmemos shell <id>` as a child of the same CLI, on this terminal, with the same server or local choice. */
-  function openShell(id: string): Promise<number> {
+  async function openShell(id: string): Promise<number> {
     const g = o.globals;
     const args = [
       binPath(),
@@ -134,6 +134,8 @@ export async function runDash(ctx: Ctx, o: DashOptions): Promise<number> {
       ...(g.server !== undefined ? { ONMEMOS_SERVER: g.server } : {}),
       ...(g.apiKey !== undefined ? { ONMEMOS_API_KEY: g.apiKey } : {}),
     };
+    // Loaded here, not at the top: every command's start-up would pay for it.
+    const { spawn } = await import('node:child_process');
     return new Promise((resolve) => {
       const c = spawn(process.execPath, args, { stdio: 'inherit', env });
       child = c;

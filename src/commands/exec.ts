@@ -28,11 +28,12 @@ export async function execInSession(ctx: Ctx, id: string, argv: string[], o: Exe
   }
   if (o.env) validateEnvTotal(o.env);
   const { provider } = await locate(ctx, validateSessionId(id));
-  const stdinTty = !!ctx.stdin.isTTY;
+  const stdinTty = !ctx.stdinIsNull && !!ctx.stdin.isTTY;
   const job = o.via === 'job';
   // A job reads no stdin and has no tty: neither is chosen for it by default, and asking for one is refused.
   const tty = o.tty ?? (!job && stdinTty && !!ctx.stdout.isTTY);
-  const stdin = !!o.interactive || tty || (!job && !stdinTty);
+  // stdin from /dev/null is not attached: the command reads EOF from the session's own /dev/null instead.
+  const stdin = !!o.interactive || tty || (!job && !stdinTty && !ctx.stdinIsNull);
   if (tty && !provider.capabilities.tty) throw new UserError(`provider ${provider.kind} cannot allocate a tty`);
   const spec: ExecSpec = {
     argv,

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { Command, Option } from 'commander';
 import { UnsupportedError, UserError } from '../errors.js';
 import { validateSessionId } from '../session/model.js';
@@ -54,6 +53,7 @@ async function kubectlShell(ctx: Ctx, id: string): Promise<number> {
     ...info.shell.argv,
   ];
   const kubectl = ctx.env.KUBECTL || 'kubectl';
+  const { spawn } = await import('node:child_process'); // not at the top: every command's start-up would pay
   return new Promise((resolve, reject) => {
     const child = spawn(kubectl, argv, { stdio: 'inherit', env: ctx.env });
     child.once('error', (e) =>

@@ -1,4 +1,4 @@
-import { createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Command, InvalidArgumentError } from 'commander';
 import { UnsupportedError } from '../errors.js';
@@ -97,6 +97,7 @@ async function listen(c: Ctx, localPort: number, asJson: boolean, open: () => Pr
   const sockets = new Set<Socket>();
   // Half-open: a client that ends its side still gets what comes back, until the far end closes (no half-close
   // in a WebSocket).
+  const { createServer } = await import('node:net'); // not at the top: every command's start-up would pay
   const server = createServer({ allowHalfOpen: true }, (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));

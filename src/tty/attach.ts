@@ -14,6 +14,11 @@ export interface CliIO {
   stdin: Readable & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown; fd?: number };
   stdout: Writable & { isTTY?: boolean; columns?: number; rows?: number };
   stderr: Writable & { isTTY?: boolean };
+  /**
+   * stdin is /dev/null (`< /dev/null`, a service, a script's `stdio: 'ignore'`): nothing to forward, and the stream
+   * need not be made (the CLI passes stdin as a getter; making it is ~2 ms of an exec's start-up).
+   */
+  stdinIsNull?: boolean;
 }
 
 export interface AttachOptions {

@@ -1,6 +1,17 @@
 /** End to end through pipes: the built binary, real bubblewrap sessions. */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import {
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { descendants } from '../../src/providers/local/proc.js';
@@ -97,6 +108,60 @@ describe('exec through pipes', () => {
   it('delivers piped stdin with EOF', async () => {
     expect((await exec(['wc', '-l'], 'a\nb\n')).stdout.trim()).toBe('2');
     expect((await exec(['cat'])).stdout).toBe(''); // no input: EOF at once, no hang
+  });
+
+  it('reads EOF at once from a stdin that is /dev/null (not attached), and from one attached with -i', async () => {
+    const viaNull = (args: string[]) =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = spawn(CLI[0]!, [...CLI.slice(1), 'exec', ...args], {
+          env: { ...process.env, ...state.env },
+          stdio: ['ignore', 'pipe', 'inherit'], // 'ignore': /dev/null
+        });
+        const out: Buffer[] = [];
+        child.stdout.on('data', (d) => out.push(d));
+        const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+        child.on('close', (code) => {
+          clearTimeout(timer);
+          resolve({ code, out: Buffer.concat(out).toString() });
+        });
+      });
+    expect(await viaNull([id, '--', 'sh', '-c', 'cat; echo done'])).toEqual({ code: 0, out: 'done\n' });
+    expect(await viaNull(['-i', id, '--', 'sh', '-c', 'cat; echo done'])).toEqual({ code: 0, out: 'done\n' });
+  });
+
+  it('starts without what it does not use: no child_process, no stdin stream, no package.json read', async () => {
+    // A preload reports, at exit, what the process loaded and read (the start-up cost of every command).
+    const dir = mkdtempSync(join(tmpdir(), 'onmemos-startup-probe-'));
+    if (TEST_USER) chownSync(dir, TEST_USER.uid, TEST_USER.gid); // the rootless project's onmemos writes the report
+    try {
+      const probe = join(dir, 'probe.cjs');
+      const report = join(dir, 'report');
+      writeFileSync(
+        probe,
+        [
+          "const fs = require('node:fs');",
+          'let pkg = 0;',
+          'const read = fs.readFileSync;',
+          "fs.readFileSync = function (p, ...a) { if (String(p).endsWith('package.json')) pkg++; return read.call(this, p, ...a); };",
+          "const has = (m) => process.moduleLoadList.includes('NativeModule ' + m);",
+          `process.on('exit', () => fs.appendFileSync(${JSON.stringify(report)}, JSON.stringify({ argv: process.argv.slice(2), child_process: has('child_process'), stdin: has('internal/fs/streams'), pkg }) + '\\n'));`,
+        ].join('\n'),
+      );
+      const env = { ...state.env, NODE_OPTIONS: `--require ${probe}` };
+      expect((await state.run(['--version'], { env })).code).toBe(0);
+      expect((await state.run(['exec', id, '--', 'true'], { env })).code).toBe(0);
+      const lines = readFileSync(report, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(lines).toEqual([
+        { argv: ['--version'], child_process: false, stdin: false, pkg: 0 },
+        // Its stdin is a pipe (a socket here), attached: the stream is a net.Socket, not an fs one.
+        { argv: ['exec', id, '--', 'true'], child_process: false, stdin: false, pkg: 0 },
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('is binary-safe both ways', async () => {
