@@ -97,8 +97,8 @@ export interface LaunchPlan {
   cgroups?: { sandboxDirs: { controller: string | null; dir: string }[]; joinFiles: string[]; inside: CgroupSystem };
   /** As root: the session's disk image, mounted at the data directory by the launcher. */
   image?: string;
-  /** Started once the launcher runs; its go-ahead waits for it (the disk image being made, as root). */
-  prepare?: () => Promise<unknown>;
+  /** What the launcher's go-ahead waits for (the disk image being made, as root). */
+  prepare?: Promise<unknown>;
   diskBytes: number;
   /** Host directories mounted into the session (internal: the cloud fakes' buckets; local.ts HostBind). */
   binds?: { source: string; target: string; readOnly: boolean }[];
@@ -194,7 +194,7 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     if (!ref) throw new ProviderError(`the launcher did not start: ${sandboxLog(dir)}`);
     plan.onLauncher(ref); // a claim by `rm` from now on finds the launcher and kills it
     const pipes = launcher.stdio as unknown as (Readable | null)[];
-    await plan.prepare?.();
+    await plan.prepare;
     launcher.stdin!.end('go\n');
     const [started, net] = await Promise.all([
       readJson(launcher, pipes[FD.info]!, plan.signal),

@@ -273,6 +273,8 @@ export class LocalProvider implements Provider {
     };
     const progress = (step: string, message: string) => onProgress?.({ step, message, id });
     progress('prepare', `creating local session ${id} (template ${req.template}, network ${req.network})`);
+    /** As root, the session's disk image, made (mkfs) from once its uid is known while the rest is prepared. */
+    let disk: Promise<string> | undefined;
     try {
       this.store.write(rec);
       this.writeExpiry(rec);
@@ -281,6 +283,9 @@ export class LocalProvider implements Provider {
         rec.uid_slot = slot;
         rec.host_uid = uid;
         this.store.write(rec);
+        progress('disk', `making its ${shownLimits(req.limits).disk} disk`);
+        disk = makeDiskImage(join(dir, 'disk.img'), req.limits.diskBytes, uid);
+        disk.catch(() => {}); // awaited by the launch (its go-ahead), or below on a failure before it
         for (const b of binds) if (!b.readOnly) await handOver(b.source, uid);
       }
       let cgroups: Parameters<typeof launchSandbox>[0]['cgroups'];
@@ -307,15 +312,8 @@ export class LocalProvider implements Provider {
         throw new UnavailableError(`--require-limits: cannot enforce ${unenforced.join('; ')}`);
       }
       checkAbort();
-      // As root the disk is made once the launcher runs, while its first process joins the cgroup (the longer
-      // wait); the launcher's go-ahead waits for it.
-      const image = this.root ? join(dir, 'disk.img') : undefined;
-      const makeDisk = image
-        ? () => {
-            progress('disk', `making its ${shownLimits(req.limits).disk} disk`);
-            return makeDiskImage(image, req.limits.diskBytes, rec.host_uid);
-          }
-        : undefined;
+      // The disk is still being made (mkfs); the launcher starts meanwhile, its first process joins the cgroup
+      // (the longer wait), and its go-ahead waits for the disk.
       progress('launch', 'starting the sandbox');
       await launchSandbox({
         dir,
@@ -326,8 +324,8 @@ export class LocalProvider implements Provider {
         seccomp,
         userEnv: req.env,
         cgroups,
-        image,
-        prepare: makeDisk,
+        image: disk && join(dir, 'disk.img'),
+        prepare: disk,
         diskBytes: req.limits.diskBytes,
         binds,
         signal,
@@ -348,6 +346,7 @@ export class LocalProvider implements Provider {
       // An `rm` (or the reaper) that claimed the session meanwhile is why it failed (ENOENT, or EACCES from binding
       // the agent's socket in a directory that is gone): say so rather than the symptom.
       const removedMeanwhile = !existsSync(dir);
+      await disk?.catch(() => {}); // mkfs has ended: nothing writes into the session's directory any more
       await this.destroy(id, rec); // what this process knows of it, which may be more than the record on disk
       if (e instanceof InterruptedError) throw new InterruptedError(`interrupted: session ${id} was removed`);
       if (removedMeanwhile) throw new ConflictError(`session ${id} was removed while it was being created`);
