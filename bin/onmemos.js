@@ -12,8 +12,20 @@ if (major < 20 || (major === 20 && minor < 18)) {
 // Node's own are all close-on-exec (flag 02000000 in /proc/self/fdinfo).
 closeInheritedFds();
 
-// A reader that goes away (`onmemos ls | head -1`) is not an error of ours.
-for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
+/**
+ * process.stdout and process.stderr, made on first use (making one costs ~2.5 ms for a pipe; an exec whose output
+ * goes to the command itself never makes stdout). A reader that goes away (`onmemos ls | head -1`) is not an error
+ * of ours.
+ */
+const madeStdio = new Set();
+function stdio(name) {
+  const s = process[name];
+  if (!madeStdio.has(s)) {
+    madeStdio.add(s);
+    s.on('error', () => {});
+  }
+  return s;
+}
 
 if (process.argv[2] === 'agent') runAgent();
 else runMain();
@@ -24,7 +36,7 @@ else runMain();
  */
 function runAgent() {
   const { agentMain } = require('../dist/cloud-agent.cjs');
-  const io = { env: process.env, stdout: process.stdout, stderr: process.stderr, signals: process };
+  const io = { env: process.env, stdout: stdio('stdout'), stderr: stdio('stderr'), signals: process };
   agentMain(process.argv.slice(3), io)
     .catch((e) => {
       process.stderr.write(`onmemos agent: ${e instanceof Error ? e.message : String(e)}\n`);
@@ -49,14 +61,18 @@ function runMain() {
         return process.stdin;
       },
       stdinIsNull: isDevNull(0),
-      stdout: process.stdout,
-      stderr: process.stderr,
+      get stdout() {
+        return stdio('stdout');
+      },
+      get stderr() {
+        return stdio('stderr');
+      },
       env: process.env,
       registry: defaultRegistry(process.env),
       signals: process,
     });
     // stdout and stderr may be asynchronous (pipes, here): let what is queued reach the reader before exiting.
-    await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => s.write('', resolve))));
+    await Promise.all([...madeStdio].map((s) => new Promise((resolve) => s.write('', resolve))));
     cli.saveCache();
     process.exit(code);
   })();

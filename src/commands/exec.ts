@@ -41,9 +41,8 @@ export async function execInSession(ctx: Ctx, id: string, argv: string[], o: Exe
     cwd: o.workdir,
     tty,
     stdin,
-    cols: ctx.stdout.columns,
-    rows: ctx.stdout.rows,
-    term: ctx.env.TERM,
+    // The size and name of the terminal matter only with a tty (and stdout is made only where it is used).
+    ...(tty ? { cols: ctx.stdout.columns, rows: ctx.stdout.rows, term: ctx.env.TERM } : {}),
     ...(job ? { via: 'job' as const, timeoutSeconds: o.timeout } : {}),
   };
   checkExecSpec(provider.kind, provider.capabilities, spec);
