@@ -9,6 +9,8 @@
  *                                           with it; cb(err, { byte, fds }); fds arrive close-on-exec
  *   outputFifo(fd)                          true when fd is a FIFO open for writing, which is then made blocking
  *                                           (a command writes to it as to any pipe); false for anything else
+ *   closeOnExec(fd)                         sets FD_CLOEXEC on fd (the agent's second listening socket, which no
+ *                                           command may inherit); false if it could not
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -254,11 +256,26 @@ static napi_value output_fifo(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value close_on_exec(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (argc < 1 || !get_int(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "closeOnExec(fd)");
+    return NULL;
+  }
+  int flags = fd >= 0 ? fcntl(fd, F_GETFD) : -1;
+  napi_get_boolean(env, flags >= 0 && fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == 0, &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"sendFds", NULL, send_fds, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvFds", NULL, recv_fds, NULL, NULL, NULL, napi_enumerable, NULL},
       {"outputFifo", NULL, output_fifo, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"closeOnExec", NULL, close_on_exec, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof *props, props) != napi_ok) return NULL;
   return exports;

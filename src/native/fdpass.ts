@@ -25,6 +25,8 @@ export interface FdPass {
   recvFds(socketFd: number, timeoutMs: number, cb: (err: NodeJS.ErrnoException | null, r?: Received) => void): void;
   /** Whether `fd` is a FIFO (a pipe) open for writing; if so it is made blocking, as a command expects its output. */
   outputFifo(fd: number): boolean;
+  /** Sets close-on-exec on `fd`; false if that failed. */
+  closeOnExec(fd: number): boolean;
 }
 
 /** The module's file name, next to dist/agent.cjs and dist/cli.cjs (scripts/build.mjs copies it there). */
@@ -49,7 +51,12 @@ export function loadFdPass(paths: string[] = fdpassCandidates()): FdPass | undef
       const m = { exports: {} as Partial<FdPass> };
       process.dlopen(m, p);
       const e = m.exports;
-      if (typeof e.sendFds === 'function' && typeof e.recvFds === 'function' && typeof e.outputFifo === 'function') {
+      if (
+        typeof e.sendFds === 'function' &&
+        typeof e.recvFds === 'function' &&
+        typeof e.outputFifo === 'function' &&
+        typeof e.closeOnExec === 'function'
+      ) {
         mod = e as FdPass;
         break;
       }
