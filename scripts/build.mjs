@@ -63,7 +63,11 @@ if (!existsSync('build/Release/fdpass.node') && process.env.npm_config_node_gyp)
     execFileSync(process.execPath, [process.env.npm_config_node_gyp, 'rebuild'], { stdio: ['ignore', 'ignore', 'inherit'] });
   } catch {}
 }
-if (existsSync('build/Release/fdpass.node')) copyFileSync('build/Release/fdpass.node', 'dist/fdpass.node');
+if (existsSync('build/Release/fdpass.node')) {
+  copyFileSync('build/Release/fdpass.node', 'dist/fdpass.node');
+  // fdexec (native/fdexec.c): the warm start's last step for such an exec, passed into each sandbox the same way.
+  if (existsSync('build/Release/fdexec')) copyFileSync('build/Release/fdexec', 'dist/fdexec');
+}
 else console.warn('build: build/Release/fdpass.node is missing (node-gyp rebuild): exec will relay all output');
 // dist/cloud-agent.cjs: `onmemos agent` in a workspace container (Cloud Run, images/), which bin/onmemos.js runs
 // without dist/cli.cjs: the agent, ws and node's own argument parser. node-pty stays in node_modules (an image

@@ -16,7 +16,7 @@ import { UserError } from '../errors.js';
 import type { RemoteProcess } from '../exec/process.js';
 import { execSpecFromQuery, execWebSocketServer, serveExec } from '../exec/server.js';
 import { connectLoopback, joinTunnel, tunnelPort } from '../exec/tunnel.js';
-import { FDPASS_NODE, type FdPass, loadFdPass } from '../native/fdpass.js';
+import { FDEXEC, FDPASS_NODE, type FdPass, loadFdPass } from '../native/fdpass.js';
 import { AGENT_FDPASS_FD, AGENT_LISTEN_FD, type ExecGroup, spawnPiped, spawnTty, treeGroup } from './spawn.js';
 import { type WarmStarter, warmStarter } from './warm.js';
 
@@ -27,6 +27,8 @@ export interface AgentConfig {
   workdir: string;
   /** Exec groups: how to make one for each command (absent: the process tree stands in). */
   execGroups?: (id: string) => ExecGroup;
+  /** fdexec inside the session: the parked process takes passed descriptors through it (warm.ts). */
+  fdexec?: import('./warm.js').FdExec;
 }
 
 const O_CLOEXEC = 0o2000000;
@@ -92,13 +94,13 @@ export async function runAgent(
   let execs = 0;
   const execGroups = config.execGroups;
   // With cgroups, a process waits in the next exec group (warm.ts): joining one is most of a short command's time.
-  const warm: WarmStarter | undefined = execGroups && warmStarter(() => execGroups(`e${++execs}`));
+  const warm: WarmStarter | undefined = execGroups && warmStarter(() => execGroups(`e${++execs}`), config.fdexec);
   const start = async (spec: ReturnType<typeof execSpecFromQuery>): Promise<RemoteProcess> => {
     const env: Record<string, string> = { ...config.env, ...spec.env };
     if (spec.tty) env.TERM = spec.term || 'xterm-256color';
     const cwd = spec.cwd ?? config.workdir;
-    // The parked process (bash) cannot take descriptors: an exec that passed its own starts the ordinary way.
-    const parked = spec.outputFds ? undefined : warm?.take(spec, env, cwd);
+    // An exec that passed its output descriptors takes the parked process only through fdexec (warm.ts).
+    const parked = warm?.take(spec, env, cwd);
     let proc: RemoteProcess;
     try {
       proc = parked ?? (await startNew(spec, env, cwd));
@@ -289,6 +291,7 @@ export async function main(argv: string[]): Promise<void> {
     workdir: string;
     cgroups?: import('./groups.js').InsideCgroups;
     fdpass?: boolean;
+    fdexec?: boolean;
   };
   let fdListen: { fd: number; fdpass: FdPass } | undefined;
   const fdpass = raw.fdpass ? loadFdPass([join(dirname(process.argv[1] ?? '.'), FDPASS_NODE)]) : undefined;
@@ -303,5 +306,7 @@ export async function main(argv: string[]): Promise<void> {
   }
   // Signals aimed at the agent (a session process may try) do not stop it; the session ends with bwrap.
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGPIPE'] as const) process.on(sig, () => {});
-  await runAgent({ env: raw.env, workdir: raw.workdir, execGroups }, { fd: AGENT_LISTEN_FD }, fdListen);
+  const fdexec =
+    fdListen && raw.fdexec ? { path: join(dirname(process.argv[1]!), FDEXEC), fdpass: fdListen.fdpass } : undefined;
+  await runAgent({ env: raw.env, workdir: raw.workdir, execGroups, fdexec }, { fd: AGENT_LISTEN_FD }, fdListen);
 }

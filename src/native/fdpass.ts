@@ -4,8 +4,8 @@
  * itself (no copy through onmemos). An optimisation only: where the module is missing or does not load, every
  * exec is relayed over the WebSocket as before, so nothing here throws for a missing module.
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { packageRoot } from '../paths.js';
 
 export interface Received {
@@ -36,6 +36,22 @@ export const FDPASS_NODE = 'fdpass.node';
 export function fdpassCandidates(): string[] {
   const root = packageRoot();
   return [join(root, 'dist', FDPASS_NODE), join(root, 'build', 'Release', FDPASS_NODE)];
+}
+
+/** fdexec (native/fdexec.c): the warm start's last step for an exec that passed descriptors (src/agent/warm.ts). */
+export const FDEXEC = 'fdexec';
+
+/** fdexec's path, next to the module that loads (dist/ or build/Release/), or undefined. */
+export function fdexecPath(): string | undefined {
+  const node = fdpassPath();
+  if (!node) return undefined;
+  const p = join(dirname(node), FDEXEC);
+  try {
+    accessSync(p, constants.X_OK);
+    return p;
+  } catch {
+    return undefined;
+  }
 }
 
 const loaded = new Map<string, FdPass | undefined>();

@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { InterruptedError, ProviderError, UnavailableError } from '../../errors.js';
-import { fdpassPath } from '../../native/fdpass.js';
+import { fdexecPath, fdpassPath } from '../../native/fdpass.js';
 import { binPath, packageRoot } from '../../paths.js';
 import { sessionEnvironment } from '../../session/model.js';
 import type { CgroupSystem } from './cgroups.js';
@@ -121,7 +121,8 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     const node = nodeLayout();
     // Where the fdpass module loads here, the agent gets it and a second socket, for execs that pass descriptors.
     const fdpassNode = fdpassPath();
-    const files = sessionFiles(plan, !!fdpassNode);
+    const fdexec = fdpassNode ? fdexecPath() : undefined;
+    const files = sessionFiles(plan, !!fdpassNode, !!fdexec);
     const fd = (path: string) => {
       const n = openSync(path, 'r');
       opened.push(n);
@@ -143,6 +144,7 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     if (fdListen && fdpassNode) {
       stdio[FD.fdListen] = fdListen.fd;
       stdio[FD.fdpassNode] = fd(fdpassNode);
+      if (fdexec) stdio[FD.fdexec] = fd(fdexec);
     }
     stdio[FD.config] = fd(files.config);
     stdio[FD.passwd] = fd(files.passwd);
@@ -163,6 +165,7 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
       runBytes: RUN_BYTES,
       binds: plan.binds?.map((b) => ({ target: b.target, readOnly: b.readOnly })),
       fdpass: !!fdListen,
+      fdexec: !!fdexec,
     });
     const joinFiles = plan.cgroups?.joinFiles ?? [];
     if (joinFiles.some((f) => /\s/.test(f))) throw new UnavailableError('cgroup paths with spaces are not supported');
@@ -233,6 +236,7 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
 function sessionFiles(
   plan: LaunchPlan,
   fdpass: boolean,
+  fdexec: boolean,
 ): Record<'config' | 'passwd' | 'group' | 'resolvConf' | 'seccomp' | 'profile', string> {
   const { dir, rec } = plan;
   const shell = existsSync('/usr/bin/bash') ? '/bin/bash' : '/bin/sh';
@@ -246,7 +250,12 @@ function sessionFiles(
     ...plan.userEnv,
     ...sessionEnvironment(rec),
   };
-  const config = { env, workdir: '/workspace', cgroups: plan.cgroups?.inside, ...(fdpass ? { fdpass: true } : {}) };
+  const config = {
+    env,
+    workdir: '/workspace',
+    cgroups: plan.cgroups?.inside,
+    ...(fdpass ? { fdpass: true, fdexec } : {}),
+  };
   const files = {
     config: join(dir, 'config.json'),
     passwd: join(dir, 'passwd'),

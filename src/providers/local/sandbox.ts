@@ -169,6 +169,8 @@ export const INSIDE = {
   ptyNode: '/run/onmemos/build/Release/pty.node',
   /** The fdpass native module (src/native/fdpass.ts), next to the agent, which loads it from there. */
   fdpassNode: '/run/onmemos/fdpass.node',
+  /** native/fdexec.c: how a parked process (src/agent/warm.ts) takes an exec's passed descriptors. */
+  fdexec: '/run/onmemos/fdexec',
   config: '/run/onmemos/config.json',
   nodePrefix: '/opt/onmemos/node',
   cgroupRoot: '/sys/fs/cgroup',
@@ -197,6 +199,7 @@ export const FD = {
    */
   fdListen: 14,
   fdpassNode: 15,
+  fdexec: 16,
 } as const;
 
 /** How much of the sandbox's own output reaches the session log on the host. */
@@ -226,6 +229,8 @@ export interface SandboxLayout {
   binds?: { target: string; readOnly: boolean }[];
   /** The fdpass module comes in at FD.fdpassNode (and the agent's second socket at FD.fdListen). */
   fdpass?: boolean;
+  /** fdexec comes in at FD.fdexec (with fdpass only). */
+  fdexec?: boolean;
 }
 
 /**
@@ -285,6 +290,7 @@ export function bwrapArgs(l: SandboxLayout): string[] {
   a.push('--ro-bind-data', String(FD.agent), INSIDE.agent, '--ro-bind-data', String(FD.config), INSIDE.config);
   a.push('--ro-bind-data', String(FD.ptyNode), INSIDE.ptyNode);
   if (l.fdpass) a.push('--ro-bind-data', String(FD.fdpassNode), INSIDE.fdpassNode);
+  if (l.fdpass && l.fdexec) a.push('--perms', '0555', '--ro-bind-data', String(FD.fdexec), INSIDE.fdexec);
   a.push('--dir', '/var', '--bind', `${DATA_MOUNT}/vartmp`, '/var/tmp');
   a.push('--bind', `${DATA_MOUNT}/tmp`, '/tmp');
   a.push('--bind', `${DATA_MOUNT}/workspace`, '/workspace');
