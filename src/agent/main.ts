@@ -7,7 +7,7 @@
  *
  * Bundled on its own (dist/agent.cjs) so it starts fast; node-pty's native module is found next to it.
  */
-import { closeSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, fstatSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -67,6 +67,14 @@ const PASSED = { stdout: 1, stderr: 2 } as const;
 interface Passed {
   stdout?: number;
   stderr?: number;
+}
+
+function isSocket(fd: number): boolean {
+  try {
+    return fstatSync(fd).isSocket();
+  } catch {
+    return false;
+  }
 }
 
 function closeFds(fds: Iterable<number | undefined>): void {
@@ -283,7 +291,6 @@ function tunnelUpgrade(
  * agent.cjs. Without that module (or where it does not load) the second socket is closed: its clients fall back.
  */
 export async function main(argv: string[]): Promise<void> {
-  closeInheritedFds([AGENT_LISTEN_FD, AGENT_FDPASS_FD]);
   const file = argv[0];
   if (!file) throw new Error('usage: agent <config.json>');
   const raw = JSON.parse(readFileSync(file, 'utf8')) as {
@@ -293,12 +300,17 @@ export async function main(argv: string[]): Promise<void> {
     fdpass?: boolean;
     fdexec?: boolean;
   };
+  // Descriptor 14 is the second socket only when the config says it was passed; otherwise that number may well
+  // be one of node's own (which are close-on-exec, and never touched here).
+  closeInheritedFds(raw.fdpass ? [AGENT_LISTEN_FD, AGENT_FDPASS_FD] : [AGENT_LISTEN_FD]);
   let fdListen: { fd: number; fdpass: FdPass } | undefined;
-  const fdpass = raw.fdpass ? loadFdPass([join(dirname(process.argv[1] ?? '.'), FDPASS_NODE)]) : undefined;
-  // No command may inherit the second socket: the prologue's sh cannot close a descriptor above 9, so it is
-  // close-on-exec (and without the module it is closed here).
-  if (fdpass?.closeOnExec(AGENT_FDPASS_FD)) fdListen = { fd: AGENT_FDPASS_FD, fdpass };
-  else closeFds([AGENT_FDPASS_FD]);
+  if (raw.fdpass && isSocket(AGENT_FDPASS_FD)) {
+    const fdpass = loadFdPass([join(dirname(process.argv[1] ?? '.'), FDPASS_NODE)]);
+    // No command may inherit the second socket: the prologue's sh cannot close a descriptor above 9, so it is
+    // close-on-exec; without the module it is closed (its clients' connections are refused: they relay).
+    if (fdpass?.closeOnExec(AGENT_FDPASS_FD)) fdListen = { fd: AGENT_FDPASS_FD, fdpass };
+    else closeFds([AGENT_FDPASS_FD]);
+  }
   let execGroups: AgentConfig['execGroups'];
   if (raw.cgroups) {
     const { cgroupExecGroups } = await import('./groups.js');

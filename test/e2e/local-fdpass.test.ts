@@ -28,6 +28,7 @@ let dir = '';
 const children: ChildProcess[] = [];
 /** Sessions pass only on the root path (a host uid of their own), and never through a server. */
 const PASSES = !REMOTE && !ROOTLESS;
+const ROOT = join(import.meta.dirname, '..', '..');
 
 beforeAll(async () => {
   id = await state.create('--network', 'isolated');
@@ -293,3 +294,64 @@ function fifo(): { w: number; closeWrite(): void; read(): Promise<string>; close
     },
   };
 }
+
+describe.runIf(!REMOTE)('the local agent without descriptor passing', () => {
+  /**
+   * Starts dist/agent.cjs (copied to `at`) as the launcher would: a listening socket at fd 3 and, with `second`,
+   * another at fd 14 and `fdpass: true` in its config. Answers what /health on fd 3 and a connection to fd 14 got.
+   */
+  const probe = (at: string, second: boolean) => {
+    const py = [
+      'import json, os, socket, subprocess, sys',
+      'at, second, node = sys.argv[1], sys.argv[2] == "1", sys.argv[3]',
+      // Descriptors 3 to 22 are taken first, so that the sockets land above and dup2 puts them at 3 and 14.
+      'held = [os.open("/dev/null", os.O_RDONLY) for _ in range(20)]',
+      'def listener(name):',
+      '    s = socket.socket(socket.AF_UNIX); s.bind(os.path.join(at, name)); s.listen(5); return s',
+      'a = listener("a.sock"); os.dup2(a.fileno(), 3); fds = [3]',
+      'if second:',
+      '    b = listener("b.sock"); os.dup2(b.fileno(), 14); fds.append(14)',
+      'cfg = os.path.join(at, "config.json")',
+      'json.dump({"env": {"PATH": "/usr/bin:/bin"}, "workdir": "/tmp", "fdpass": second}, open(cfg, "w"))',
+      'p = subprocess.Popen([node, os.path.join(at, "agent.cjs"), cfg], pass_fds=fds,',
+      '                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)',
+      'try:',
+      '    for fd in [fd for fd in held if fd not in (3, 14)] + fds: os.close(fd)',
+      '    a.close()',
+      '    if second: b.close()',
+      '    c = socket.socket(socket.AF_UNIX); c.settimeout(10); c.connect(os.path.join(at, "a.sock"))',
+      '    c.sendall(b"GET /health HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n")',
+      '    health = c.recv(100).split(b"\\r\\n")[0].decode()',
+      '    second_got = "none"',
+      '    if second:',
+      '        d = socket.socket(socket.AF_UNIX); d.settimeout(5)',
+      '        try:',
+      '            d.connect(os.path.join(at, "b.sock")); d.sendall(b"x"); second_got = "open:" + repr(d.recv(10))',
+      '        except OSError as e:',
+      '            second_got = type(e).__name__',
+      'finally:',
+      '    p.kill(); p.wait()',
+      'print(json.dumps({"health": health, "second": second_got}))',
+    ].join('\n');
+    return JSON.parse(
+      execFileSync('python3', ['-c', py, at, second ? '1' : '0', process.execPath], {
+        encoding: 'utf8',
+        timeout: 30_000,
+      }),
+    );
+  };
+
+  it('a config without fdpass (a host without the module): the agent starts and answers', () => {
+    const at = mkdtempSync(join(dir, 'agent-'));
+    execFileSync('cp', [join(ROOT, 'dist', 'agent.cjs'), at]);
+    expect(probe(at, false)).toMatchObject({ health: 'HTTP/1.1 200 OK', second: 'none' });
+  });
+
+  it('fdpass in the config but no module beside the agent: it answers, and its second socket is closed', () => {
+    const at = mkdtempSync(join(dir, 'agent-'));
+    execFileSync('cp', [join(ROOT, 'dist', 'agent.cjs'), at]);
+    const got = probe(at, true);
+    expect(got.health).toBe('HTTP/1.1 200 OK');
+    expect(got.second).toMatch(/ConnectionRefusedError|ConnectionResetError|^open:b''$/);
+  });
+});
