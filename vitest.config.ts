@@ -15,7 +15,12 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'remote',
-          include: ['test/e2e/local-exec.test.ts', 'test/e2e/pty.test.ts', 'test/e2e/local-lifecycle.test.ts'],
+          include: [
+            'test/e2e/local-exec.test.ts',
+            'test/e2e/local-fdpass.test.ts',
+            'test/e2e/pty.test.ts',
+            'test/e2e/local-lifecycle.test.ts',
+          ],
           env: { ONMEMOS_TEST_MODE: 'remote' },
         },
       },
@@ -26,6 +31,7 @@ export default defineConfig({
           name: 'rootless',
           include: [
             'test/e2e/local-exec.test.ts',
+            'test/e2e/local-fdpass.test.ts',
             'test/e2e/pty.test.ts',
             'test/e2e/local-lifecycle.test.ts',
             'test/e2e/local-binds.test.ts',

@@ -4,7 +4,7 @@
 //   not use (the local provider, node-pty) is evaluated only when first needed.
 // - dist/index.js: the SDK, an ES module (the package is ESM).
 import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { build } from 'esbuild';
 
 rmSync('dist', { recursive: true, force: true });
@@ -56,6 +56,22 @@ await build({
   banner: { js: "const __onmemos_import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
   logOverride: { 'unsupported-require-call': 'silent' },
 });
+// dist/fdpass.node: the fdpass native module (native/fdpass.c, built by node-gyp on npm install), next to
+// dist/agent.cjs and dist/cli.cjs, which load it from there; the local provider passes it into each sandbox as it
+// does pty.node. Without it (not built) exec relays output over the WebSocket as before.
+// An install that predates the module (node_modules installed before binding.gyp existed) builds it here, with
+// npm's own node-gyp (npm run sets npm_config_node_gyp).
+if (!existsSync('build/Release/fdpass.node') && process.env.npm_config_node_gyp) {
+  try {
+    execFileSync(process.execPath, [process.env.npm_config_node_gyp, 'rebuild'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  } catch {}
+}
+if (existsSync('build/Release/fdpass.node')) {
+  copyFileSync('build/Release/fdpass.node', 'dist/fdpass.node');
+  // fdexec (native/fdexec.c): the warm start's last step for such an exec, passed into each sandbox the same way.
+  if (existsSync('build/Release/fdexec')) copyFileSync('build/Release/fdexec', 'dist/fdexec');
+}
+else console.warn('build: build/Release/fdpass.node is missing (node-gyp rebuild): exec will relay all output');
 // dist/cloud-agent.cjs: `onmemos agent` in a workspace container (Cloud Run, images/), which bin/onmemos.js runs
 // without dist/cli.cjs: the agent, ws and node's own argument parser. node-pty stays in node_modules (an image
 // installs the package with its dependencies) and loads with the first tty.

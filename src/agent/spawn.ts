@@ -18,6 +18,11 @@ import { descendants, processTable } from '../providers/local/proc.js';
 
 /** The fd the agent listens on (see LISTEN_FD in the local provider); closed in every command. */
 export const AGENT_LISTEN_FD = 3;
+/**
+ * The agent's second socket (FD.fdListen in the local provider), for execs that pass their output descriptors.
+ * Close-on-exec in the agent: no command inherits it (sh, which runs the prologue, cannot name a descriptor above 9).
+ */
+export const AGENT_FDPASS_FD = 14;
 
 /**
  * The arguments: the cgroup.procs files to join, `--`, the working directory, then argv; the directory and
@@ -66,7 +71,8 @@ export function spawnPiped(
     detached: true, // its own session and process group: signals to the agent do not reach it, and vice versa
     env,
     cwd: '/',
-    stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    // Output descriptors the caller passed (a pipe of its own) are the command's, in place of pipes to the agent.
+    stdio: [spec.stdin ? 'pipe' : 'ignore', spec.outputFds?.stdout ?? 'pipe', spec.outputFds?.stderr ?? 'pipe'],
     ...(as ? { uid: as.uid, gid: as.gid } : {}),
   });
   return pipedProcess(child, { kill: (signal) => group.signal(signal, child.pid), released: () => group.release() });

@@ -11,31 +11,45 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import { pipedProcess } from '../exec/child.js';
 import type { ExecSpec, RemoteProcess } from '../exec/process.js';
+import type { FdPass } from '../native/fdpass.js';
 import { AGENT_LISTEN_FD, EXEC_PROLOGUE, type ExecGroup } from './spawn.js';
 
 const BASH = '/bin/bash';
 const ENV = '/usr/bin/env';
 /** The descriptor the parked process reads its command from. */
 const SPEC_FD = 4;
+/** The socket the parked process's fdexec takes an exec's passed output descriptors from (native/fdexec.c). */
+const FDS_FD = 5;
 const MAX_SPEC_CHARS = 16 * 1024;
 
 /**
- * $1: the prologue; $2: how many cgroup.procs files follow; then the files. Closes the agent's listening socket
- * first of all, then joins the group, then waits for `count NUL, count x KEY=VALUE NUL, cwd NUL, argv... NUL`.
+ * $1: the prologue; $2: fdexec's path (empty without it); $3: how many cgroup.procs files follow; then the files.
+ * Closes the agent's listening socket first of all, then joins the group, then waits for
+ * `fds NUL, count NUL, count x KEY=VALUE NUL, cwd NUL, argv... NUL`. With fds = 1 the exec passed output
+ * descriptors: fdexec takes them from fd 5 and puts them in place before the prologue runs (same pid, same group).
  */
 export const WARM_SCRIPT = [
   `exec ${AGENT_LISTEN_FD}>&-`,
-  'p=$1; n=$2; shift 2',
+  'p=$1; x=$2; n=$3; shift 3',
   'while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done',
   `mapfile -d '' -t -u ${SPEC_FD} s || exit 125`,
   `exec ${SPEC_FD}<&-`,
+  'f=${s[0]}; s=("${s[@]:1}")',
   'k=${s[0]}',
   '[[ $k =~ ^[0-9]+$ ]] && [ "${#s[@]}" -ge $((k + 3)) ] || exit 125',
-  `exec ${ENV} -i "\${s[@]:1:k}" /bin/sh -c "$p" onmemos-exec -- "\${s[@]:k+1}"`,
+  `w=(); if [ "$f" = 1 ] && [ -n "$x" ]; then w=("$x" ${FDS_FD}); else exec ${FDS_FD}<&-; fi`,
+  `exec "\${w[@]}" ${ENV} -i "\${s[@]:1:k}" /bin/sh -c "$p" onmemos-exec -- "\${s[@]:k+1}"`,
 ].join('\n');
+
+/** fdexec (native/fdexec.c) inside the session, and the module that sends it an exec's descriptors. */
+export interface FdExec {
+  path: string;
+  fdpass: FdPass;
+}
 
 interface Parked {
   child: ChildProcess;
@@ -49,12 +63,18 @@ export interface WarmStarter {
   refill(): void;
 }
 
-export function warmStarter(newGroup: () => ExecGroup): WarmStarter {
+export function warmStarter(newGroup: () => ExecGroup, fdexec?: FdExec): WarmStarter {
   let parked: Parked | undefined;
   let disabled = !existsSync(BASH) || !existsSync(ENV);
   const discard = (p: Parked) => {
     if (parked === p) parked = undefined;
-    for (const s of [p.child.stdin, p.child.stdout, p.child.stderr]) s?.destroy();
+    for (const s of [
+      p.child.stdin,
+      p.child.stdout,
+      p.child.stderr,
+      (p.child.stdio as unknown as (Socket | null | undefined)[])[FDS_FD],
+    ])
+      s?.destroy();
     p.group.release();
   };
   return {
@@ -75,10 +95,17 @@ export function warmStarter(newGroup: () => ExecGroup): WarmStarter {
           WARM_SCRIPT,
           'onmemos-exec',
           EXEC_PROLOGUE,
+          fdexec?.path ?? '',
           String(group.procsFiles.length),
           ...group.procsFiles,
         ],
-        { argv0: 'bash', detached: true, env: {}, cwd: '/', stdio: ['pipe', 'pipe', 'pipe', 'ignore', 'pipe'] },
+        {
+          argv0: 'bash',
+          detached: true,
+          env: {},
+          cwd: '/',
+          stdio: ['pipe', 'pipe', 'pipe', 'ignore', 'pipe', ...(fdexec ? ['pipe' as const] : [])],
+        },
       );
       const p: Parked = { child, group };
       parked = p;
@@ -97,10 +124,31 @@ export function warmStarter(newGroup: () => ExecGroup): WarmStarter {
       if (!p || spec.tty || p.child.exitCode !== null || p.child.signalCode !== null) return undefined;
       const specIn = p.child.stdio[SPEC_FD] as Writable | null;
       if (!specIn || specIn.destroyed || !p.child.stdin || !p.child.stdout || !p.child.stderr) return undefined;
-      const items = [String(Object.keys(env).length), ...Object.entries(env).map(([k, v]) => `${k}=${v}`), cwd];
+      const passing = spec.outputFds !== undefined;
+      const items = [
+        passing ? '1' : '0',
+        String(Object.keys(env).length),
+        ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+        cwd,
+      ];
       const text = `${[...items, ...spec.argv].join('\0')}\0`;
       // bash reads a pipe a byte at a time (~0.3 µs each): beyond this, the ordinary start is the quicker one.
       if (text.length > MAX_SPEC_CHARS) return undefined;
+      const fdsOut = (p.child.stdio as unknown as (Socket | null | undefined)[])[FDS_FD];
+      if (passing) {
+        // The descriptors go first, to fdexec's socket (the parked bash waits for its command meanwhile).
+        const sock = (fdsOut as unknown as { _handle?: { fd?: number } } | null | undefined)?._handle?.fd;
+        const out = spec.outputFds!;
+        const fds = [out.stdout, out.stderr].filter((fd) => fd !== undefined);
+        const byte = (out.stdout !== undefined ? 1 : 0) | (out.stderr !== undefined ? 2 : 0);
+        if (!fdexec || sock === undefined || sock < 0) return undefined;
+        try {
+          fdexec.fdpass.sendFds(sock, byte, fds);
+        } catch {
+          return undefined; // the parked process is gone: the ordinary start
+        }
+      }
+      fdsOut?.destroy();
       parked = undefined;
       specIn.end(text);
       if (!spec.stdin) p.child.stdin.end();

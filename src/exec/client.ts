@@ -33,6 +33,11 @@ export interface ExecClientOptions {
   refused: (status: number, body: unknown) => OnmemosError;
   /** The query, when not onmemos' own (execQuery): the Kubernetes API takes no env=, workdir=, cols=, rows=. */
   query?: URLSearchParams;
+  /**
+   * A connection to the peer already made (the local provider's descriptor socket, its descriptors sent): the
+   * WebSocket goes over it instead of a new connection to `url` (which still names the path).
+   */
+  socket?: import('node:net').Socket;
   /** TLS for a `wss:` peer with its own CA or client certificate (a kubeconfig's cluster and user). */
   tls?: {
     ca?: string | Buffer;
@@ -69,6 +74,7 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
     headers: opts.headers ?? {},
     perMessageDeflate: false,
     maxPayload: MAX_MESSAGE_BYTES,
+    ...(opts.socket ? { createConnection: () => opts.socket! } : {}),
   });
   // Output is held up to 1 MiB before the socket is paused: with the default 16 KiB, each 64 KiB frame would
   // pause and resume the socket (two syscalls and a wake-up per frame).

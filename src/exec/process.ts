@@ -26,6 +26,14 @@ export interface ExecSpec {
   via?: 'job';
   /** The caller kills the command after this long; a transport that can also bound it there (a job's task) does. */
   timeoutSeconds?: number;
+  /**
+   * The local provider only (every other transport ignores it): descriptors of this process that the command may
+   * write its stdout / stderr to directly, instead of through the exec stream — the CLI's own fd 1 and 2. The
+   * provider passes one only where that is safe and possible (a pipe, never a tty or a file; a session with a host
+   * uid of its own; the fdpass module loads); what it does not pass is relayed as ever. In the agent, the
+   * descriptors that came with the request (src/agent/main.ts).
+   */
+  outputFds?: { stdout?: number; stderr?: number };
 }
 
 export interface ExitStatus {

@@ -47,8 +47,13 @@ export async function execWebSocketServer(): Promise<WebSocketServer> {
   });
 }
 
-/** The ExecSpec of an exec request's query; UserError (400) for anything malformed. */
-export function execSpecFromQuery(q: URLSearchParams): ExecSpec {
+/**
+ * The ExecSpec of an exec request's query; UserError (400) for anything malformed. `stdout=fd` / `stderr=fd` (the
+ * local agent's own: the Kubernetes API's stdout=true is another value, and ignored as before) say the command
+ * writes that stream to a descriptor passed with the request: `passed` has the descriptors that came with it (the
+ * local agent's descriptor socket; none anywhere else, so there such a request is refused).
+ */
+export function execSpecFromQuery(q: URLSearchParams, passed?: { stdout?: number; stderr?: number }): ExecSpec {
   const argv = q.getAll('command');
   if (argv.length === 0) throw new UserError('give the command as one or more command= parameters', { code: 'usage' });
   for (const a of argv) {
@@ -76,9 +81,19 @@ export function execSpecFromQuery(q: URLSearchParams): ExecSpec {
   if (timeout !== null && !(via && /^\d{1,6}$/.test(timeout) && Number(timeout) > 0)) {
     throw new UserError('timeout must be a whole number of seconds, with via=job');
   }
+  const tty = truthy(q.get('tty'));
+  const outputFds: NonNullable<ExecSpec['outputFds']> = {};
+  for (const name of ['stdout', 'stderr'] as const) {
+    if (!q.getAll(name).includes('fd')) continue;
+    const fd = passed?.[name];
+    if (fd === undefined) throw new UserError(`the request passes ${name} as a descriptor, but none came with it`);
+    outputFds[name] = fd;
+  }
+  const passing = outputFds.stdout !== undefined || outputFds.stderr !== undefined;
+  if (passing && (tty || via)) throw new UserError('output descriptors cannot be passed with tty or via');
   return {
     argv,
-    tty: truthy(q.get('tty')),
+    tty,
     stdin: truthy(q.get('stdin')),
     env,
     cwd: workdir,
@@ -87,6 +102,7 @@ export function execSpecFromQuery(q: URLSearchParams): ExecSpec {
     term,
     ...(via ? { via } : {}),
     ...(timeout !== null ? { timeoutSeconds: Number(timeout) } : {}),
+    ...(passing ? { outputFds } : {}),
   };
 }
 

@@ -135,6 +135,24 @@ describe('serveExec options', () => {
 });
 
 describe('execSpecFromQuery', () => {
+  it('stdout=fd / stderr=fd claim the descriptors that came with the request; without them it is refused', () => {
+    const q = (s: string) => new URLSearchParams(`command=true&${s}`);
+    expect(execSpecFromQuery(q('stdout=fd'), { stdout: 20 }).outputFds).toEqual({ stdout: 20 });
+    expect(execSpecFromQuery(q('stdout=fd&stderr=fd'), { stdout: 20, stderr: 21 }).outputFds).toEqual({
+      stdout: 20,
+      stderr: 21,
+    });
+    // What came and was not claimed is not the command's (the agent closes it).
+    expect(execSpecFromQuery(q('stderr=fd'), { stdout: 20, stderr: 21 }).outputFds).toEqual({ stderr: 21 });
+    expect(execSpecFromQuery(q(''), { stdout: 20 }).outputFds).toBeUndefined();
+    // onmemos serve and the Cloud Run agent get no descriptors: such a request is refused there.
+    expect(() => execSpecFromQuery(q('stdout=fd'))).toThrow(/none came/);
+    expect(() => execSpecFromQuery(q('stderr=fd'), { stdout: 20 })).toThrow(/stderr as a descriptor, but none came/);
+    expect(() => execSpecFromQuery(q('stdout=fd&tty=1'), { stdout: 20 })).toThrow(/tty/);
+    // The Kubernetes API's stdout=true is no descriptor: ignored, as before.
+    expect(execSpecFromQuery(q('stdout=true&stderr=true')).outputFds).toBeUndefined();
+  });
+
   it('refuses what it cannot pass on', () => {
     expect(() => execSpecFromQuery(new URLSearchParams())).toThrow(UserError);
     expect(() => execSpecFromQuery(new URLSearchParams('command=a&workdir=rel'))).toThrow(/absolute/);

@@ -171,6 +171,8 @@ describe('the workspace image recipes', () => {
       [
         'README.md',
         'bin',
+        'binding.gyp',
+        'native',
         'package-lock.json',
         'package.json',
         'scripts/build.mjs',

@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { InterruptedError, ProviderError, UnavailableError } from '../../errors.js';
+import { fdexecPath, fdpassPath } from '../../native/fdpass.js';
 import { binPath, packageRoot } from '../../paths.js';
 import { sessionEnvironment } from '../../session/model.js';
 import type { CgroupSystem } from './cgroups.js';
@@ -34,6 +35,9 @@ import {
 } from './sandbox.js';
 import { withSocketPath } from './socket-path.js';
 import type { LocalRecord } from './store.js';
+
+/** The agent's second socket, in the session directory next to agent.sock: execs that pass descriptors. */
+export const FDPASS_SOCKET = 'fdpass.sock';
 
 export const BIN = {
   bash: '/bin/bash',
@@ -115,13 +119,17 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
   let launcher: ChildProcess | undefined;
   try {
     const node = nodeLayout();
-    const files = sessionFiles(plan);
+    // Where the fdpass module loads here, the agent gets it and a second socket, for execs that pass descriptors.
+    const fdpassNode = fdpassPath();
+    const fdexec = fdpassNode ? fdexecPath() : undefined;
+    const files = sessionFiles(plan, !!fdpassNode, !!fdexec);
     const fd = (path: string) => {
       const n = openSync(path, 'r');
       opened.push(n);
       return n;
     };
     const listen = await listenSocket(join(dir, 'agent.sock'));
+    const fdListen = fdpassNode ? await listenSocket(join(dir, FDPASS_SOCKET)) : undefined;
     const stdio: (number | 'pipe' | 'ignore')[] = Array(Math.max(...Object.values(FD)) + 1).fill('ignore');
     const logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
     opened.push(logFd);
@@ -133,6 +141,11 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     stdio[FD.netReady] = 'pipe';
     stdio[FD.agent] = fd(agentBundle());
     stdio[FD.ptyNode] = fd(ptyNative());
+    if (fdListen && fdpassNode) {
+      stdio[FD.fdListen] = fdListen.fd;
+      stdio[FD.fdpassNode] = fd(fdpassNode);
+      if (fdexec) stdio[FD.fdexec] = fd(fdexec);
+    }
     stdio[FD.config] = fd(files.config);
     stdio[FD.passwd] = fd(files.passwd);
     stdio[FD.group] = fd(files.group);
@@ -151,6 +164,8 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
       shmBytes: SHM_BYTES,
       runBytes: RUN_BYTES,
       binds: plan.binds?.map((b) => ({ target: b.target, readOnly: b.readOnly })),
+      fdpass: !!fdListen,
+      fdexec: !!fdexec,
     });
     const joinFiles = plan.cgroups?.joinFiles ?? [];
     if (joinFiles.some((f) => /\s/.test(f))) throw new UnavailableError('cgroup paths with spaces are not supported');
@@ -190,6 +205,7 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     launcher.stdin?.on('error', () => {});
     for (const n of opened.splice(0)) closeSync(n);
     listen.close();
+    fdListen?.close();
     const ref = procRef(launcher.pid ?? -1);
     if (!ref) throw new ProviderError(`the launcher did not start: ${sandboxLog(dir)}`);
     plan.onLauncher(ref); // a claim by `rm` from now on finds the launcher and kills it
@@ -219,6 +235,8 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
 /** The files bwrap copies into the session from descriptors (so no host path shows inside). */
 function sessionFiles(
   plan: LaunchPlan,
+  fdpass: boolean,
+  fdexec: boolean,
 ): Record<'config' | 'passwd' | 'group' | 'resolvConf' | 'seccomp' | 'profile', string> {
   const { dir, rec } = plan;
   const shell = existsSync('/usr/bin/bash') ? '/bin/bash' : '/bin/sh';
@@ -232,7 +250,12 @@ function sessionFiles(
     ...plan.userEnv,
     ...sessionEnvironment(rec),
   };
-  const config = { env, workdir: '/workspace', cgroups: plan.cgroups?.inside };
+  const config = {
+    env,
+    workdir: '/workspace',
+    cgroups: plan.cgroups?.inside,
+    ...(fdpass ? { fdpass: true, fdexec } : {}),
+  };
   const files = {
     config: join(dir, 'config.json'),
     passwd: join(dir, 'passwd'),

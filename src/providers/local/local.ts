@@ -13,7 +13,19 @@
  *   step removes all of it. exec: a WebSocket to the agent's socket (src/exec/client.ts). delete: the record is
  *   claimed atomically, the session's cgroup and the launcher are killed, the directories removed.
  */
-import { existsSync, lstatSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  constants as fsConstants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { cpus } from 'node:os';
 import { basename, dirname, join, posix, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -27,9 +39,10 @@ import {
   UnsupportedError,
   UserError,
 } from '../../errors.js';
-import { openExec } from '../../exec/client.js';
+import { execQuery, openExec } from '../../exec/client.js';
 import { jsonBody, openTunnelSocket } from '../../exec/tunnel.js';
 import { V5 } from '../../exec/v5.js';
+import { loadFdPass } from '../../native/fdpass.js';
 import {
   type ConnectInfo,
   type CreateSessionRequest,
@@ -62,7 +75,7 @@ import {
 } from './cgroups.js';
 import { makeDiskImage } from './disk.js';
 import { tunOpenToAll, UID_SLOTS_DIR, UidSlots, uidBase } from './host.js';
-import { checkHost, launchSandbox, sandboxLog } from './launch.js';
+import { checkHost, FDPASS_SOCKET, launchSandbox, sandboxLog } from './launch.js';
 import { isAlive, killTree, processUids, procRef, signalRef, trySignal } from './proc.js';
 import { INSIDE, resolveToolchain } from './sandbox.js';
 import { seccompFilter } from './seccomp.js';
@@ -553,14 +566,30 @@ export class LocalProvider implements Provider {
   }
 
   async exec(id: string, spec: ExecSpec): Promise<RemoteProcess> {
-    this.running(id);
-    return this.agentCall(id, (sock) =>
-      openExec(spec, {
-        url: `ws+unix://${sock}:/exec`,
-        peer: `the agent of session ${id}`,
-        refused: errorFromResponse,
-      }),
-    );
+    const rec = this.running(id);
+    // The caller's own output pipes go to the command itself where that is safe (passOutput). Only on the root
+    // path: there the session runs as a host uid of its own, which cannot reopen the caller's pipe through
+    // /proc/<pid>/fd (a pipe is its creator's, mode 0600); a rootless session shares the caller's uid and could
+    // open it for reading, and so read what the caller's pipeline carries after the exec.
+    const pass =
+      spec.outputFds && !spec.tty && !spec.via && rec.uid_slot !== undefined
+        ? await passOutput(this.store.dir(id), spec.outputFds)
+        : undefined;
+    try {
+      return await this.agentCall(id, (sock) => {
+        const query = execQuery(spec);
+        for (const stream of pass?.streams ?? []) query.set(stream, 'fd');
+        return openExec(spec, {
+          url: `ws+unix://${sock}:/exec`,
+          peer: `the agent of session ${id}`,
+          refused: errorFromResponse,
+          ...(pass ? { socket: pass.socket, query } : {}),
+        });
+      });
+    } catch (e) {
+      pass?.socket.destroy();
+      throw e;
+    }
   }
 
   /**
@@ -646,4 +675,70 @@ async function handOver(dir: string, uid: number): Promise<void> {
 
 function notFound(id: string): NotFoundError {
   return new NotFoundError(`no such session: ${id}`, { hint: 'list sessions with: onmemos ls' });
+}
+
+/**
+ * Passes the caller's output pipes (ExecSpec.outputFds) to the session's agent over its descriptor socket
+ * (FDPASS_SOCKET): the command then writes to them itself, with no copy through the agent and this process. Only
+ * anonymous pipes go (never a tty, where a command could push input with TIOCSTI; never a file, socket or named
+ * FIFO), each as a file description of its own (reopened through /proc/self/fd, blocking: node made the caller's
+ * own non-blocking, which a command must not inherit). Returns the connection, its descriptors sent, or undefined
+ * when nothing can be passed (no fdpass module, a session made before it, no pipe, its reader gone): then the exec
+ * is relayed as ever.
+ */
+async function passOutput(
+  dir: string,
+  outputFds: NonNullable<ExecSpec['outputFds']>,
+): Promise<{ socket: Socket; streams: ('stdout' | 'stderr')[] } | undefined> {
+  const fdpass = loadFdPass();
+  if (!fdpass) return undefined;
+  const own: number[] = [];
+  const streams: ('stdout' | 'stderr')[] = [];
+  try {
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const fd = outputFds[stream];
+      if (fd === undefined) continue;
+      let fresh: number;
+      try {
+        if (!fstatSync(fd).isFIFO() || !readlinkSync(`/proc/self/fd/${fd}`).startsWith('pipe:')) continue;
+        // O_NONBLOCK: a pipe whose reader is gone fails (ENXIO) rather than waiting for one.
+        const flags = fsConstants.O_WRONLY | fsConstants.O_NONBLOCK; // close-on-exec: node opens every file so
+        fresh = openSync(`/proc/self/fd/${fd}`, flags);
+      } catch {
+        continue;
+      }
+      own.push(fresh);
+      if (!fdpass.outputFifo(fresh)) {
+        own.pop();
+        closeSync(fresh);
+        continue;
+      }
+      streams.push(stream);
+    }
+    if (own.length === 0) return undefined;
+    const socket = await withSocketPath(
+      join(dir, FDPASS_SOCKET),
+      (path) =>
+        new Promise<Socket | undefined>((resolve) => {
+          const s = connect(path);
+          s.on('error', () => {});
+          s.once('connect', () => resolve(s));
+          s.once('error', () => {
+            s.destroy();
+            resolve(undefined);
+          });
+        }),
+    );
+    if (!socket) return undefined; // a session made before its agent had the socket, or no module inside
+    const byte = (streams.includes('stdout') ? 1 : 0) | (streams.includes('stderr') ? 2 : 0);
+    try {
+      fdpass.sendFds((socket as unknown as { _handle: { fd: number } })._handle.fd, byte, own);
+    } catch {
+      socket.destroy();
+      return undefined;
+    }
+    return { socket, streams };
+  } finally {
+    for (const fd of own) closeSync(fd); // the agent has its own copies now
+  }
 }

@@ -167,6 +167,10 @@ export const INSIDE = {
   agent: '/run/onmemos/agent.cjs',
   /** node-pty looks for its native module at ./build/Release/ next to the bundle that loads it. */
   ptyNode: '/run/onmemos/build/Release/pty.node',
+  /** The fdpass native module (src/native/fdpass.ts), next to the agent, which loads it from there. */
+  fdpassNode: '/run/onmemos/fdpass.node',
+  /** native/fdexec.c: how a parked process (src/agent/warm.ts) takes an exec's passed descriptors. */
+  fdexec: '/run/onmemos/fdexec',
   config: '/run/onmemos/config.json',
   nodePrefix: '/opt/onmemos/node',
   cgroupRoot: '/sys/fs/cgroup',
@@ -188,6 +192,14 @@ export const FD = {
   resolvConf: 11,
   seccomp: 12,
   profile: 13,
+  /**
+   * The agent's second listening socket, for execs that pass their output descriptors (local.ts passOutput), and
+   * the fdpass module that receives them; both only where that module was built. No command sees fd 14: the
+   * agent makes it close-on-exec (the exec prologue's sh cannot name a descriptor above 9).
+   */
+  fdListen: 14,
+  fdpassNode: 15,
+  fdexec: 16,
 } as const;
 
 /** How much of the sandbox's own output reaches the session log on the host. */
@@ -215,6 +227,10 @@ export interface SandboxLayout {
    * HostBind). The i-th is staged at `${BINDS_DIR}/i` in the data mount (STAGE_BINDS) and bound at its target.
    */
   binds?: { target: string; readOnly: boolean }[];
+  /** The fdpass module comes in at FD.fdpassNode (and the agent's second socket at FD.fdListen). */
+  fdpass?: boolean;
+  /** fdexec comes in at FD.fdexec (with fdpass only). */
+  fdexec?: boolean;
 }
 
 /**
@@ -273,6 +289,8 @@ export function bwrapArgs(l: SandboxLayout): string[] {
   a.push('--size', String(l.runBytes), '--tmpfs', '/run', '--dir', INSIDE.runDir);
   a.push('--ro-bind-data', String(FD.agent), INSIDE.agent, '--ro-bind-data', String(FD.config), INSIDE.config);
   a.push('--ro-bind-data', String(FD.ptyNode), INSIDE.ptyNode);
+  if (l.fdpass) a.push('--ro-bind-data', String(FD.fdpassNode), INSIDE.fdpassNode);
+  if (l.fdpass && l.fdexec) a.push('--perms', '0555', '--ro-bind-data', String(FD.fdexec), INSIDE.fdexec);
   a.push('--dir', '/var', '--bind', `${DATA_MOUNT}/vartmp`, '/var/tmp');
   a.push('--bind', `${DATA_MOUNT}/tmp`, '/tmp');
   a.push('--bind', `${DATA_MOUNT}/workspace`, '/workspace');

@@ -1,0 +1,282 @@
+/*
+ * fdpass: descriptors over a unix socket (SCM_RIGHTS), for onmemos' local exec. The CLI passes its own stdout
+ * (and stderr) pipe to the session's agent, which gives it to the command as its fd 1 (2): the command's output
+ * then reaches the caller's pipe with no copy through onmemos. An optimisation only: without this module every
+ * exec is relayed over the WebSocket as before.
+ *
+ *   sendFds(socketFd, byte, fds[])          one data byte with the fds attached (synchronous sendmsg)
+ *   recvFds(socketFd, timeoutMs, cb)        waits (poll, off the main thread) for one byte and the fds that came
+ *                                           with it; cb(err, { byte, fds }); fds arrive close-on-exec
+ *   outputFifo(fd)                          true when fd is a FIFO open for writing, which is then made blocking
+ *                                           (a command writes to it as to any pipe); false for anything else
+ *   closeOnExec(fd)                         sets FD_CLOEXEC on fd (the agent's second listening socket, which no
+ *                                           command may inherit); false if it could not
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* At most this many descriptors in one message (onmemos passes two). */
+#define MAX_FDS 8
+
+#define CHECK(call)                                                                                                    \
+  do {                                                                                                                 \
+    if ((call) != napi_ok) return NULL;                                                                                \
+  } while (0)
+
+static napi_value errno_error(napi_env env, int err, const char *what) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_value code, message, error;
+  const char *name = err == ETIMEDOUT ? "ETIMEDOUT" : err == EPROTO ? "EPROTO" : err == ECONNRESET ? "ECONNRESET" : "ERR";
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  return error;
+}
+
+static int get_int(napi_env env, napi_value v, int32_t *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return 0;
+  return napi_get_value_int32(env, v, out) == napi_ok;
+}
+
+static napi_value send_fds(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t sock, byte;
+  bool is_array = false;
+  if (argc < 3 || !get_int(env, argv[0], &sock) || !get_int(env, argv[1], &byte) ||
+      napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array || byte < 0 || byte > 255) {
+    napi_throw_type_error(env, NULL, "sendFds(socketFd, byte, fds[])");
+    return NULL;
+  }
+  uint32_t n;
+  CHECK(napi_get_array_length(env, argv[2], &n));
+  if (n > MAX_FDS) {
+    napi_throw_range_error(env, NULL, "too many descriptors");
+    return NULL;
+  }
+  int fds[MAX_FDS];
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    CHECK(napi_get_element(env, argv[2], i, &e));
+    int32_t fd;
+    if (!get_int(env, e, &fd) || fd < 0) {
+      napi_throw_type_error(env, NULL, "fds must be descriptors");
+      return NULL;
+    }
+    fds[i] = fd;
+  }
+  unsigned char data = (unsigned char)byte;
+  struct iovec iov = {.iov_base = &data, .iov_len = 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (n > 0) {
+    msg.msg_control = control.buf;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
+  }
+  ssize_t r;
+  do r = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  while (r < 0 && errno == EINTR);
+  if (r != 1) {
+    napi_throw(env, errno_error(env, r < 0 ? errno : EPROTO, "sendmsg"));
+    return NULL;
+  }
+  return NULL;
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_ref callback;
+  int sock;
+  int timeout_ms;
+  int err;
+  unsigned char byte;
+  int fds[MAX_FDS];
+  int nfds;
+} recv_job;
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void recv_execute(napi_env env, void *data) {
+  (void)env;
+  recv_job *j = data;
+  long long deadline = now_ms() + j->timeout_ms;
+  for (;;) {
+    unsigned char byte;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+      char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+      struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+    ssize_t r = recvmsg(j->sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      long long left = deadline - now_ms();
+      if (left <= 0) {
+        j->err = ETIMEDOUT;
+        return;
+      }
+      struct pollfd p = {.fd = j->sock, .events = POLLIN};
+      int pr = poll(&p, 1, (int)left);
+      if (pr < 0 && errno != EINTR) {
+        j->err = errno;
+        return;
+      }
+      continue;
+    }
+    if (r < 0) {
+      j->err = errno;
+      return;
+    }
+    /* Whatever came is taken first, so that nothing leaks on the ways out below. */
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      int *in = (int *)CMSG_DATA(c);
+      for (size_t i = 0; i < n; i++) {
+        int fd;
+        memcpy(&fd, in + i, sizeof fd);
+        if (j->nfds < MAX_FDS) j->fds[j->nfds++] = fd;
+        else close(fd);
+      }
+    }
+    if (r == 0 || (msg.msg_flags & MSG_CTRUNC)) {
+      for (int i = 0; i < j->nfds; i++) close(j->fds[i]);
+      j->nfds = 0;
+      j->err = r == 0 ? ECONNRESET : EPROTO;
+      return;
+    }
+    j->byte = byte;
+    return;
+  }
+}
+
+static void recv_complete(napi_env env, napi_status status, void *data) {
+  recv_job *j = data;
+  napi_value cb, undefined, args[2];
+  napi_get_reference_value(env, j->callback, &cb);
+  napi_get_undefined(env, &undefined);
+  if (status != napi_ok && j->err == 0) j->err = ECANCELED;
+  if (j->err) {
+    args[0] = errno_error(env, j->err, "recvmsg");
+    args[1] = undefined;
+  } else {
+    napi_get_null(env, &args[0]);
+    napi_create_object(env, &args[1]);
+    napi_value byte, fds;
+    napi_create_uint32(env, j->byte, &byte);
+    napi_create_array_with_length(env, j->nfds, &fds);
+    for (int i = 0; i < j->nfds; i++) {
+      napi_value fd;
+      napi_create_int32(env, j->fds[i], &fd);
+      napi_set_element(env, fds, i, fd);
+    }
+    napi_set_named_property(env, args[1], "byte", byte);
+    napi_set_named_property(env, args[1], "fds", fds);
+  }
+  napi_delete_reference(env, j->callback);
+  napi_delete_async_work(env, j->work);
+  free(j);
+  napi_value ignored;
+  napi_call_function(env, undefined, cb, 2, args, &ignored);
+}
+
+static napi_value recv_fds(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t sock, timeout;
+  napi_valuetype t = napi_undefined;
+  if (argc >= 3) napi_typeof(env, argv[2], &t);
+  if (argc < 3 || !get_int(env, argv[0], &sock) || !get_int(env, argv[1], &timeout) || timeout < 0 ||
+      t != napi_function) {
+    napi_throw_type_error(env, NULL, "recvFds(socketFd, timeoutMs, callback)");
+    return NULL;
+  }
+  recv_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  j->sock = sock;
+  j->timeout_ms = timeout;
+  napi_value name;
+  napi_create_string_utf8(env, "fdpass.recvFds", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, argv[2], 1, &j->callback) != napi_ok ||
+      napi_create_async_work(env, NULL, name, recv_execute, recv_complete, j, &j->work) != napi_ok ||
+      napi_queue_async_work(env, j->work) != napi_ok) {
+    free(j);
+    napi_throw_error(env, NULL, "recvFds: cannot start");
+    return NULL;
+  }
+  return NULL;
+}
+
+static napi_value output_fifo(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (argc < 1 || !get_int(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "outputFifo(fd)");
+    return NULL;
+  }
+  struct stat st;
+  int flags = -1;
+  bool ok = fd >= 0 && fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && (flags = fcntl(fd, F_GETFL)) >= 0 &&
+            (flags & O_ACCMODE) != O_RDONLY;
+  if (ok && (flags & O_NONBLOCK)) ok = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0;
+  napi_get_boolean(env, ok, &result);
+  return result;
+}
+
+static napi_value close_on_exec(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (argc < 1 || !get_int(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "closeOnExec(fd)");
+    return NULL;
+  }
+  int flags = fd >= 0 ? fcntl(fd, F_GETFD) : -1;
+  napi_get_boolean(env, flags >= 0 && fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == 0, &result);
+  return result;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+      {"sendFds", NULL, send_fds, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvFds", NULL, recv_fds, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"outputFifo", NULL, output_fifo, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"closeOnExec", NULL, close_on_exec, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof *props, props) != napi_ok) return NULL;
+  return exports;
+}

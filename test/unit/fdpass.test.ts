@@ -1,0 +1,158 @@
+/** The fdpass native module (native/fdpass.c): descriptors across a unix socket, and the FIFO check. */
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type FdPass, loadFdPass, type Received } from '../../src/native/fdpass.js';
+
+const fdpass = loadFdPass();
+const fdOf = (s: Socket) => (s as unknown as { _handle: { fd: number } })._handle.fd;
+
+let dir = '';
+let server: Server;
+let accepted: Socket[] = [];
+const sockets: Socket[] = [];
+const opened: number[] = [];
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'onmemos-fdpass-'));
+  server = createServer({ pauseOnConnect: true }, (s) => accepted.push(s));
+  await new Promise<void>((r) => server.listen(join(dir, 's.sock'), r));
+});
+afterAll(async () => {
+  for (const s of [...sockets, ...accepted]) s.destroy();
+  for (const fd of opened) {
+    try {
+      closeSync(fd);
+    } catch {}
+  }
+  await new Promise((r) => server.close(r));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A connected pair: the client and the server's end (paused, as the agent has it). */
+async function pair(): Promise<{ client: Socket; peer: Socket }> {
+  accepted = [];
+  const client = connect(join(dir, 's.sock'));
+  sockets.push(client);
+  await new Promise((r) => client.once('connect', r));
+  for (let i = 0; i < 100 && accepted.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  const peer = accepted[0]!;
+  sockets.push(peer);
+  return { client, peer };
+}
+
+const recv = (f: FdPass, s: Socket, ms: number) =>
+  new Promise<{ err: NodeJS.ErrnoException | null; r?: Received }>((resolve) =>
+    f.recvFds(fdOf(s), ms, (err, r) => {
+      if (r) opened.push(...r.fds);
+      resolve({ err, r });
+    }),
+  );
+
+describe.runIf(fdpass)('fdpass', () => {
+  const f = fdpass!;
+
+  it('passes a pipe with one byte; what arrives is the same pipe, and close-on-exec', async () => {
+    const { client, peer } = await pair();
+    const file = join(dir, 'out');
+    const w = openSync(file, 'w');
+    opened.push(w);
+    f.sendFds(fdOf(client), 3, [w, w]);
+    const { err, r } = await recv(f, peer, 2000);
+    expect(err).toBeNull();
+    expect(r?.byte).toBe(3);
+    expect(r?.fds).toHaveLength(2);
+    writeSync(r!.fds[0]!, 'through the passed descriptor\n');
+    expect(readFileSync(file, 'utf8')).toBe('through the passed descriptor\n');
+    const flags = readFileSync(`/proc/self/fdinfo/${r!.fds[0]}`, 'utf8').match(/flags:\s*([0-7]+)/)?.[1];
+    expect(Number.parseInt(flags ?? '0', 8) & 0o2000000).not.toBe(0);
+    // Only the byte was read: what the client sends after it is still there for the next reader.
+    client.write('GET / HTTP/1.1\r\n');
+    peer.resume();
+    const next = await new Promise<Buffer>((res) => peer.once('data', res));
+    expect(next.toString()).toBe('GET / HTTP/1.1\r\n');
+  });
+
+  it('a byte without descriptors comes with none; a peer that sends nothing times out; one that closes resets', async () => {
+    let { client, peer } = await pair();
+    f.sendFds(fdOf(client), 0, []);
+    expect((await recv(f, peer, 2000)).r).toEqual({ byte: 0, fds: [] });
+    ({ client, peer } = await pair());
+    expect((await recv(f, peer, 50)).err?.code).toBe('ETIMEDOUT');
+    ({ client, peer } = await pair());
+    client.end();
+    expect((await recv(f, peer, 2000)).err?.code).toBe('ECONNRESET');
+  });
+
+  it('at most 8 go in one message; a message with more is refused (EPROTO) and none of them is kept', async () => {
+    expect(() =>
+      f.sendFds(
+        0,
+        1,
+        Array.from({ length: 9 }, () => 1),
+      ),
+    ).toThrow(/too many/);
+    // A sender that is not this module (python's socket.send_fds) sends 12: the control data is truncated.
+    accepted = [];
+    const sender = spawn('python3', [
+      '-c',
+      'import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); socket.send_fds(s, [b"x"], [1] * 12); s.recv(1)',
+      join(dir, 's.sock'),
+    ]);
+    for (let i = 0; i < 200 && accepted.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    const peer = accepted[0]!;
+    sockets.push(peer);
+    const before = new Set(readdirFds());
+    const got = await recv(f, peer, 5000);
+    peer.destroy();
+    await new Promise((r) => sender.once('close', r));
+    expect(got.err?.code).toBe('EPROTO');
+    expect(readdirFds().filter((n) => !before.has(n))).toEqual([]);
+  });
+
+  it('outputFifo: a pipe open for writing (made blocking) is one; its read end, a file, a socket, a tty are not', () => {
+    const { pipe, file, read } = makeThings();
+    expect(f.outputFifo(pipe.w)).toBe(true);
+    expect(f.outputFifo(pipe.r)).toBe(false);
+    expect(f.outputFifo(file)).toBe(false);
+    expect(f.outputFifo(read)).toBe(false);
+    expect(f.outputFifo(-1)).toBe(false);
+    expect(f.outputFifo(fdOf(sockets[0]!))).toBe(false);
+    let tty = -1;
+    try {
+      tty = openSync('/dev/ptmx', 'r+');
+      opened.push(tty);
+    } catch {}
+    if (tty >= 0) expect(f.outputFifo(tty)).toBe(false);
+    expect(fstatSync(pipe.w).isFIFO()).toBe(true);
+  });
+
+  it('refuses bad arguments with a TypeError', () => {
+    expect(() => f.sendFds('x' as unknown as number, 1, [])).toThrow(TypeError);
+    expect(() => f.sendFds(0, 256, [])).toThrow(TypeError);
+    expect(() => f.recvFds(0, 10, undefined as unknown as () => void)).toThrow(TypeError);
+  });
+});
+
+it('loads where it was built (npm install runs node-gyp; npm run build copies it into dist/)', () => {
+  expect(fdpass, 'build/Release/fdpass.node: run npm install (or node-gyp rebuild)').toBeDefined();
+});
+
+function readdirFds(): number[] {
+  return readdirSync('/proc/self/fd').map(Number);
+}
+
+function makeThings() {
+  const fifo = join(dir, 'fifo');
+  execFileSync('mkfifo', [fifo]);
+  const r = openSync(fifo, 'r+'); // O_RDWR on a FIFO opens without waiting for a peer
+  const rOnly = openSync(fifo, 'r');
+  const w = openSync(fifo, 'w');
+  const file = openSync(join(dir, 'plain'), 'w');
+  const read = openSync(join(dir, 'plain'), 'r');
+  opened.push(r, rOnly, w, file, read);
+  return { pipe: { r: rOnly, w }, file, read };
+}
