@@ -67,6 +67,7 @@ function runMain() {
       get stderr() {
         return stdio('stderr');
       },
+      outputFds: { stdout: 1, stderr: 2 },
       env: process.env,
       registry: defaultRegistry(process.env),
       signals: process,

@@ -120,12 +120,16 @@ execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json', '--emitDeclarationOnly'
  * Modules that load built-ins at start-up only for features onmemos does not use on the path that loads them:
  * those requires are deferred to first use (a Proxy that requires on first property access). commander loads
  * node:child_process for executable subcommands (~5 ms of every start-up); ws loads https and tls (for wss:,
- * which only remote mode over TLS needs) and zlib (for permessage-deflate, which onmemos turns off): ~8 ms of
- * every exec. Each replaced line must still be there, or the build fails (the package changed).
+ * which only remote mode over TLS needs), zlib (for permessage-deflate, which onmemos turns off), and http and
+ * crypto (for its own handshakes, which a local exec does without): ~12 ms of every exec. Each replaced line must
+ * still be there, or the build fails (the package changed).
  */
 function lazyRequires() {
   const lazy = (name, mod) =>
     `let __lazy_${name}; const ${name} = new Proxy({}, { get: (_, k) => (__lazy_${name} ??= require('${mod}'))[k] });`;
+  // A function of a module whose line destructures it (`const { f } = require(m)`): loaded on its first call.
+  const lazyFns = (names, mod) =>
+    names.map((f) => `const ${f} = (...a) => require('${mod}').${f}(...a);`).join(' ');
   const table = [
     [/commander[\\/]lib[\\/]command\.js$/, [["const childProcess = require('node:child_process');", 'childProcess', 'node:child_process']]],
     [
@@ -133,6 +137,28 @@ function lazyRequires() {
       [
         ["const https = require('https');", 'https', 'https'],
         ["const tls = require('tls');", 'tls', 'tls'],
+        // http and crypto (~4 ms together) serve ws's own client handshake, which a local exec does not use
+        // (src/exec/unix-ws.ts), and its server's.
+        ["const http = require('http');", 'http', 'http'],
+        ["const { randomBytes, createHash } = require('crypto');", lazyFns(['randomBytes', 'createHash'], 'crypto')],
+      ],
+    ],
+    [
+      /ws[\\/]lib[\\/]websocket-server\.js$/,
+      [
+        ["const http = require('http');", 'http', 'http'],
+        ["const { createHash } = require('crypto');", lazyFns(['createHash'], 'crypto')],
+      ],
+    ],
+    [/ws[\\/]lib[\\/]sender\.js$/, [["const { randomFillSync } = require('crypto');", lazyFns(['randomFillSync'], 'crypto')]]],
+    // ws takes native masking from http where Node has it (newer than 20, whose http has neither function).
+    [
+      /ws[\\/]lib[\\/]buffer-util\.js$/,
+      [
+        [
+          "const { websocketMask, websocketUnmask } = require('http');",
+          "const { websocketMask, websocketUnmask } = Number(process.versions.node.split('.')[0]) > 20 ? require('http') : {};",
+        ],
       ],
     ],
     [/ws[\\/]lib[\\/]permessage-deflate\.js$/, [["const zlib = require('zlib');", 'zlib', 'zlib']]],
@@ -145,7 +171,7 @@ function lazyRequires() {
           let src = readFileSync(args.path, 'utf8');
           for (const [eager, name, mod] of lines) {
             if (!src.includes(eager)) throw new Error(`'${eager}' not found in ${args.path}: the package changed`);
-            src = src.replace(eager, lazy(name, mod));
+            src = src.replace(eager, mod === undefined ? name : lazy(name, mod));
           }
           return { contents: src, loader: 'js' };
         });

@@ -44,7 +44,9 @@ export async function execInSession(ctx: Ctx, id: string, argv: string[], o: Exe
     // The size and name of the terminal matter only with a tty (and stdout is made only where it is used).
     ...(tty ? { cols: ctx.stdout.columns, rows: ctx.stdout.rows, term: ctx.env.TERM } : {}),
     ...(job ? { via: 'job' as const, timeoutSeconds: o.timeout } : {}),
-    ...(tty || job ? {} : outputFds(ctx)),
+    // This process's own stdout and stderr, which the local provider may give to the command itself where they are
+    // pipes (ExecSpec.outputFds: no copy through onmemos); every other provider ignores them.
+    ...(tty || job || !ctx.outputFds ? {} : { outputFds: ctx.outputFds }),
   };
   checkExecSpec(provider.kind, provider.capabilities, spec);
   const start = () => provider.exec(id, spec);
@@ -56,17 +58,6 @@ export async function execInSession(ctx: Ctx, id: string, argv: string[], o: Exe
     timeoutSeconds: o.timeout,
     signals: ctx.signals,
   });
-}
-
-/**
- * This process's own stdout and stderr descriptors, which the local provider may give to the command itself when
- * they are pipes (ExecSpec.outputFds: no copy through onmemos); every other provider ignores them.
- */
-function outputFds(ctx: Ctx): Pick<ExecSpec, 'outputFds'> {
-  const fdOf = (s: unknown) => (s as { fd?: unknown }).fd;
-  const stdout = fdOf(ctx.stdout) === 1 && !ctx.stdout.isTTY ? 1 : undefined;
-  const stderr = fdOf(ctx.stderr) === 2 && !ctx.stderr.isTTY ? 2 : undefined;
-  return stdout !== undefined || stderr !== undefined ? { outputFds: { stdout, stderr } } : {};
 }
 
 /** exec's own options, defined once: on the command (before the id) and for the tokens after the id (before `--`). */

@@ -5,8 +5,10 @@
  * bounds, and a peer that floods output is paused, not buffered without bound.
  */
 import { PassThrough, Writable } from 'node:stream';
+import type { WebSocket } from 'ws';
 import { type OnmemosError, UnavailableError } from '../errors.js';
 import type { ExecSpec, ExitStatus, RemoteProcess } from './process.js';
+import { parseUnixUrl, UpgradeRefused, unixWebSocket } from './unix-ws.js';
 import {
   CHANNEL,
   closeFrame,
@@ -34,8 +36,8 @@ export interface ExecClientOptions {
   /** The query, when not onmemos' own (execQuery): the Kubernetes API takes no env=, workdir=, cols=, rows=. */
   query?: URLSearchParams;
   /**
-   * A connection to the peer already made (the local provider's descriptor socket, its descriptors sent): the
-   * WebSocket goes over it instead of a new connection to `url` (which still names the path).
+   * For a `ws+unix:` URL, a connection to the peer already made (the local provider's descriptor socket, its
+   * descriptors sent): the WebSocket goes over it instead of a new connection to `url` (which still names the path).
    */
   socket?: import('node:net').Socket;
   /** TLS for a `wss:` peer with its own CA or client certificate (a kubeconfig's cluster and user). */
@@ -67,15 +69,59 @@ export function execQuery(spec: ExecSpec): URLSearchParams {
 }
 
 export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise<RemoteProcess> {
-  const { default: WebSocket } = await import('ws');
-  const url = `${opts.url}?${(opts.query ?? execQuery(spec)).toString()}`;
-  const ws = new WebSocket(url, [V5], {
-    ...opts.tls,
-    headers: opts.headers ?? {},
-    perMessageDeflate: false,
-    maxPayload: MAX_MESSAGE_BYTES,
-    ...(opts.socket ? { createConnection: () => opts.socket! } : {}),
-  });
+  const query = (opts.query ?? execQuery(spec)).toString();
+  const unix = parseUnixUrl(opts.url);
+  let ws: WebSocket;
+  /** Settles once the upgrade is done, or with the typed error of a refusal or of a peer out of reach. */
+  let opened: Promise<void>;
+  const unreachable = (e: Error) => new UnavailableError(`cannot reach ${opts.peer}: ${e.message}`);
+  if (unix) {
+    // A local agent: the upgrade without node:http and node:crypto (unix-ws.ts), over the connection the caller
+    // made (its descriptors sent first) or a new one.
+    const socket = opts.socket ?? (await import('node:net')).connect(unix.socketPath);
+    const made = await unixWebSocket(socket, {
+      path: `${unix.path}?${query}`,
+      protocols: [V5],
+      maxPayload: MAX_MESSAGE_BYTES,
+    });
+    ws = made.ws;
+    opened = made.opened.catch((e: Error) => {
+      if (!(e instanceof UpgradeRefused)) throw unreachable(e);
+      let body: unknown;
+      try {
+        body = JSON.parse(e.body);
+      } catch {}
+      throw opts.refused(e.status, body);
+    });
+  } else {
+    const { default: WebSocketClass } = await import('ws');
+    const client = new WebSocketClass(`${opts.url}?${query}`, [V5], {
+      ...opts.tls,
+      headers: opts.headers ?? {},
+      perMessageDeflate: false,
+      maxPayload: MAX_MESSAGE_BYTES,
+    });
+    ws = client;
+    opened = new Promise<void>((resolve, reject) => {
+      client.once('open', () => resolve());
+      client.once('unexpected-response', (_req, res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => {
+          if (text.length < 65536) text += d;
+        });
+        res.on('end', () => {
+          let body: unknown;
+          try {
+            body = JSON.parse(text);
+          } catch {}
+          reject(opts.refused(res.statusCode ?? 500, body));
+        });
+        res.on('error', () => reject(opts.refused(res.statusCode ?? 500, undefined)));
+      });
+      client.once('error', (e) => reject(unreachable(e)));
+    });
+    opened.catch(() => {}); // awaited below, once every handler is in place
+  }
   // Output is held up to 1 MiB before the socket is paused: with the default 16 KiB, each 64 KiB frame would
   // pause and resume the socket (two syscalls and a wake-up per frame).
   const stdout = new PassThrough({ highWaterMark: 1 << 20 });
@@ -96,8 +142,20 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
       to.once('close', resume);
     }
   };
+  let closing = false;
+  let settle: (s: ExitStatus) => void = () => {};
+  /** The exit, once the output received before it has been delivered to whoever reads it. */
+  const finish = async (s: ExitStatus) => {
+    stdout.end();
+    stderr.end();
+    // A reader that takes its listener on just after the exec opened (the status may come with the upgrade's
+    // answer) still gets what is buffered first: its data flows on the next tick, before this turn ends.
+    await new Promise((r) => setImmediate(r));
+    await Promise.all([drained(stdout), drained(stderr)]);
+    settle(s);
+  };
   ws.on('message', (d: Buffer, isBinary: boolean) => {
-    if (!isBinary) return;
+    if (!isBinary || status) return;
     const f = parseFrame(d);
     if (!f) return;
     if (f.channel === CHANNEL.stdout) deliver(stdout, f.payload);
@@ -106,9 +164,12 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
       const s = exitFromStatus(f.payload);
       if (s.message && s.code !== 0) stderr.write(`onmemos: ${s.message}\n`);
       status = { code: s.code };
+      // The status comes after all the output (the server sends it once both streams ended): the exit is known
+      // now, without waiting for the closing handshake that follows (a round trip to a server that may be busy
+      // starting the next command). The server closes the connection; nothing of the command is left to kill.
+      void finish(status);
     }
   });
-  let closing = false;
   // Output already received is delivered before the exit is reported, to whoever is reading it.
   const drained = (st: PassThrough) =>
     st.readableEnded || st.destroyed || st.listenerCount('data') === 0
@@ -118,13 +179,11 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
           st.once('close', r);
         });
   const exit = new Promise<ExitStatus>((resolve) => {
-    ws.once('close', async () => {
-      if (!status && !closing)
-        stderr.write(`onmemos: the connection to ${opts.peer} closed before the command ended\n`);
-      stdout.end();
-      stderr.end();
-      await Promise.all([drained(stdout), drained(stderr)]);
-      resolve(status ?? { code: 255, lost: true });
+    settle = resolve;
+    ws.once('close', () => {
+      if (status) return; // settled by the status
+      if (!closing) stderr.write(`onmemos: the connection to ${opts.peer} closed before the command ended\n`);
+      void finish({ code: 255, lost: true });
     });
   });
   const send = (data: Buffer, cb?: (e?: Error | null) => void) => {
@@ -145,24 +204,7 @@ export async function openExec(spec: ExecSpec, opts: ExecClientOptions): Promise
   stdin.on('error', () => {});
   // Every handler is in place before the upgrade completes: frames that arrive with the upgrade response (a
   // fast command's output, status and close) are emitted at once, before an await after 'open' would resume.
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('unexpected-response', (_req, res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => {
-        if (text.length < 65536) text += d;
-      });
-      res.on('end', () => {
-        let body: unknown;
-        try {
-          body = JSON.parse(text);
-        } catch {}
-        reject(opts.refused(res.statusCode ?? 500, body));
-      });
-      res.on('error', () => reject(opts.refused(res.statusCode ?? 500, undefined)));
-    });
-    ws.once('error', (e) => reject(new UnavailableError(`cannot reach ${opts.peer}: ${e.message}`)));
-  });
+  await opened;
 
   // After the upgrade, socket errors end the stream like a close does (the exit says so); never unhandled.
   ws.on('error', () => {});

@@ -19,6 +19,11 @@ export interface CliIO {
    * need not be made (the CLI passes stdin as a getter; making it is ~2 ms of an exec's start-up).
    */
   stdinIsNull?: boolean;
+  /**
+   * The descriptors behind stdout and stderr, where they are this process's own (the CLI's 1 and 2): a local exec
+   * may give them to the command itself (ExecSpec.outputFds). A test's streams have none.
+   */
+  outputFds?: { stdout?: number; stderr?: number };
 }
 
 export interface AttachOptions {
@@ -38,12 +43,22 @@ export const DISCONNECT_EXIT = 255;
 const KILL_GRACE_MS = 2000;
 const signalNumbers = osConstants.signals as unknown as Record<string, number>;
 
-/** Copies `from` to `to` with backpressure (pausing `from` while `to` is full); returns the undo. */
-function forward(from: Readable, to: Writable, map: (d: Buffer) => Buffer = (d) => d): () => void {
+/**
+ * Copies `from` to `to` with backpressure (pausing `from` while `to` is full); returns the undo. `to` may be a
+ * function that makes it, called on the first data (the CLI's stdout is made only if something is written to it).
+ */
+function forward(
+  from: Readable,
+  target: Writable | (() => Writable),
+  map: (d: Buffer) => Buffer = (d) => d,
+): () => void {
+  let to = typeof target === 'function' ? undefined : target;
   const resume = () => from.resume();
   const onData = (d: Buffer) => {
     const chunk = map(d);
-    if (chunk.length > 0 && !to.write(chunk)) {
+    if (chunk.length === 0) return;
+    to ??= (target as () => Writable)();
+    if (!to.write(chunk)) {
       from.pause();
       to.once('drain', resume);
     }
@@ -51,7 +66,7 @@ function forward(from: Readable, to: Writable, map: (d: Buffer) => Buffer = (d) 
   from.on('data', onData);
   return () => {
     from.off('data', onData);
-    to.off('drain', resume);
+    to?.off('drain', resume);
   };
 }
 
@@ -87,14 +102,26 @@ export async function attach(io: CliIO, start: () => Promise<RemoteProcess>, opt
 
     // Output as produced, at the pace the reader takes it. If our stdout is closed (`| head -1`), the remote
     // command gets SIGPIPE, just as it would in a local pipeline.
-    cleanups.push(forward(p.stdout, io.stdout), forward(p.stderr, io.stderr));
+    // Our stdout and stderr are taken only when something comes for them (an exec whose output went to the
+    // command itself, ExecSpec.outputFds, never makes them).
     const onOutError = () => {
       forcedCode ??= 128 + (signalNumbers.SIGPIPE ?? 13);
       p.kill('SIGPIPE');
       p.stdout.destroy();
     };
-    io.stdout.on('error', onOutError);
-    cleanups.push(() => io.stdout.off('error', onOutError));
+    let stdout: Writable | undefined;
+    const takeStdout = () => {
+      if (!stdout) {
+        stdout = io.stdout;
+        stdout.on('error', onOutError);
+      }
+      return stdout;
+    };
+    cleanups.push(
+      forward(p.stdout, takeStdout),
+      forward(p.stderr, () => io.stderr),
+    );
+    cleanups.push(() => stdout?.off('error', onOutError));
 
     if (opts.raw && io.stdin.isTTY && io.stdin.setRawMode) {
       io.stdin.setRawMode(true);

@@ -129,7 +129,7 @@ describe('exec through pipes', () => {
     expect(await viaNull(['-i', id, '--', 'sh', '-c', 'cat; echo done'])).toEqual({ code: 0, out: 'done\n' });
   });
 
-  it('starts without what it does not use: no child_process, no stdin stream, no package.json read', async () => {
+  it('starts without what it does not use: no child_process, stdin stream, package.json read, http or crypto', async () => {
     // A preload reports, at exit, what the process loaded and read (the start-up cost of every command).
     const dir = mkdtempSync(join(tmpdir(), 'onmemos-startup-probe-'));
     if (TEST_USER) chownSync(dir, TEST_USER.uid, TEST_USER.gid); // the rootless project's onmemos writes the report
@@ -144,7 +144,7 @@ describe('exec through pipes', () => {
           'const read = fs.readFileSync;',
           "fs.readFileSync = function (p, ...a) { if (String(p).endsWith('package.json')) pkg++; return read.call(this, p, ...a); };",
           "const has = (m) => process.moduleLoadList.includes('NativeModule ' + m);",
-          `process.on('exit', () => fs.appendFileSync(${JSON.stringify(report)}, JSON.stringify({ argv: process.argv.slice(2), child_process: has('child_process'), stdin: has('internal/fs/streams'), pkg }) + '\\n'));`,
+          `process.on('exit', () => fs.appendFileSync(${JSON.stringify(report)}, JSON.stringify({ argv: process.argv.slice(2), child_process: has('child_process'), stdin: has('internal/fs/streams'), pkg, http: has('http'), crypto: has('crypto') }) + '\\n'));`,
         ].join('\n'),
       );
       const env = { ...state.env, NODE_OPTIONS: `--require ${probe}` };
@@ -154,10 +154,12 @@ describe('exec through pipes', () => {
         .trim()
         .split('\n')
         .map((l) => JSON.parse(l));
+      // A local exec does its upgrade itself (src/exec/unix-ws.ts): no http, no crypto. Through a server, ws does.
+      const remote = REMOTE;
       expect(lines).toEqual([
-        { argv: ['--version'], child_process: false, stdin: false, pkg: 0 },
+        { argv: ['--version'], child_process: false, stdin: false, pkg: 0, http: false, crypto: false },
         // Its stdin is a pipe (a socket here), attached: the stream is a net.Socket, not an fs one.
-        { argv: ['exec', id, '--', 'true'], child_process: false, stdin: false, pkg: 0 },
+        { argv: ['exec', id, '--', 'true'], child_process: false, stdin: false, pkg: 0, http: remote, crypto: remote },
       ]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
