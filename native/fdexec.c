@@ -30,7 +30,7 @@ int main(int argc, char **argv) {
   char *end;
   long sock = strtol(argv[1], &end, 10);
   if (*end || sock < 3 || sock > 1000) return fail("fdexec: bad descriptor");
-  unsigned char byte;
+  unsigned char byte = 0;
   struct iovec iov = {.iov_base = &byte, .iov_len = 1};
   union {
     char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
