@@ -52,6 +52,12 @@ const recv = (f: FdPass, s: Socket, ms: number) =>
     }),
   );
 
+// The module is optional for a user without a compiler (exec then relays), never for this suite: the tests below
+// and the agent's in local-fdpass.test.ts would otherwise be skipped, not run.
+it('is built (npm install and npm run build make it; the tests need it)', () => {
+  expect(fdpass, 'dist/fdpass.node (or build/Release/) does not load: run npm run build').toBeDefined();
+});
+
 describe.runIf(fdpass)('fdpass', () => {
   const f = fdpass!;
 
