@@ -238,36 +238,40 @@ static napi_value recv_fds(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value output_fifo(napi_env env, napi_callback_info info) {
+/* Calls test(fd) with the one descriptor argument; its answer as a boolean. */
+static napi_value fd_predicate(napi_env env, napi_callback_info info, const char *usage, bool (*test)(int)) {
   size_t argc = 1;
   napi_value argv[1], result;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
   if (argc < 1 || !get_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, NULL, "outputFifo(fd)");
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  struct stat st;
-  int flags = -1;
-  bool ok = fd >= 0 && fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && (flags = fcntl(fd, F_GETFL)) >= 0 &&
-            (flags & O_ACCMODE) != O_RDONLY;
-  if (ok && (flags & O_NONBLOCK)) ok = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0;
-  napi_get_boolean(env, ok, &result);
+  CHECK(napi_get_boolean(env, fd >= 0 && test(fd), &result));
   return result;
 }
 
+static bool is_output_fifo(int fd) {
+  struct stat st;
+  int flags = -1;
+  bool ok = fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && (flags = fcntl(fd, F_GETFL)) >= 0 &&
+            (flags & O_ACCMODE) != O_RDONLY;
+  if (ok && (flags & O_NONBLOCK)) ok = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0;
+  return ok;
+}
+
+static bool set_close_on_exec(int fd) {
+  int flags = fcntl(fd, F_GETFD);
+  return flags >= 0 && fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == 0;
+}
+
+static napi_value output_fifo(napi_env env, napi_callback_info info) {
+  return fd_predicate(env, info, "outputFifo(fd)", is_output_fifo);
+}
+
 static napi_value close_on_exec(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], result;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int32_t fd;
-  if (argc < 1 || !get_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, NULL, "closeOnExec(fd)");
-    return NULL;
-  }
-  int flags = fd >= 0 ? fcntl(fd, F_GETFD) : -1;
-  napi_get_boolean(env, flags >= 0 && fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == 0, &result);
-  return result;
+  return fd_predicate(env, info, "closeOnExec(fd)", set_close_on_exec);
 }
 
 NAPI_MODULE_INIT() {

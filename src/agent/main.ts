@@ -16,7 +16,7 @@ import { UserError } from '../errors.js';
 import type { RemoteProcess } from '../exec/process.js';
 import { execSpecFromQuery, execWebSocketServer, serveExec } from '../exec/server.js';
 import { connectLoopback, joinTunnel, tunnelPort } from '../exec/tunnel.js';
-import { FDEXEC, FDPASS_NODE, type FdPass, loadFdPass } from '../native/fdpass.js';
+import { FDEXEC, FDPASS_NODE, type FdPass, handleFd, loadFdPass, preambleStreams } from '../native/fdpass.js';
 import { AGENT_FDPASS_FD, AGENT_LISTEN_FD, type ExecGroup, spawnPiped, spawnTty, treeGroup } from './spawn.js';
 import { type WarmStarter, warmStarter } from './warm.js';
 
@@ -60,8 +60,6 @@ export function closeInheritedFds(keep: number[]): number[] {
 
 /** How long a connection to the descriptor socket may take to send its preamble (the byte the descriptors come with). */
 const PREAMBLE_MS = 2_000;
-/** The preamble's bits: which of the command's streams the descriptors are, in this order. */
-const PASSED = { stdout: 1, stderr: 2 } as const;
 
 /** The output descriptors a connection to the descriptor socket passed, until its exec request claims them. */
 interface Passed {
@@ -202,24 +200,24 @@ export async function runAgent(
     else server.listen(listen.port, listen.host, resolve);
   });
   if (fdListen) {
-    // Each connection first passes the command's output descriptors with one byte (PASSED's bits, the descriptors
-    // in that order), read here before anything else of the socket is; then it is an ordinary connection of the
+    // Each connection first passes the command's output descriptors with one byte (preambleByte: which streams, the
+    // descriptors in that order), read here before anything else of the socket is; then it is an ordinary connection of the
     // HTTP server above, whose exec request claims them. Nothing is read from it until then (pauseOnConnect).
     const { fdpass } = fdListen;
     const fdServer = createNetServer({ pauseOnConnect: true }, (socket: Socket) => {
       socket.on('error', () => {});
-      const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-      if (fd === undefined || fd < 0) return void socket.destroy();
+      const fd = handleFd(socket);
+      if (fd === undefined) return void socket.destroy();
       fdpass.recvFds(fd, PREAMBLE_MS, (err, r) => {
         const fds = r?.fds ?? [];
-        const want = r ? [PASSED.stdout, PASSED.stderr].filter((bit) => r.byte & bit) : [];
-        if (err || !r || socket.destroyed || r.byte & ~3 || want.length === 0 || fds.length !== want.length) {
+        const want = r ? preambleStreams(r.byte) : undefined;
+        if (err || socket.destroyed || !want || want.length === 0 || fds.length !== want.length) {
           closeFds(fds);
           socket.destroy();
           return;
         }
         const passed: Passed = {};
-        for (const [i, bit] of want.entries()) passed[bit === PASSED.stdout ? 'stdout' : 'stderr'] = fds[i];
+        for (const [i, stream] of want.entries()) passed[stream] = fds[i];
         passedBy.set(socket, passed);
         socket.once('close', () => {
           const left = takePassed(socket);

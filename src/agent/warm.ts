@@ -15,7 +15,7 @@ import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import { pipedProcess } from '../exec/child.js';
 import type { ExecSpec, RemoteProcess } from '../exec/process.js';
-import type { FdPass } from '../native/fdpass.js';
+import { type FdPass, handleFd, type OutputStream, preambleByte } from '../native/fdpass.js';
 import { AGENT_LISTEN_FD, EXEC_PROLOGUE, type ExecGroup } from './spawn.js';
 
 const BASH = '/bin/bash';
@@ -137,13 +137,16 @@ export function warmStarter(newGroup: () => ExecGroup, fdexec?: FdExec): WarmSta
       const fdsOut = (p.child.stdio as unknown as (Socket | null | undefined)[])[FDS_FD];
       if (passing) {
         // The descriptors go first, to fdexec's socket (the parked bash waits for its command meanwhile).
-        const sock = (fdsOut as unknown as { _handle?: { fd?: number } } | null | undefined)?._handle?.fd;
+        const sock = handleFd(fdsOut);
         const out = spec.outputFds!;
-        const fds = [out.stdout, out.stderr].filter((fd) => fd !== undefined);
-        const byte = (out.stdout !== undefined ? 1 : 0) | (out.stderr !== undefined ? 2 : 0);
-        if (!fdexec || sock === undefined || sock < 0) return undefined;
+        const streams = (['stdout', 'stderr'] as OutputStream[]).filter((s) => out[s] !== undefined);
+        if (!fdexec || sock === undefined) return undefined;
         try {
-          fdexec.fdpass.sendFds(sock, byte, fds);
+          fdexec.fdpass.sendFds(
+            sock,
+            preambleByte(streams),
+            streams.map((s) => out[s]!),
+          );
         } catch {
           return undefined; // the parked process is gone: the ordinary start
         }

@@ -8,6 +8,29 @@ import { accessSync, constants, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { packageRoot } from '../paths.js';
 
+/** The output streams a local exec may pass, in the order their descriptors travel. */
+export type OutputStream = 'stdout' | 'stderr';
+const OUTPUT_STREAMS: OutputStream[] = ['stdout', 'stderr'];
+/** Their bits in the byte the descriptors come with (native/fdexec.c reads the same). */
+const OUTPUT_BITS: Record<OutputStream, number> = { stdout: 1, stderr: 2 };
+
+/** The byte that says which streams' descriptors follow (in OUTPUT_STREAMS order). */
+export function preambleByte(streams: OutputStream[]): number {
+  return streams.reduce((byte, s) => byte | OUTPUT_BITS[s], 0);
+}
+
+/** The streams a byte names, in the order their descriptors come; undefined for a byte with any other bit. */
+export function preambleStreams(byte: number): OutputStream[] | undefined {
+  if (byte & ~(OUTPUT_BITS.stdout | OUTPUT_BITS.stderr)) return undefined;
+  return OUTPUT_STREAMS.filter((s) => byte & OUTPUT_BITS[s]);
+}
+
+/** The descriptor of a net Socket's or Server's libuv handle (node exposes no API for it), or undefined. */
+export function handleFd(o: object | null | undefined): number | undefined {
+  const fd = (o as { _handle?: { fd?: unknown } } | null | undefined)?._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
 export interface Received {
   /** The data byte the descriptors came with. */
   byte: number;

@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { InterruptedError, ProviderError, UnavailableError } from '../../errors.js';
-import { fdexecPath, fdpassPath } from '../../native/fdpass.js';
+import { fdexecPath, fdpassPath, handleFd } from '../../native/fdpass.js';
 import { binPath, packageRoot } from '../../paths.js';
 import { sessionEnvironment } from '../../session/model.js';
 import type { CgroupSystem } from './cgroups.js';
@@ -328,7 +328,8 @@ async function listenSocket(path: string): Promise<{ fd: number; close(): void }
         server.listen({ path: bindable, backlog: 128 }, resolve);
       }),
   );
-  const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+  const fd = handleFd(server);
+  if (fd === undefined) throw new UnavailableError(`cannot listen on ${path}: no descriptor`);
   return {
     fd,
     close() {

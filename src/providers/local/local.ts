@@ -25,7 +25,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { cpus } from 'node:os';
 import { basename, dirname, join, posix, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -42,7 +42,7 @@ import {
 import { execQuery, openExec } from '../../exec/client.js';
 import { jsonBody, openTunnelSocket } from '../../exec/tunnel.js';
 import { V5 } from '../../exec/v5.js';
-import { loadFdPass } from '../../native/fdpass.js';
+import { handleFd, loadFdPass, type OutputStream, preambleByte } from '../../native/fdpass.js';
 import {
   type ConnectInfo,
   type CreateSessionRequest,
@@ -689,11 +689,11 @@ function notFound(id: string): NotFoundError {
 async function passOutput(
   dir: string,
   outputFds: NonNullable<ExecSpec['outputFds']>,
-): Promise<{ socket: Socket; streams: ('stdout' | 'stderr')[] } | undefined> {
+): Promise<{ socket: Socket; streams: OutputStream[] } | undefined> {
   const fdpass = loadFdPass();
   if (!fdpass) return undefined;
   const own: number[] = [];
-  const streams: ('stdout' | 'stderr')[] = [];
+  const streams: OutputStream[] = [];
   try {
     for (const stream of ['stdout', 'stderr'] as const) {
       const fd = outputFds[stream];
@@ -707,15 +707,15 @@ async function passOutput(
       } catch {
         continue;
       }
-      own.push(fresh);
       if (!fdpass.outputFifo(fresh)) {
-        own.pop();
         closeSync(fresh);
         continue;
       }
+      own.push(fresh);
       streams.push(stream);
     }
     if (own.length === 0) return undefined;
+    const { connect } = await import('node:net'); // not at the top: every local command would load it
     const socket = await withSocketPath(
       join(dir, FDPASS_SOCKET),
       (path) =>
@@ -730,9 +730,10 @@ async function passOutput(
         }),
     );
     if (!socket) return undefined; // a session made before its agent had the socket, or no module inside
-    const byte = (streams.includes('stdout') ? 1 : 0) | (streams.includes('stderr') ? 2 : 0);
+    const fd = handleFd(socket);
     try {
-      fdpass.sendFds((socket as unknown as { _handle: { fd: number } })._handle.fd, byte, own);
+      if (fd === undefined) throw new Error('no descriptor');
+      fdpass.sendFds(fd, preambleByte(streams), own);
     } catch {
       socket.destroy();
       return undefined;
