@@ -5,6 +5,7 @@
  * cgroup, a process tree, or the child alone.
  */
 import type { ChildProcess } from 'node:child_process';
+import { constants as fsConstants, readFileSync, readSync } from 'node:fs';
 import { PassThrough, type Readable, Writable } from 'node:stream';
 import type { IPty } from 'node-pty';
 import { type ExitStatus, type RemoteProcess, signalName } from './process.js';
@@ -56,6 +57,9 @@ export function ptyProcess(term: IPty, ctl: ChildControl = {}): RemoteProcess {
   const stdout = new PassThrough();
   const stderr = endedStream();
   const dataSub = term.onData((d: string | Buffer) => stdout.write(d));
+  readRestOnDestroy(term, (d) => {
+    if (!stdout.writableEnded) stdout.write(d);
+  });
   // node-pty queues every write until the pty takes it: a command that never reads its terminal would let a
   // client's input grow this process without bound. Each chunk waits for the queue to empty (backpressure).
   const queue = (term as unknown as { _writeStream?: { _writeQueue?: unknown[] } })._writeStream?._writeQueue;
@@ -142,4 +146,47 @@ function drain(stream: Readable): Promise<void> {
     stream.once('close', done);
     timer = setTimeout(check, DRAIN_IDLE_MS / DRAIN_QUIET_CHECKS);
   });
+}
+
+/** What readRestOnDestroy reads at most: a process still writing to the terminal does not hold the exit up. */
+const REST_MAX_BYTES = 4 << 20;
+
+/**
+ * Node's reader of a pty can end before the pty is drained, and what the command wrote last is then lost:
+ * - libuv ends a stream at POLLHUP after a read that did not fill its buffer (uv__stream_io). A pty master is hung
+ *   up as soon as the last descriptor of its terminal closes, while the kernel may still hold output the command
+ *   wrote just before it exited (a kernel worker passes it on): under load, `echo a; echo b` may come out as `a`.
+ * - node-pty destroys its reader 200 ms after the command exited if the terminal has not closed by then.
+ * Both destroy the reader (`_socket`), so before it is destroyed, what the pty holds is read at once: the
+ * descriptor is non-blocking, and a read of a pty master first waits for the kernel's pending output.
+ */
+export function readRestOnDestroy(term: IPty, onData: (d: Buffer) => void): void {
+  const inner = term as unknown as { _socket?: { destroy: (e?: Error) => unknown }; _fd?: number };
+  const socket = inner._socket;
+  const fd = inner._fd;
+  if (!socket || typeof fd !== 'number') return;
+  const destroy = socket.destroy.bind(socket);
+  let read = false;
+  socket.destroy = (e?: Error) => {
+    if (!read) {
+      read = true;
+      readNonBlocking(fd, onData);
+    }
+    return destroy(e);
+  };
+}
+
+/** Reads fd until it would block, hangs up or REST_MAX_BYTES; nothing at all unless fd is non-blocking. */
+function readNonBlocking(fd: number, onData: (d: Buffer) => void): void {
+  try {
+    const flags = /flags:\s*([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'));
+    if (!flags || (Number.parseInt(flags[1]!, 8) & fsConstants.O_NONBLOCK) === 0) return;
+    const buf = Buffer.allocUnsafe(65536);
+    for (let total = 0; total < REST_MAX_BYTES; ) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n <= 0) return;
+      onData(Buffer.from(buf.subarray(0, n)));
+      total += n;
+    }
+  } catch {} // EAGAIN: nothing more now; EIO: the terminal hung up
 }

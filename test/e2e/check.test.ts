@@ -7,12 +7,12 @@
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
 import { type KubeFake, startKubeFake } from '../fakes/kube/server.js';
 import { startWorkstationsFake, type WorkstationsFake } from '../fakes/workstations/server.js';
 import { CLI, StateDir, waitFor } from '../helpers/cli.js';
+import { spawnPty } from '../helpers/pty.js';
 import { type Served, startServe } from '../helpers/serve.js';
 
 let kube: KubeFake;
@@ -176,7 +176,8 @@ describe('onmemos check', () => {
   it('on a terminal: the verdicts are coloured (not with NO_COLOR), and stderr says which probe runs', async () => {
     const onTty = (extra: Record<string, string>) =>
       new Promise<{ code: number; out: string }>((resolve) => {
-        const p = pty.spawn(
+        let out = '';
+        const p = spawnPty(
           CLI[0]!,
           [...CLI.slice(1), 'check', '--backend', 'local', '--test', 'one_shot_commands', '--test', 'scale_to_zero'],
           {
@@ -184,11 +185,10 @@ describe('onmemos check', () => {
             rows: 50,
             env: { ...process.env, ...state.env, ...env, TERM: 'xterm-256color', ...extra } as Record<string, string>,
           },
+          (d) => {
+            out += d;
+          },
         );
-        let out = '';
-        p.onData((d) => {
-          out += d;
-        });
         const timer = setTimeout(() => p.kill('SIGKILL'), 60_000);
         p.onExit(({ exitCode }) => {
           clearTimeout(timer);

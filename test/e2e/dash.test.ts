@@ -7,9 +7,10 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as pty from 'node-pty';
+import type * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliShell, run, StateDir, waitFor } from '../helpers/cli.js';
+import { spawnPty } from '../helpers/pty.js';
 import { type Served, startServe } from '../helpers/serve.js';
 
 const state = new StateDir();
@@ -36,15 +37,14 @@ class Dash {
   /** `args` follow `dash`; `globals` (--server URL) come before it. */
   constructor(args: string[], o: { env?: Record<string, string>; globals?: string[]; redirect?: string } = {}) {
     const script = `${cliShell()} "$@" ${o.redirect ?? ''}; echo "${RESTORED}$?"; stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo modes-end; read -r _`;
-    this.p = pty.spawn('/bin/sh', ['-c', script, 'sh', ...(o.globals ?? []), 'dash', ...args], {
-      cols: 120,
-      rows: 30,
-      name: 'xterm-256color',
-      env: termEnv(o.env ?? state.env),
-    });
-    this.p.onData((d) => {
-      this.out += d;
-    });
+    this.p = spawnPty(
+      '/bin/sh',
+      ['-c', script, 'sh', ...(o.globals ?? []), 'dash', ...args],
+      { cols: 120, rows: 30, name: 'xterm-256color', env: termEnv(o.env ?? state.env) },
+      (d) => {
+        this.out += d;
+      },
+    );
     this.p.onExit(() => {
       this.exited = true;
     });

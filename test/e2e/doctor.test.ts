@@ -9,13 +9,13 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WORKSTATIONS_SETTINGS } from '../../src/providers/workstations/config.js';
 import { type CloudRunFake, startCloudRunFake } from '../fakes/cloudrun/server.js';
 import { type KubeFake, startKubeFake } from '../fakes/kube/server.js';
 import { startWorkstationsFake, type WorkstationsFake } from '../fakes/workstations/server.js';
 import { BIN, CLI, type RunResult, StateDir } from '../helpers/cli.js';
+import { spawnPty } from '../helpers/pty.js';
 import { type Served, startServe } from '../helpers/serve.js';
 
 interface Check {
@@ -185,15 +185,19 @@ describe('nothing configured', () => {
   it('on a terminal the statuses are coloured, unless NO_COLOR is set', async () => {
     const onTty = (env: Record<string, string>) =>
       new Promise<{ code: number; out: string }>((resolve) => {
-        const p = pty.spawn(CLI[0]!, [...CLI.slice(1), 'doctor'], {
-          cols: 200,
-          rows: 50,
-          env: { ...process.env, ...clean(), TERM: 'xterm-256color', ...env } as Record<string, string>,
-        });
         let out = '';
-        p.onData((d) => {
-          out += d;
-        });
+        const p = spawnPty(
+          CLI[0]!,
+          [...CLI.slice(1), 'doctor'],
+          {
+            cols: 200,
+            rows: 50,
+            env: { ...process.env, ...clean(), TERM: 'xterm-256color', ...env } as Record<string, string>,
+          },
+          (d) => {
+            out += d;
+          },
+        );
         const timer = setTimeout(() => p.kill('SIGKILL'), 30_000);
         p.onExit(({ exitCode }) => {
           clearTimeout(timer);

@@ -7,10 +7,10 @@ import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type KubeFake, startKubeFake } from '../fakes/kube/server.js';
 import { CLI, StateDir, waitFor } from '../helpers/cli.js';
+import { spawnPty } from '../helpers/pty.js';
 import { type Served, startServe } from '../helpers/serve.js';
 
 const execFileP = promisify(execFile);
@@ -243,19 +243,23 @@ describe('exec', () => {
 
 describe('shell', () => {
   const term = (args: string[]) => {
-    const p = pty.spawn(CLI[0]!, [...CLI.slice(1), ...args], {
-      cols: 100,
-      rows: 30,
-      name: 'xterm-256color',
-      env: { ...process.env, ...state.env, ...env, TERM: 'xterm-256color', KUBECTL: '/usr/bin/kubectl' } as Record<
-        string,
-        string
-      >,
-    });
     let out = '';
-    p.onData((d) => {
-      out += d;
-    });
+    const p = spawnPty(
+      CLI[0]!,
+      [...CLI.slice(1), ...args],
+      {
+        cols: 100,
+        rows: 30,
+        name: 'xterm-256color',
+        env: { ...process.env, ...state.env, ...env, TERM: 'xterm-256color', KUBECTL: '/usr/bin/kubectl' } as Record<
+          string,
+          string
+        >,
+      },
+      (d) => {
+        out += d;
+      },
+    );
     const exit = new Promise<number>((r) => p.onExit((e) => r(e.exitCode)));
     return {
       p,

@@ -4,11 +4,11 @@
  * command that outlives its client (as on a real node), and delete. Pods run as real local sandboxes (root, bwrap).
  */
 import { randomBytes } from 'node:crypto';
-import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type KubeFake, startKubeFake } from '../fakes/kube/server.js';
 import { waitFor } from '../helpers/cli.js';
 import { createNamespace, KUBECTL, kubectl, kubectlArgs, podManifest, runPods } from '../helpers/kube.js';
+import { spawnPty } from '../helpers/pty.js';
 
 let fake: KubeFake;
 const NS = 'team-a';
@@ -136,7 +136,8 @@ describe('kubectl exec', () => {
   });
 
   it('a tty: the command sees a /dev/pts terminal of the local size, and follows a resize', async () => {
-    const term = pty.spawn(
+    let out = '';
+    const term = spawnPty(
       KUBECTL,
       kubectlArgs(fake, ['exec', '-it', 'web-1', '-n', NS, '--', 'sh', '-c', 'tty; stty size; read x; stty size']),
       {
@@ -145,11 +146,10 @@ describe('kubectl exec', () => {
         name: 'xterm-256color',
         env: { ...process.env, TERM: 'xterm-256color' } as Record<string, string>,
       },
+      (d) => {
+        out += d;
+      },
     );
-    let out = '';
-    term.onData((d) => {
-      out += d;
-    });
     const exited = new Promise<{ exitCode: number }>((r) => term.onExit(r));
     try {
       expect(await waitFor(() => /30 100/.test(out), 20_000, 20)).toBe(true);
@@ -197,19 +197,15 @@ describe('kubectl exec', () => {
     expect((await alive('piped.pid')).stdout).toBe('alive\n');
     await k(['exec', 'web-1', '-n', NS, '--', 'sh', '-c', 'kill "$(cat /workspace/piped.pid)"']);
 
-    const term = pty.spawn(
+    let tout = '';
+    const term = spawnPty(
       KUBECTL,
       kubectlArgs(fake, ['exec', '-it', 'web-1', '-n', NS, '--', 'sh', '-c', script('tty.pid')]),
-      {
-        cols: 80,
-        rows: 24,
-        env: process.env as Record<string, string>,
+      { cols: 80, rows: 24, env: process.env as Record<string, string> },
+      (d) => {
+        tout += d;
       },
     );
-    let tout = '';
-    term.onData((d) => {
-      tout += d;
-    });
     const tgone = new Promise((r) => term.onExit(r));
     expect(await waitFor(() => tout.includes('started'), 20_000, 20)).toBe(true);
     term.kill('SIGKILL');

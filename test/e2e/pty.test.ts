@@ -1,8 +1,9 @@
 /** End to end through a real pty (node-pty): tty detection, the interactive shell, keys, resize, restore. */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import * as pty from 'node-pty';
+import type * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, cliShell, StateDir, waitFor } from '../helpers/cli.js';
+import { spawnPty } from '../helpers/pty.js';
 
 const state = new StateDir();
 let id = '';
@@ -17,15 +18,19 @@ class Term {
   out = '';
   exit: Promise<{ exitCode: number; signal?: number }>;
   constructor(file: string, args: string[], cols = 90, rows = 25) {
-    this.p = pty.spawn(file, args, {
-      cols,
-      rows,
-      name: 'xterm-256color',
-      env: { ...process.env, ...state.env, TERM: 'xterm-256color' } as Record<string, string>,
-    });
-    this.p.onData((d) => {
-      this.out += d;
-    });
+    this.p = spawnPty(
+      file,
+      args,
+      {
+        cols,
+        rows,
+        name: 'xterm-256color',
+        env: { ...process.env, ...state.env, TERM: 'xterm-256color' } as Record<string, string>,
+      },
+      (d) => {
+        this.out += d;
+      },
+    );
     this.exit = new Promise((r) => this.p.onExit(r));
   }
   /** Waits (bounded) until the output after `from` matches. */

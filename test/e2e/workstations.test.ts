@@ -6,12 +6,12 @@
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { OnMemOSClient } from '../../src/sdk/client.js';
 import { startWorkstationsFake, type WorkstationsFake } from '../fakes/workstations/server.js';
 import { BIN, StateDir, waitFor } from '../helpers/cli.js';
+import { spawnPty } from '../helpers/pty.js';
 import { type Served, startServe } from '../helpers/serve.js';
 
 let fake: WorkstationsFake;
@@ -127,16 +127,20 @@ describe('workstations through the CLI', () => {
 
 describe('workstations: the interactive shell and signals', () => {
   it('onmemos shell in a real pty: a login shell in the home, stty size, and its exit code', async () => {
-    const term = pty.spawn(process.execPath, [BIN, 'shell', id], {
-      cols: 101,
-      rows: 33,
-      name: 'xterm-256color',
-      env: { ...process.env, ...state.env, ...env, TERM: 'xterm-256color' } as Record<string, string>,
-    });
     let out = '';
-    term.onData((d) => {
-      out += d;
-    });
+    const term = spawnPty(
+      process.execPath,
+      [BIN, 'shell', id],
+      {
+        cols: 101,
+        rows: 33,
+        name: 'xterm-256color',
+        env: { ...process.env, ...state.env, ...env, TERM: 'xterm-256color' } as Record<string, string>,
+      },
+      (d) => {
+        out += d;
+      },
+    );
     const exit = new Promise<{ exitCode: number }>((r) => term.onExit(r));
     try {
       term.write('stty size; pwd; echo "id=$WORKSPACE_ID"\r');
