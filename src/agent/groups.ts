@@ -4,7 +4,7 @@
  * process group (setsid) or was reparented (a double fork) — without racing its forks.
  */
 import { readFileSync, rmdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type CgroupSystem, ExecGroups } from '../providers/local/cgroups.js';
 import type { ExecGroup } from './spawn.js';
 
@@ -36,18 +36,20 @@ export function cgroupExecGroups(sys: InsideCgroups): (id: string) => ExecGroup 
   };
   return (id) => {
     sweep();
-    const procsFiles = groups.create(id);
+    const joinFiles = groups.create(id);
     const members = () => {
       const pids = new Set<number>();
-      for (const f of procsFiles) {
+      for (const f of joinFiles) {
         try {
-          for (const line of readFileSync(f, 'utf8').split('\n')) if (line) pids.add(Number(line));
+          for (const line of readFileSync(join(dirname(f), 'cgroup.procs'), 'utf8').split('\n')) {
+            if (line) pids.add(Number(line));
+          }
         } catch {}
       }
       return [...pids];
     };
     return {
-      procsFiles,
+      joinFiles,
       signal(signal) {
         if (signal === 'SIGKILL') return groups.kill(id);
         for (const pid of members()) {
@@ -59,7 +61,7 @@ export function cgroupExecGroups(sys: InsideCgroups): (id: string) => ExecGroup 
       release() {
         tryRemove(
           id,
-          procsFiles.map((f) => dirname(f)),
+          joinFiles.map((f) => dirname(f)),
         );
       },
     };

@@ -25,24 +25,25 @@ export const AGENT_LISTEN_FD = 3;
 export const AGENT_FDPASS_FD = 14;
 
 /**
- * The arguments: the cgroup.procs files to join, `--`, the working directory, then argv; the directory and
+ * The arguments: the files to write 0 into to join the exec's group (ExecGroups.create), `--`, the working
+ * directory, then argv; the directory and
  * argv[0] are checked as every transport does (../exec/lookup.ts).
  */
 export const EXEC_PROLOGUE = [
-  'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift',
+  'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift',
   `exec ${AGENT_LISTEN_FD}>&-`,
   'echo 500 > /proc/self/oom_score_adj 2>/dev/null',
   CHANGE_DIRECTORY_AND_EXEC,
 ].join('\n');
 
-export function prologueArgv(procsFiles: string[], cwd: string, argv: string[]): string[] {
-  return ['/bin/sh', '-c', EXEC_PROLOGUE, 'onmemos-exec', ...procsFiles, '--', cwd, ...argv];
+export function prologueArgv(joinFiles: string[], cwd: string, argv: string[]): string[] {
+  return ['/bin/sh', '-c', EXEC_PROLOGUE, 'onmemos-exec', ...joinFiles, '--', cwd, ...argv];
 }
 
 /** How an exec's processes are found and signalled: its cgroup when the session has them, else its process tree. */
 export interface ExecGroup {
-  /** cgroup.procs files the command joins before it runs (empty without cgroups). */
-  procsFiles: string[];
+  /** The files the command writes 0 into to join its group before it runs (empty without cgroups). */
+  joinFiles: string[];
   /** Sends `signal` to every process of the exec; SIGKILL kills it whole, race-free where the kernel allows. */
   signal(signal: NodeJS.Signals, mainPid: number | undefined): void;
   /** Called when the exec has ended; removes the group if nothing of it is left. */
@@ -66,7 +67,7 @@ export function spawnPiped(
   group: ExecGroup,
   as?: RunAs,
 ): RemoteProcess {
-  const child = spawnChild('/bin/sh', prologueArgv(group.procsFiles, cwd, spec.argv).slice(1), {
+  const child = spawnChild('/bin/sh', prologueArgv(group.joinFiles, cwd, spec.argv).slice(1), {
     argv0: 'sh',
     detached: true, // its own session and process group: signals to the agent do not reach it, and vice versa
     env,
@@ -87,7 +88,7 @@ export async function spawnTty(
   as?: RunAs,
 ): Promise<RemoteProcess> {
   const pty = await import('node-pty');
-  const argv = prologueArgv(group.procsFiles, cwd, spec.argv);
+  const argv = prologueArgv(group.joinFiles, cwd, spec.argv);
   const term = pty.spawn(argv[0]!, argv.slice(1), {
     name: env.TERM ?? 'xterm-256color',
     cols: spec.cols ?? 80,
@@ -119,7 +120,7 @@ export function treeGroup(): ExecGroup {
     return [...out];
   };
   return {
-    procsFiles: [],
+    joinFiles: [],
     signal(signal, mainPid) {
       if (!mainPid) return;
       for (let round = 0; round < (signal === 'SIGKILL' ? 20 : 1); round++) {

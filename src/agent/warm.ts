@@ -1,8 +1,10 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: the script is bash, where ${x} is bash's own
 /**
  * A command's process started ahead of time, already in the exec group it will run in. Moving a process into a
- * cgroup (v1) waits for an RCU grace period when no move happened just before — 5 to 20 ms here, the largest
- * part of a short command's time in the agent. So the agent keeps one process parked in the next exec group:
+ * cgroup through `cgroup.procs` waits for an RCU grace period when no move happened just before — 5 to 20 ms, the
+ * largest part of a short command's time in the agent (cgroup v2; on v1 a process joins through `tasks`, which
+ * does not wait: joinFile in cgroups.ts), and bash takes a few ms to start. So the agent keeps one process parked
+ * in the next exec group:
  * bash, with an empty environment, that has joined the group and blocks reading its command from fd 4. An exec
  * that takes it writes the environment, the working directory and argv there as NUL-terminated items (bash's
  * mapfile reads them into an array: nothing is evaluated), and bash execs the same prologue every command runs
@@ -27,7 +29,7 @@ const FDS_FD = 5;
 const MAX_SPEC_CHARS = 16 * 1024;
 
 /**
- * $1: the prologue; $2: fdexec's path (empty without it); $3: how many cgroup.procs files follow; then the files.
+ * $1: the prologue; $2: fdexec's path (empty without it); $3: how many join files follow; then the files.
  * Closes the agent's listening socket first of all, then joins the group, then waits for
  * `fds NUL, count NUL, count x KEY=VALUE NUL, cwd NUL, argv... NUL`. With fds = 1 the exec passed output
  * descriptors: fdexec takes them from fd 5 and puts them in place before the prologue runs (same pid, same group).
@@ -35,7 +37,7 @@ const MAX_SPEC_CHARS = 16 * 1024;
 export const WARM_SCRIPT = [
   `exec ${AGENT_LISTEN_FD}>&-`,
   'p=$1; x=$2; n=$3; shift 3',
-  'while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done',
+  'while [ "$n" -gt 0 ]; do echo 0 > "$1" || exit 125; shift; n=$((n - 1)); done',
   `mapfile -d '' -t -u ${SPEC_FD} s || exit 125`,
   `exec ${SPEC_FD}<&-`,
   'f=${s[0]}; s=("${s[@]:1}")',
@@ -96,8 +98,8 @@ export function warmStarter(newGroup: () => ExecGroup, fdexec?: FdExec): WarmSta
           'onmemos-exec',
           EXEC_PROLOGUE,
           fdexec?.path ?? '',
-          String(group.procsFiles.length),
-          ...group.procsFiles,
+          String(group.joinFiles.length),
+          ...group.joinFiles,
         ],
         {
           argv0: 'bash',

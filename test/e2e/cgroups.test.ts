@@ -78,7 +78,7 @@ interface Exit {
 }
 /** Runs `sh -c` that first writes its own pid into every file given, then runs `script`. */
 function spawnJoined(files: string[], script: string) {
-  const args = ['-c', `for f; do echo $$ > "$f" || exit 99; done; ${script}`, 'sh', ...files];
+  const args = ['-c', `for f; do echo 0 > "$f" || exit 99; done; ${script}`, 'sh', ...files];
   const child = spawn('sh', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let stdout = '';
@@ -169,7 +169,7 @@ import { ExecGroups } from './cgroups.mjs';
 const inside = JSON.parse(readFileSync(new URL('./inside.json', import.meta.url), 'utf8'));
 const ex = new ExecGroups(inside);
 const files = ex.create('job-1');
-const child = spawn('sh', ['-c', 'for f; do echo $$ > "$f" || exit 99; done; (setsid sleep 300 </dev/null >/dev/null 2>&1 &); sleep 300', 'sh', ...files], { stdio: 'ignore' });
+const child = spawn('sh', ['-c', 'for f; do echo 0 > "$f" || exit 99; done; (setsid sleep 300 </dev/null >/dev/null 2>&1 &); sleep 300', 'sh', ...files], { stdio: 'ignore' });
 const listed = () => [...new Set(files.flatMap((f) => readFileSync(f, 'utf8').split('\\n').filter(Boolean).map(Number)))];
 const comm = (pid) => { try { return readFileSync('/proc/' + pid + '/comm', 'utf8').trim(); } catch { return ''; } };
 const state = (pid) => { try { const t = readFileSync('/proc/' + pid + '/stat', 'utf8'); return t.slice(t.lastIndexOf(')') + 2).split(' ')[0]; } catch { return 'gone'; } };

@@ -329,10 +329,8 @@ describe('ExecGroups on fake trees (the kernel is NOT involved)', () => {
     const mounts = { freezer: join(base, 'freezer'), pids: join(base, 'pids') };
     for (const m of Object.values(mounts)) mkdirSync(m);
     const ex = new ExecGroups({ version: 1, mounts: { ...mounts, memory: join(base, 'memory') } });
-    expect(ex.create('e1')).toEqual([
-      join(mounts.freezer, 'e1', 'cgroup.procs'),
-      join(mounts.pids, 'e1', 'cgroup.procs'),
-    ]);
+    // v1 joins through `tasks` (a thread moving itself takes no global lock: joinFile).
+    expect(ex.create('e1')).toEqual([join(mounts.freezer, 'e1', 'tasks'), join(mounts.pids, 'e1', 'tasks')]);
     const state = join(mounts.freezer, 'e1', 'freezer.state');
     writeFileSync(state, 'THAWED\n');
     mkdirSync(join(mounts.freezer, 'e1', 'inner'));

@@ -69,6 +69,17 @@ const EXEC_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 /** One segment of a parent path; systemd's unit names bring '@', '.', ':' and '\x2d'-style escapes. */
 const PARENT_SEGMENT = /^[A-Za-z0-9_.@:\\-]{1,255}$/;
 
+/**
+ * The file in a group's directory that a process writes `0` into to join it (joinFile). On v1 it is `tasks`:
+ * writing 0 there moves the writing thread alone, which the kernel does without taking the global threadgroup lock;
+ * taking that lock waits for an RCU grace period (10-25 ms here), which every `cgroup.procs` write pays. For a
+ * single-threaded process (sh, bash: every joiner here) the thread is the process, and what it forks inherits
+ * the group. v2 moves threads only within a threaded subtree, so it joins through `cgroup.procs`.
+ */
+function joinFile(g: Group, dir = g.dir): string {
+  return join(dir, g.controller ? 'tasks' : 'cgroup.procs');
+}
+
 const MAX_DIRS = 10_000;
 const MAX_DEPTH = 32;
 const KILL_ROUNDS = 10;
@@ -328,9 +339,9 @@ export class SessionGroup {
     return [...names].sort();
   }
 
-  /** The cgroup.procs files a process writes its own pid into to join `sandbox`: one per hierarchy. */
+  /** The files a single-threaded process writes `0` into to join `sandbox`, one per hierarchy (joinFile). */
   joinFiles(): string[] {
-    return this.groups.map((g) => join(g.dir, SANDBOX, 'cgroup.procs'));
+    return this.groups.map((g) => joinFile(g, join(g.dir, SANDBOX)));
   }
 
   /** The `sandbox` directories, to bind at /sys/fs/cgroup/<controller> (v1) or /sys/fs/cgroup (v2) inside. */
@@ -561,7 +572,10 @@ export class ExecGroups {
     }
   }
 
-  /** Makes the group (an existing one is reused); returns the cgroup.procs files to write a pid into. */
+  /**
+   * Makes the group (an existing one is reused); returns the files a single-threaded process writes `0` into to
+   * join it (joinFile), one per hierarchy.
+   */
   create(id: string): string[] {
     return this.groups(id).map((g) => {
       try {
@@ -569,7 +583,7 @@ export class ExecGroups {
       } catch (e) {
         throw new ProviderError(`could not create the exec group ${g.dir}: ${errCode(e)}`, { cause: e });
       }
-      return join(g.dir, 'cgroup.procs');
+      return joinFile(g);
     });
   }
 

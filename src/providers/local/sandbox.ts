@@ -354,9 +354,9 @@ export const A_SCRIPT = [
 export const LAUNCHER = [
   'for f in /proc/$$/fd/*; do n=${f##*/}; case " 0 1 2 $ONMEMOS_KEEP_FDS " in *" $n "*) ;; *) eval "exec $n>&-" 2>/dev/null;; esac; done',
   'drop=(); [ -n "$ONMEMOS_UID" ] && drop=(/usr/bin/setpriv --reuid="$ONMEMOS_UID" --regid="$ONMEMOS_UID" --clear-groups --)',
-  'joincg() { for f in $ONMEMOS_CGROUP_JOIN; do echo "$BASHPID" > "$f" || return 125; done; }',
-  // The sandbox's first process joins the cgroup at once (on cgroup v1 a join waits for an RCU grace period,
-  // ~20 ms), while the creator makes the disk and this launcher mounts it; it goes on when told (a line on its
+  'joincg() { for f in $ONMEMOS_CGROUP_JOIN; do echo 0 > "$f" || return 125; done; }',
+  // The sandbox's first process joins the cgroup at once (on cgroup v2 a join waits for an RCU grace period,
+  // ~20 ms; see joinFile in cgroups.ts), while the creator makes the disk and this launcher mounts it; it goes on when told (a line on its
   // stdin), and ends if the launcher does (EOF) first. As root, the sandbox starts with a low OOM score where root
   // may lower one (CAP_SYS_RESOURCE): its agent must outlive a command that fills the memory limit. Each command
   // raises its own score to 500 in any case.
