@@ -46,10 +46,11 @@ async function resolveRegistry(
 /** Commands that always work on this machine, whatever server is configured (and look at no provider first). */
 const ALWAYS_LOCAL = new Set(['serve', 'config', 'agent', 'doctor']);
 /**
- * Commands that run something in one session: they do not sweep the machine's expired sessions first (the one they
- * name is still checked: an expired session is removed and not found, registry.locate). The others do.
+ * Commands that do not sweep the machine's expired sessions first: those that run something in one session (the one
+ * they name is still checked: an expired session is removed and not found, registry.locate), and rm, which removes
+ * what it names, expired or not. The others do.
  */
-const ONE_SESSION = new Set(['exec', 'shell', 'tunnel']);
+const ONE_SESSION = new Set(['exec', 'shell', 'tunnel', 'rm']);
 
 export async function main(argv: string[], deps: CliDeps): Promise<number> {
   let exitCode = 0;
