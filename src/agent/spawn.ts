@@ -26,8 +26,7 @@ export const AGENT_FDPASS_FD = 14;
 
 /**
  * The arguments: the files to write 0 into to join the exec's group (ExecGroups.create), `--`, the working
- * directory, then argv; the directory and
- * argv[0] are checked as every transport does (../exec/lookup.ts).
+ * directory, then argv; the directory and argv[0] are checked as every transport does (../exec/lookup.ts).
  */
 export const EXEC_PROLOGUE = [
   'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift',
