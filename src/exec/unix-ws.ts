@@ -4,9 +4,10 @@
  * start-up, for what a unix socket to our own agent does not need. The frames are still ws's (its Receiver and
  * Sender, through WebSocket.setSocket, as ws's own server and client use them), so only the handshake is ours:
  *
- * - Sec-WebSocket-Key is not random, and Sec-WebSocket-Accept is not checked: both guard against caching
- *   intermediaries, and there are none on a unix socket. The peer is not trusted all the same (a session process
- *   can take its agent over): the answer's head is bounded, the body of a refusal too, and frames are ws's to parse.
+ * - Sec-WebSocket-Key comes from Math.random, not node:crypto, and Sec-WebSocket-Accept is not checked: both guard
+ *   against caching intermediaries, and there are none on a unix socket. The peer is not trusted all the same (a
+ *   session process can take its agent over): the answer's head is bounded, the body of a refusal too, and frames
+ *   are ws's to parse.
  * - Frames to the peer carry a zero mask (which ws then skips applying): masking, too, is for intermediaries.
  */
 import type { Socket } from 'node:net';

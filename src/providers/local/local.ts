@@ -707,11 +707,11 @@ async function passOutput(
       } catch {
         continue;
       }
+      own.push(fresh); // closed below whatever happens next
       if (!fdpass.outputFifo(fresh)) {
-        closeSync(fresh);
+        closeSync(own.pop()!);
         continue;
       }
-      own.push(fresh);
       streams.push(stream);
     }
     if (own.length === 0) return undefined;
