@@ -1,5 +1,5 @@
 /** The session's disk: a size-bounded filesystem for /workspace, the home directory and /tmp (as root). */
-import { writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { ProviderError } from '../../errors.js';
 
 export const MKFS = '/usr/sbin/mkfs.ext4';
@@ -15,15 +15,18 @@ export const DATA_DIRS: [string, number][] = [
   ['vartmp', 0o1777],
 ];
 
+/** mkfs.ext4's options for a session's disk, but for `-E root_owner=…` (MKFS_EXTENDED follows it there). */
+export const MKFS_OPTIONS = ['-q', '-F', '-m', '0', '-O', '^has_journal,^resize_inode'];
+export const MKFS_EXTENDED = 'lazy_itable_init=1,nodiscard';
+
 /**
- * A sparse ext4 image of the session's disk limit, its root and DATA_DIRS owned by the session's host uid: the
- * launcher mounts it (loop, nosuid, nodev) as the session's /workspace, home and /tmp. No journal (the data does
- * not outlive the session) and no resize inode (it never grows): mkfs then writes 228 KiB for 10 GiB, in ~6 ms.
- * The directories are written by mkfs itself (-d, from a template made next to the image and removed after), so
- * nothing in the session has to make them.
+ * A sparse file of the session's disk limit at `path`, and next to it (`path.d`) the template of its directories:
+ * DATA_DIRS, owned by the session's host uid. The launcher makes the image an ext4 filesystem from them (mkfs -d,
+ * sandbox.ts LAUNCHER), so nothing in the session has to make them, and mounts it (loop, nosuid, nodev) as the
+ * session's /workspace, home and /tmp. No journal (the data does not outlive the session) and no resize inode (it
+ * never grows): mkfs then writes 228 KiB for 10 GiB, in ~4 ms. The template goes with the session's directory.
  */
-export async function makeDiskImage(path: string, bytes: number, uid: number): Promise<string> {
-  const { chmodSync, chownSync, mkdirSync, rmSync, truncateSync } = await import('node:fs');
+export function prepareDiskImage(path: string, bytes: number, uid: number): void {
   writeFileSync(path, '', { mode: 0o600 });
   truncateSync(path, bytes);
   const template = `${path}.d`;
@@ -35,35 +38,25 @@ export async function makeDiskImage(path: string, bytes: number, uid: number): P
     chmodSync(d, mode);
     chownSync(d, uid, uid);
   }
+}
+
+/** The session's disk image made at once, as the launcher makes it (for the benchmark of what limits cost). */
+export async function makeDiskImage(path: string, bytes: number, uid: number): Promise<string> {
+  prepareDiskImage(path, bytes, uid);
   try {
-    await mkfs(path, uid, template);
+    await mkfs(path, uid, `${path}.d`);
   } finally {
-    rmSync(template, { recursive: true, force: true });
+    rmSync(`${path}.d`, { recursive: true, force: true });
   }
   return path;
 }
 
 async function mkfs(path: string, uid: number, template: string): Promise<void> {
   const { execFile } = await import('node:child_process');
+  const args = [...MKFS_OPTIONS, '-E', `root_owner=${uid}:${uid},${MKFS_EXTENDED}`, '-d', template, path];
   await new Promise<void>((resolve, reject) => {
-    execFile(
-      MKFS,
-      [
-        '-q',
-        '-F',
-        '-m',
-        '0',
-        '-O',
-        '^has_journal,^resize_inode',
-        '-E',
-        `root_owner=${uid}:${uid},lazy_itable_init=1,nodiscard`,
-        '-d',
-        template,
-        path,
-      ],
-      { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } },
-      (e, _out, err) =>
-        e ? reject(new ProviderError(`mkfs.ext4 failed: ${String(err).trim() || e.message}`)) : resolve(),
+    execFile(MKFS, args, { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } }, (e, _out, err) =>
+      e ? reject(new ProviderError(`mkfs.ext4 failed: ${String(err).trim() || e.message}`)) : resolve(),
     );
   });
 }

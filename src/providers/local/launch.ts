@@ -99,10 +99,8 @@ export interface LaunchPlan {
   userEnv: Record<string, string>;
   /** The session's cgroup, for the agent (as it sees it) and the launcher (the files it joins). */
   cgroups?: { sandboxDirs: { controller: string | null; dir: string }[]; joinFiles: string[]; inside: CgroupSystem };
-  /** As root: the session's disk image, mounted at the data directory by the launcher. */
+  /** As root: the session's disk image (disk.ts prepareDiskImage), made and mounted by the launcher. */
   image?: string;
-  /** What the launcher's go-ahead waits for (the disk image being made, as root). */
-  prepare?: Promise<unknown>;
   diskBytes: number;
   /** Host directories mounted into the session (internal: the cloud fakes' buckets; local.ts HostBind). */
   binds?: { source: string; target: string; readOnly: boolean }[];
@@ -188,9 +186,13 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     if (plan.root) {
       env.ONMEMOS_UID = String(rec.host_uid);
       env.ONMEMOS_IMAGE = plan.image!;
+      // The launcher's own mount namespace: what it mounts after the sandbox's is made (the disk) reaches it.
+      env.ONMEMOS_PROPAGATION = 'slave';
       if (rec.network === 'outbound' && !tunOpenToAll()) env.ONMEMOS_TUN_NODE = '1';
     } else {
       env.ONMEMOS_DATA_TMPFS = String(plan.diskBytes);
+      // The host's mount namespace: nothing mounted there later reaches the session.
+      env.ONMEMOS_PROPAGATION = 'private';
     }
     // --norc: bash reads ~/.bashrc when its stdin is a socket (it guesses rshd), and ours is one.
     const bash = [BIN.bash, '--norc', '--noprofile', '-c', LAUNCHER, 'onmemos-launcher'];
@@ -210,7 +212,6 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     if (!ref) throw new ProviderError(`the launcher did not start: ${sandboxLog(dir)}`);
     plan.onLauncher(ref); // a claim by `rm` from now on finds the launcher and kills it
     const pipes = launcher.stdio as unknown as (Readable | null)[];
-    await plan.prepare;
     launcher.stdin!.end('go\n');
     const [started, net] = await Promise.all([
       readJson(launcher, pipes[FD.info]!, plan.signal),

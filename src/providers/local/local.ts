@@ -73,7 +73,7 @@ import {
   SessionGroup,
   sessionParent,
 } from './cgroups.js';
-import { makeDiskImage } from './disk.js';
+import { prepareDiskImage } from './disk.js';
 import { tunOpenToAll, UID_SLOTS_DIR, UidSlots, uidBase } from './host.js';
 import { checkHost, FDPASS_SOCKET, launchSandbox, sandboxLog } from './launch.js';
 import { isAlive, killTree, processUids, procRef, signalRef, trySignal } from './proc.js';
@@ -286,8 +286,8 @@ export class LocalProvider implements Provider {
     };
     const progress = (step: string, message: string) => onProgress?.({ step, message, id });
     progress('prepare', `creating local session ${id} (template ${req.template}, network ${req.network})`);
-    /** As root, the session's disk image, made (mkfs) from once its uid is known while the rest is prepared. */
-    let disk: Promise<string> | undefined;
+    /** As root, the session's disk image: a sparse file and its directories, which the launcher makes a filesystem. */
+    let image: string | undefined;
     try {
       this.store.write(rec);
       this.writeExpiry(rec);
@@ -297,8 +297,8 @@ export class LocalProvider implements Provider {
         rec.host_uid = uid;
         this.store.write(rec);
         progress('disk', `making its ${shownLimits(req.limits).disk} disk`);
-        disk = makeDiskImage(join(dir, 'disk.img'), req.limits.diskBytes, uid);
-        disk.catch(() => {}); // awaited by the launch (its go-ahead), or below on a failure before it
+        image = join(dir, 'disk.img');
+        prepareDiskImage(image, req.limits.diskBytes, uid);
         for (const b of binds) if (!b.readOnly) await handOver(b.source, uid);
       }
       let cgroups: Parameters<typeof launchSandbox>[0]['cgroups'];
@@ -325,8 +325,6 @@ export class LocalProvider implements Provider {
         throw new UnavailableError(`--require-limits: cannot enforce ${unenforced.join('; ')}`);
       }
       checkAbort();
-      // The disk is still being made (mkfs); the launcher starts meanwhile, its first process joins the cgroup
-      // (the longer wait), and its go-ahead waits for the disk.
       progress('launch', 'starting the sandbox');
       await launchSandbox({
         dir,
@@ -337,8 +335,7 @@ export class LocalProvider implements Provider {
         seccomp,
         userEnv: req.env,
         cgroups,
-        image: disk && join(dir, 'disk.img'),
-        prepare: disk,
+        image,
         diskBytes: req.limits.diskBytes,
         binds,
         signal,
@@ -347,8 +344,7 @@ export class LocalProvider implements Provider {
           this.store.write(rec);
         },
         onInit: (ref) => {
-          rec.procs.init = ref;
-          this.store.write(rec);
+          rec.procs.init = ref; // written with the status, below
         },
       });
       checkAbort();
@@ -359,7 +355,6 @@ export class LocalProvider implements Provider {
       // An `rm` (or the reaper) that claimed the session meanwhile is why it failed (ENOENT, or EACCES from binding
       // the agent's socket in a directory that is gone): say so rather than the symptom.
       const removedMeanwhile = !existsSync(dir);
-      await disk?.catch(() => {}); // mkfs has ended: nothing writes into the session's directory any more
       await this.destroy(id, rec); // what this process knows of it, which may be more than the record on disk
       if (e instanceof InterruptedError) throw new InterruptedError(`interrupted: session ${id} was removed`);
       if (removedMeanwhile) throw new ConflictError(`session ${id} was removed while it was being created`);

@@ -8,6 +8,7 @@ import { accessSync, constants, realpathSync, statSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import { UnavailableError } from '../../errors.js';
 import type { NetworkMode, Template } from '../../session/model.js';
+import { MKFS, MKFS_EXTENDED, MKFS_OPTIONS } from './disk.js';
 
 /** uid/gid of every process inside a session, as seen from inside. */
 export const SANDBOX_UID = 1000;
@@ -204,6 +205,8 @@ export const FD = {
 
 /** How much of the sandbox's own output reaches the session log on the host. */
 export const LOG_BYTES = 256 * 1024;
+/** The descriptor bwrap keeps open while the sandbox runs (--sync-fd): a pipe whose end the launcher waits for. */
+export const SYNC_FD = 17;
 
 /** The session's data filesystem (workspace, home, tmp) inside the launcher's and the sandbox's mount namespaces. */
 export const DATA_MOUNT = '/mnt';
@@ -318,12 +321,14 @@ export function bwrapArgs(l: SandboxLayout): string[] {
 
 /**
  * Runs in the session's outer user namespace (made by `unshare --user --map-root-user`, as the session's host
- * uid), as its root: prepares the data filesystem (rootless: a size-bounded tmpfs; as root the launcher has
- * already mounted the session's disk image there), tells the launcher the namespaces exist (it attaches the
- * network to them), and becomes bwrap. Values arrive as environment variables and "$@"; nothing is spliced.
+ * uid), as its root: prepares the data filesystem (rootless: a size-bounded tmpfs), tells the launcher the
+ * namespaces exist (it attaches the network to them), waits for the launcher's go (as root the launcher mounts the
+ * session's disk image meanwhile, which reaches this namespace by propagation), and becomes bwrap. EOF instead of
+ * the go (the launcher or the creator died first) ends it before anything of the session runs. Values arrive as
+ * environment variables and "$@"; nothing is spliced.
  */
 export const A_SCRIPT = [
-  // The disk image comes with its directories (disk.ts makeDiskImage); the tmpfs is made here, so are they.
+  // The disk image comes with its directories (disk.ts prepareDiskImage); the tmpfs is made here, so are they.
   STAGE_BINDS,
   'if [ -n "$ONMEMOS_DATA_TMPFS" ]; then',
   `  mount -t tmpfs -o "size=$ONMEMOS_DATA_TMPFS,mode=0755,nosuid,nodev" onmemos-data ${DATA_MOUNT} || exit 125`,
@@ -336,64 +341,90 @@ export const A_SCRIPT = [
   // The sandbox's output (bwrap's errors, the agent's) goes to the session log through a bounded pipe: a session
   // process can write to its agent's descriptors, and must not fill the host's disk through them.
   `exec 2> >(exec head -c ${LOG_BYTES} >&2)`,
-  'exec 1>&2',
-  'exec /usr/bin/bwrap "$@"',
+  // The pipe to the launcher stays open in bwrap (--sync-fd: its pid 1 and its monitor, not the session's
+  // processes) for as long as the sandbox runs: its end is the launcher's news that the sandbox has ended.
+  `exec ${SYNC_FD}>&1 1>&2`,
+  'read -r go || exit 125',
+  'exec 0</dev/null',
+  `exec /usr/bin/bwrap --sync-fd ${SYNC_FD} "$@"`,
 ].join('\n');
 
 /**
  * The launcher (bash), one per session, the session's lifeline and expiry timer. It closes every descriptor it
- * was not meant to have, starts the sandbox's first process (which joins the session's cgroup and then waits), waits
- * for the creator's go-ahead (EOF means the creator died first: nothing is started), mounts the data image and a
- * private /dev/net/tun (as root, in its own mount namespace), then lets the sandbox chain go on — dropping to the
- * session's host uid, making the user and
- * network namespaces, bwrap — and, in outbound mode, slirp4netns on that network namespace, as the same
- * unprivileged uid, inside the session's outer user namespace (so its own sandbox can drop what it does not need:
- * from the host's namespace, as an unprivileged uid, it could not). bwrap and slirp4netns die with the launcher (--die-with-parent, --pdeathsig); it ends
- * them at the session's expiry (read again from its expires file whenever the timer ends), and then removes the session with `onmemos rm`.
+ * was not meant to have; as root it starts making the session's disk (mkfs, from the template the creator left
+ * next to the image) and makes its own mount namespace's mounts shared, so that what it mounts later reaches the
+ * sandbox's (a slave of it). It starts the sandbox's first process at once: it joins the session's cgroup, drops to
+ * the session's host uid, makes the user and network namespaces and waits in A_SCRIPT for the go. The launcher
+ * waits for the creator's go-ahead (EOF means the creator died first: nothing of the session runs), mounts a
+ * private /dev/net/tun where needed and, in outbound mode, starts slirp4netns on the sandbox's network namespace,
+ * as the same unprivileged uid, inside the session's outer user namespace (so its own sandbox can drop what it does
+ * not need: from the host's namespace, as an unprivileged uid, it could not). As root it then mounts the disk
+ * (nosuid, nodev) and gives the sandbox its go: bwrap. bwrap and slirp4netns die with the launcher
+ * (--die-with-parent, --pdeathsig); it ends them at the session's expiry (read again from its expires file whenever
+ * the timer ends), and then removes the session with `onmemos rm`.
  */
 export const LAUNCHER = [
   'for f in /proc/$$/fd/*; do n=${f##*/}; case " 0 1 2 $ONMEMOS_KEEP_FDS " in *" $n "*) ;; *) eval "exec $n>&-" 2>/dev/null;; esac; done',
-  'drop=(); [ -n "$ONMEMOS_UID" ] && drop=(/usr/bin/setpriv --reuid="$ONMEMOS_UID" --regid="$ONMEMOS_UID" --clear-groups --)',
+  // What drops a process to the session's host uid (as root; a rootless launcher runs as that uid already).
+  'uid=(); [ -n "$ONMEMOS_UID" ] && uid=(--reuid="$ONMEMOS_UID" --regid="$ONMEMOS_UID" --clear-groups)',
+  'drop=(); [ -n "$ONMEMOS_UID" ] && drop=(/usr/bin/setpriv "${uid[@]}" --)',
   'joincg() { for f in $ONMEMOS_CGROUP_JOIN; do echo 0 > "$f" || return 125; done; }',
+  STAGE_BINDS,
+  // As root: the session's disk is made (from the template the creator left next to the image) and mounted, with
+  // the host directories bound into the session, in the background. This namespace's mounts are shared, so what
+  // is mounted after the sandbox's namespace is made (a slave of this one) reaches it as well.
+  'disk=',
+  'if [ -n "$ONMEMOS_IMAGE" ]; then',
+  `  ( exec </dev/null ${FD.netReady}>&- ${dataFds()}`,
+  `    ${MKFS} ${MKFS_OPTIONS.join(' ')} -E "root_owner=$ONMEMOS_UID:$ONMEMOS_UID,${MKFS_EXTENDED}" -d "$ONMEMOS_IMAGE.d" "$ONMEMOS_IMAGE" || { echo "onmemos: mkfs.ext4 failed" >&2; exit 125; }`,
+  `    mount -t ext4 -o loop,nosuid,nodev "$ONMEMOS_IMAGE" ${DATA_MOUNT} && stagebinds || exit 125 ) &`,
+  '  disk=$!',
+  '  mount --make-rshared / || exit 125',
+  'fi',
   // The sandbox's first process joins the cgroup at once (on cgroup v2 a join waits for an RCU grace period,
-  // ~20 ms; see joinFile in cgroups.ts), while the creator makes the disk and this launcher mounts it; it goes on when told (a line on its
-  // stdin), and ends if the launcher does (EOF) first. As root, the sandbox starts with a low OOM score where root
-  // may lower one (CAP_SYS_RESOURCE): its agent must outlive a command that fills the memory limit. Each command
-  // raises its own score to 500 in any case.
-  `coproc SANDBOX { exec ${FD.netReady}>&-; joincg; j=$?; read -r go && [ $j = 0 ] || exit 125; exec </dev/null; [ -n "$ONMEMOS_UID" ] && { echo -500 > /proc/self/oom_score_adj; } 2>/dev/null; exec "\${drop[@]}" /usr/bin/unshare --user --map-root-user $ONMEMOS_UNSHARE_NET --mount --propagation private -- /bin/bash --norc --noprofile -c "$ONMEMOS_A_SCRIPT" onmemos-sandbox "$@"; }`,
+  // ~20 ms; see joinFile in cgroups.ts), drops to the session's uid and makes its namespaces, and waits for the
+  // go in A_SCRIPT. As root, the sandbox starts with a low OOM score where root may lower one (CAP_SYS_RESOURCE):
+  // its agent must outlive a command that fills the memory limit. Each command raises its own score to 500 in any
+  // case.
+  `coproc SANDBOX { exec ${FD.netReady}>&-; joincg || exit 125; [ -n "$ONMEMOS_UID" ] && { echo -500 > /proc/self/oom_score_adj; } 2>/dev/null; exec "\${drop[@]}" /usr/bin/unshare --user --map-root-user $ONMEMOS_UNSHARE_NET --mount --propagation "$ONMEMOS_PROPAGATION" -- /bin/bash --norc --noprofile -c "$ONMEMOS_A_SCRIPT" onmemos-sandbox "$@"; }`,
   'sandbox=$SANDBOX_PID',
-  // The creator's go-ahead: EOF means it died first, and nothing runs.
+  // The creator's go-ahead: EOF means it died first, and nothing of the session runs.
   'read -r go || exit 125',
   'exec 0</dev/null',
-  STAGE_BINDS,
-  `if [ -n "$ONMEMOS_IMAGE" ]; then mount -t ext4 -o loop,nosuid,nodev "$ONMEMOS_IMAGE" ${DATA_MOUNT} && stagebinds || exit 125; fi`,
   'if [ "$ONMEMOS_TUN_NODE" = 1 ]; then',
   '  mount -t tmpfs -o size=4k,mode=0755 onmemos-tun /dev/net && mknod -m 0666 /dev/net/tun c 10 200 || exit 125',
   'fi',
-  'echo go >&"${SANDBOX[1]}"',
   'read -r ready <&"${SANDBOX[0]}" || { wait $sandbox; exit 125; }',
-  'eval "exec ${SANDBOX[0]}<&- ${SANDBOX[1]}>&-"',
+  // (bash closes a coprocess's descriptors when it ends; this one must outlive it, to read its end.)
+  'exec {ended}<&"${SANDBOX[0]}"',
+  'eval "exec ${SANDBOX[0]}<&-"',
+  // slirp4netns, as the session's uid in the session's outer user namespace; its parent-death signal, set after
+  // the uid changes, outlives the entry into a user namespace that uid owns.
   'net=',
   'if [ "$ONMEMOS_NETWORK" = outbound ]; then',
-  `  ( exec ${dataFds()} </dev/null; joincg || exit 125; exec "\${drop[@]}" /usr/bin/nsenter --preserve-credentials --user=/proc/$sandbox/ns/user -- /usr/bin/setpriv --pdeathsig KILL -- /usr/bin/slirp4netns --configure --mtu=65520 --disable-host-loopback --enable-sandbox --enable-seccomp --ready-fd=${FD.netReady} --netns-type=path /proc/$sandbox/ns/net tap0 ) &`,
+  `  ( exec ${dataFds()} </dev/null; joincg || exit 125; exec /usr/bin/setpriv "\${uid[@]}" --pdeathsig KILL -- /usr/bin/nsenter --preserve-credentials --user=/proc/$sandbox/ns/user -- /usr/bin/slirp4netns --configure --mtu=65520 --disable-host-loopback --enable-sandbox --enable-seccomp --ready-fd=${FD.netReady} --netns-type=path /proc/$sandbox/ns/net tap0 ) &`,
   '  net=$!',
   'fi',
   `exec ${FD.netReady}>&- ${dataFds()}`,
+  '[ -z "$disk" ] || wait $disk || exit 125',
+  'echo go >&"${SANDBOX[1]}"',
+  'eval "exec ${SANDBOX[1]}>&-"',
   // The expiry is read from the session's expires file each time the timer ends, so `onmemos extend` moves it.
-  'expiry() { local e=0; read -r e < "$ONMEMOS_EXPIRES_FILE" 2>/dev/null; [[ $e =~ ^[0-9]+$ ]] || e=0; echo "$e"; }',
-  'timer=',
+  // The timer is a read of the sandbox's pipe (bash's own, no process) that ends at the expiry (status > 128) or
+  // when the sandbox does (EOF, status 1). Anything written there (by bwrap, or a process that reached its
+  // descriptor) is read and ignored.
+  'expiry() { exp=0; read -r exp < "$ONMEMOS_EXPIRES_FILE" 2>/dev/null; [[ $exp =~ ^[0-9]+$ ]] || exp=0; }',
   'while :; do',
-  '  printf -v now "%(%s)T" -1; exp=$(expiry)',
+  '  printf -v now "%(%s)T" -1; expiry',
   '  [ "$now" -lt "$exp" ] || break',
-  '  /usr/bin/setpriv --pdeathsig KILL -- /usr/bin/sleep $((exp - now)) &',
-  '  timer=$!',
-  '  wait -n $sandbox $timer',
-  '  kill -0 $sandbox 2>/dev/null || break',
+  '  read -r -t $((exp - now)) -u $ended _; r=$?',
+  '  [ $r = 1 ] && break',
   'done',
-  'kill -KILL $sandbox $timer $net 2>/dev/null',
+  'kill -KILL $sandbox $net 2>/dev/null',
   'wait',
   'printf -v now "%(%s)T" -1',
-  '[ "$now" -lt "$(expiry)" ] || exec "$ONMEMOS_NODE" "$ONMEMOS_BIN" --local rm --force -- "$ONMEMOS_SESSION"',
+  'expiry',
+  '[ "$now" -lt "$exp" ] || exec "$ONMEMOS_NODE" "$ONMEMOS_BIN" --local rm --force -- "$ONMEMOS_SESSION"',
 ].join('\n');
 
 /** `3>&- 4>&- 6>&- …`: closes the descriptors only the sandbox needs. */
