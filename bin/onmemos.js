@@ -68,6 +68,10 @@ function runMain() {
         return stdio('stderr');
       },
       outputFds: { stdout: 1, stderr: 2 },
+      // Without making process.stderr (a create asks, to show its progress on a terminal).
+      get stderrIsTTY() {
+        return require('node:tty').isatty(2);
+      },
       env: process.env,
       registry: defaultRegistry(process.env),
       signals: process,

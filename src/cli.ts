@@ -109,9 +109,10 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
       const gke = registry.kinds().find((k) => k.kind === 'gke');
       if (gke && !gke.configured) throw new UserError(`--context ${o.context}: ${gke.reason}`);
     }
-    // In local mode the CLI removes what has expired on this machine before it looks (the server has a reaper).
+    // In local mode the CLI removes what has expired on this machine before it looks (the server has a reaper);
+    // create looks at no other session, and sweeps only when no onmemos has lately.
     if (registry.withEnv && !ONE_SESSION.has(top?.name() ?? ''))
-      await registry.reapExpired({ kinds: ['local'] }).catch(() => {});
+      await registry.reapExpired({ kinds: ['local'], ifDue: top?.name() === 'create' }).catch(() => {});
   });
   for (const cmd of [
     createCommand(ctx),

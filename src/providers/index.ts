@@ -55,7 +55,7 @@ export interface ProviderRegistry {
    */
   list(filter?: SessionFilter): Promise<SessionList>;
   /** Removes expired sessions: on the configured providers of these kinds, or on every one configured. */
-  reapExpired(opts?: { kinds?: ProviderKind[] }): Promise<string[]>;
+  reapExpired(opts?: { kinds?: ProviderKind[]; ifDue?: boolean }): Promise<string[]>;
   /** The configured providers, loaded. */
   all(): Promise<Provider[]>;
   /** The same table with these variables set (the global --context is GKE_CONTEXT); undefined in remote mode. */
@@ -243,7 +243,7 @@ export function tableRegistry(
       for (const e of configuredKinds()) {
         if (o.kinds && !o.kinds.includes(e.kind)) continue;
         const p = await load(e).catch(() => undefined);
-        if (p?.reapExpired) removed.push(...(await p.reapExpired().catch(() => [])));
+        if (p?.reapExpired) removed.push(...(await p.reapExpired({ ifDue: o.ifDue }).catch(() => [])));
       }
       return removed;
     },

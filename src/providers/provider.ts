@@ -131,8 +131,11 @@ export interface Provider {
   stop?(id: string): Promise<Session>;
   /** Pushes the expiry `minutes` further from now (not from the old expiry), within maxTtlMinutes. */
   extend?(id: string, minutes: number): Promise<Session>;
-  /** Removes the expired sessions (and leftovers of creates that died); returns the ids removed. */
-  reapExpired?(): Promise<string[]>;
+  /**
+   * Removes the expired sessions (and leftovers of creates that died); returns the ids removed. With `ifDue`, a
+   * provider may skip a sweep that another process made lately (a create's: it looks at no other session).
+   */
+  reapExpired?(opts?: { ifDue?: boolean }): Promise<string[]>;
   /** One byte stream to a TCP port inside the session (`onmemos tunnel`), where the backend has a way there. */
   tunnel?(id: string, port: number): Promise<Duplex>;
 }

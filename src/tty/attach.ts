@@ -24,6 +24,8 @@ export interface CliIO {
    * may give them to the command itself (ExecSpec.outputFds). A test's streams have none.
    */
   outputFds?: { stdout?: number; stderr?: number };
+  /** Whether stderr is a terminal, where that is known without making the stream (the CLI's: isatty(2)). */
+  stderrIsTTY?: boolean;
 }
 
 export interface AttachOptions {

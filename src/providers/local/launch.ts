@@ -292,7 +292,7 @@ export function sandboxLog(dir: string): string {
 
 /** node inside the session: the host's, at the same path when it is under /usr, else its prefix bound read-only. */
 function nodeLayout(): { hostPrefix?: string } {
-  const real = realpathSync(process.execPath);
+  const real = realpathSync.native(process.execPath);
   if (real.startsWith('/usr/')) {
     if (real !== '/usr/bin/node')
       throw new UnavailableError(`node at ${real}: the local provider expects /usr/bin/node or a prefix outside /usr`);

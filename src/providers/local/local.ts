@@ -23,6 +23,8 @@ import {
   readlinkSync,
   realpathSync,
   rmSync,
+  statSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import type { Socket } from 'node:net';
@@ -154,12 +156,27 @@ export class LocalProvider implements Provider {
   /**
    * Removes expired sessions, the leftovers of creates that died (their creating process is gone, or nothing was
    * written for two minutes while still "creating": a create takes seconds), and anything of a session whose
-   * record is gone (its cgroup, its host uid). At most every REAP_EVERY_MS in one process.
+   * record is gone (its cgroup, its host uid). At most every REAP_EVERY_MS in one process; with `ifDue`, not when
+   * any process swept this state directory within REAP_EVERY_MS (the mtime of its `swept` file says when).
    */
-  async reapExpired(): Promise<string[]> {
+  async reapExpired(opts: { ifDue?: boolean } = {}): Promise<string[]> {
     const now = Date.now();
     if (now - this.lastReap < REAP_EVERY_MS) return [];
+    const swept = join(this.store.root, 'local', 'swept');
+    if (opts.ifDue) {
+      try {
+        if (now - statSync(swept).mtimeMs < REAP_EVERY_MS) return [];
+      } catch {}
+    }
     this.lastReap = now;
+    try {
+      const t = new Date(now);
+      utimesSync(swept, t, t);
+    } catch {
+      try {
+        writeFileSync(swept, '', { mode: 0o600 });
+      } catch {} // no state directory yet: nothing to sweep either
+    }
     const removed: string[] = [];
     for (const id of this.store.ids()) {
       const rec = this.store.read(id);

@@ -80,7 +80,7 @@ export function resolveToolchain(
     const p = join(dir, tool);
     if (!isExecutableFile(p)) continue;
     try {
-      candidates.push({ dir, real: realpathSync(p) });
+      candidates.push({ dir, real: realpathSync.native(p) });
     } catch {}
   }
   const underUsr = candidates.find((c) => c.dir.startsWith('/usr/') && c.real.startsWith('/usr/'));
@@ -127,7 +127,7 @@ function commandLinks(
     if (!isExecutableFile(host)) return undefined;
     let real: string;
     try {
-      real = realpathSync(host);
+      real = realpathSync.native(host);
     } catch {
       return undefined;
     }
