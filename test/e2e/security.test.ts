@@ -775,13 +775,14 @@ describe('5. races and crashes leak nothing', () => {
       (res) => `HTTP ${res.status}`,
       (e: Error) => `failed: ${e.message}`,
     );
-    // The middle of the create: its sandbox has started (a bwrap of this state directory runs) and the create has
-    // not answered yet. Only command lines are read in the loop (environments only of bwraps), to be quick.
+    // The middle of the create: its launcher runs (it makes the disk and starts the sandbox at once) and the create
+    // has not answered yet; the sandbox itself (bwrap) is up only a few ms before the answer. Only command lines are
+    // read in the loop (environments only of launchers), to be quick.
     const sandboxStarted = () =>
       readdirSync('/proc').some(
         (n) =>
           /^\d+$/.test(n) &&
-          readOr(`/proc/${n}/cmdline`).startsWith('/usr/bin/bwrap\0') &&
+          readOr(`/proc/${n}/cmdline`).includes('\0onmemos-launcher\0') &&
           readOr(`/proc/${n}/environ`).includes(own.path),
       );
     expect(await waitFor(sandboxStarted, 20_000, 1)).toBe(true);
