@@ -114,36 +114,55 @@ Run 'onmemos <command> --help' for a command's options. Exit codes: see the READ
     if (registry.withEnv && !ONE_SESSION.has(top?.name() ?? ''))
       await registry.reapExpired({ kinds: ['local'], ifDue: top?.name() === 'create' }).catch(() => {});
   });
-  for (const cmd of [
-    createCommand(ctx),
-    execCommand(ctx, setExit),
-    shellCommand(ctx, setExit),
-    lsCommand(ctx),
-    dashCommand(ctx, setExit),
-    getCommand(ctx),
-    connectCommand(ctx),
-    openCommand(ctx),
-    tunnelCommand(ctx, setExit),
-    rmCommand(ctx),
-    startCommand(ctx),
-    stopCommand(ctx),
-    extendCommand(ctx),
-    serveCommand(ctx),
-    configCommand(ctx),
-    doctorCommand(ctx, setExit),
-    checkCommand(ctx, setExit),
-  ]) {
+  // The command that runs is the only one made (making them all is ~1.5 ms of every start-up); without one (help,
+  // a misspelt name) all are, for the help text and the suggestions.
+  const verb = commandOf(argv);
+  const named = COMMANDS.find((c) => c.names.includes(verb ?? ''));
+  for (const c of named ? [named] : COMMANDS) {
     // addCommand does not pass settings down: output routing, exitOverride and positional options.
-    program.addCommand(cmd.copyInheritedSettings(program));
+    const cmd = c.make(ctx, setExit).copyInheritedSettings(program);
+    // The agent parses its own options, --help included (bin/onmemos.js runs it without this parser).
+    program.addCommand(c.names[0] === 'agent' ? cmd.helpOption(false) : cmd);
   }
-  // The agent parses its own options, --help included (bin/onmemos.js runs it without this parser).
-  program.addCommand(agentCommand(ctx, setExit).copyInheritedSettings(program).helpOption(false));
   await program.parseAsync(argv, { from: 'user' });
   return exitCode;
 }
 
+type MakeCommand = (ctx: () => Ctx, setExit: (c: number) => void) => Command;
+
+/** Every command, with its aliases, in the order the help lists them. */
+const COMMANDS: { names: string[]; make: MakeCommand }[] = [
+  { names: ['create'], make: createCommand },
+  { names: ['exec'], make: execCommand },
+  { names: ['shell'], make: shellCommand },
+  { names: ['ls', 'list'], make: lsCommand },
+  { names: ['dash'], make: dashCommand },
+  { names: ['get'], make: getCommand },
+  { names: ['connect'], make: connectCommand },
+  { names: ['open'], make: openCommand },
+  { names: ['tunnel'], make: tunnelCommand },
+  { names: ['rm', 'delete'], make: rmCommand },
+  { names: ['start'], make: startCommand },
+  { names: ['stop'], make: stopCommand },
+  { names: ['extend'], make: extendCommand },
+  { names: ['serve'], make: serveCommand },
+  { names: ['config'], make: configCommand },
+  { names: ['doctor'], make: doctorCommand },
+  { names: ['check'], make: checkCommand },
+  { names: ['agent'], make: agentCommand },
+];
+
+/** The global options that take a value (the command name is the first argument that is neither). */
+const GLOBAL_VALUE_OPTIONS = new Set(['--server', '--api-key', '--context']);
+
 function commandOf(argv: string[]): string | undefined {
-  return argv.find((a) => !a.startsWith('-'));
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') return undefined;
+    if (GLOBAL_VALUE_OPTIONS.has(a)) i++;
+    else if (!a.startsWith('-')) return a;
+  }
+  return undefined;
 }
 
 /** Runs main and turns any error into its report and exit code. */
