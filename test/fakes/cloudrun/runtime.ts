@@ -134,8 +134,14 @@ export class SandboxRuntime implements ContainerRuntime {
     const s = await this.provider.create(request, { signal, binds: spec.mounts });
     const entry: { proc?: RemoteProcess } = {};
     this.running.set(s.id, entry);
+    // An abort after the create (a cancelled execution) must not leave a container its caller never got to stop.
+    const aborted = () => {
+      if (signal?.aborted) throw new Error('the start was cancelled');
+    };
     try {
+      aborted();
       if (spec.argv[0] === 'onmemos') await this.stage(s.id);
+      aborted();
       const cwd = spec.workingDir ?? '/workspace';
       // An image's own environment (PATH with the onmemos image first, HOME), under the container's.
       const env = { PATH: IMAGE_PATH, HOME: `/home/${request.user}`, ...spec.env };
@@ -143,6 +149,8 @@ export class SandboxRuntime implements ContainerRuntime {
       // env -i: the container's environment exactly; env looks argv[0] up in the PATH given here.
       const proc = await this.provider.exec(s.id, { argv: ['/usr/bin/env', '-i', '--', ...pairs, ...spec.argv], cwd });
       entry.proc = proc;
+      if (signal?.aborted) proc.kill('SIGKILL');
+      aborted();
       return this.watch(s.id, proc, spec.onLine);
     } catch (e) {
       await this.remove(s.id);
