@@ -377,7 +377,9 @@ describe.skipIf(!existsSync(CHROMIUM))('the web UI in chromium', { shuffle: fals
     await red.waitFor({ timeout: 20_000 });
     const colour = (e: unknown) =>
       (globalThis as unknown as { getComputedStyle(e: unknown): { color: string } }).getComputedStyle(e).color;
-    expect(await red.evaluate(colour)).toBe('rgb(255, 0, 0)');
+    // Polled: xterm renders its rows anew (cursor blink, the selection going), and a cell read in between is
+    // detached (no computed style).
+    await expect.poll(() => red.evaluate(colour), { timeout: 10_000 }).toBe('rgb(255, 0, 0)');
     expect(await cspViolations()).toEqual([]);
     expect(violations).toEqual([]);
   }, 60_000);
