@@ -205,8 +205,6 @@ export const FD = {
 
 /** How much of the sandbox's own output reaches the session log on the host. */
 export const LOG_BYTES = 256 * 1024;
-/** The descriptor bwrap keeps open while the sandbox runs (--sync-fd): a pipe whose end the launcher waits for. */
-export const SYNC_FD = 17;
 
 /** The session's data filesystem (workspace, home, tmp) inside the launcher's and the sandbox's mount namespaces. */
 export const DATA_MOUNT = '/mnt';
@@ -341,12 +339,10 @@ export const A_SCRIPT = [
   // The sandbox's output (bwrap's errors, the agent's) goes to the session log through a bounded pipe: a session
   // process can write to its agent's descriptors, and must not fill the host's disk through them.
   `exec 2> >(exec head -c ${LOG_BYTES} >&2)`,
-  // The pipe to the launcher stays open in bwrap (--sync-fd: its pid 1 and its monitor, not the session's
-  // processes) for as long as the sandbox runs: its end is the launcher's news that the sandbox has ended.
-  `exec ${SYNC_FD}>&1 1>&2`,
+  'exec 1>&2',
   'read -r go || exit 125',
   'exec 0</dev/null',
-  `exec /usr/bin/bwrap --sync-fd ${SYNC_FD} "$@"`,
+  'exec /usr/bin/bwrap "$@"',
 ].join('\n');
 
 /**
@@ -395,8 +391,6 @@ export const LAUNCHER = [
   '  mount -t tmpfs -o size=4k,mode=0755 onmemos-tun /dev/net && mknod -m 0666 /dev/net/tun c 10 200 || exit 125',
   'fi',
   'read -r ready <&"${SANDBOX[0]}" || { wait $sandbox; exit 125; }',
-  // (bash closes a coprocess's descriptors when it ends; this one must outlive it, to read its end.)
-  'exec {ended}<&"${SANDBOX[0]}"',
   'eval "exec ${SANDBOX[0]}<&-"',
   // slirp4netns, as the session's uid in the session's outer user namespace; its parent-death signal, set after
   // the uid changes, outlives the entry into a user namespace that uid owns.
@@ -410,17 +404,19 @@ export const LAUNCHER = [
   'echo go >&"${SANDBOX[1]}"',
   'eval "exec ${SANDBOX[1]}>&-"',
   // The expiry is read from the session's expires file each time the timer ends, so `onmemos extend` moves it.
-  // The timer is a read of the sandbox's pipe (bash's own, no process) that ends at the expiry (status > 128) or
-  // when the sandbox does (EOF, status 1). Anything written there (by bwrap, or a process that reached its
-  // descriptor) is read and ignored.
+  // (Not a read -t on a pipe the sandbox holds: a session process can reach bwrap's descriptors through
+  // /proc/1/fd, and bash reads a pipe a byte at a time: its writes would make this root process spin.)
   'expiry() { exp=0; read -r exp < "$ONMEMOS_EXPIRES_FILE" 2>/dev/null; [[ $exp =~ ^[0-9]+$ ]] || exp=0; }',
+  'timer=',
   'while :; do',
   '  printf -v now "%(%s)T" -1; expiry',
   '  [ "$now" -lt "$exp" ] || break',
-  '  read -r -t $((exp - now)) -u $ended _; r=$?',
-  '  [ $r = 1 ] && break',
+  '  /usr/bin/setpriv --pdeathsig KILL -- /usr/bin/sleep $((exp - now)) &',
+  '  timer=$!',
+  '  wait -n $sandbox $timer',
+  '  kill -0 $sandbox 2>/dev/null || break',
   'done',
-  'kill -KILL $sandbox $net 2>/dev/null',
+  'kill -KILL $sandbox $timer $net 2>/dev/null',
   'wait',
   'printf -v now "%(%s)T" -1',
   'expiry',
