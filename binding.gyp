@@ -10,6 +10,12 @@
       "type": "executable",
       "sources": ["native/fdexec.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
+    },
+    {
+      "target_name": "launcher",
+      "type": "executable",
+      "sources": ["native/launcher.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]
 }

@@ -59,9 +59,10 @@ await build({
 // dist/fdpass.node: the fdpass native module (native/fdpass.c, built by node-gyp on npm install), next to
 // dist/agent.cjs and dist/cli.cjs, which load it from there; the local provider passes it into each sandbox as it
 // does pty.node. Without it (not built) exec relays output over the WebSocket as before.
-// An install that predates the module (node_modules installed before binding.gyp existed) builds it here, with
-// npm's own node-gyp (npm run sets npm_config_node_gyp).
-if (!existsSync('build/Release/fdpass.node') && process.env.npm_config_node_gyp) {
+// An install that predates a native target (node_modules installed before binding.gyp had it) builds them here,
+// with npm's own node-gyp (npm run sets npm_config_node_gyp).
+const natives = ['build/Release/fdpass.node', 'build/Release/launcher'];
+if (natives.some((f) => !existsSync(f)) && process.env.npm_config_node_gyp) {
   try {
     execFileSync(process.execPath, [process.env.npm_config_node_gyp, 'rebuild'], { stdio: ['ignore', 'ignore', 'inherit'] });
   } catch {}
@@ -72,6 +73,9 @@ if (existsSync('build/Release/fdpass.node')) {
   if (existsSync('build/Release/fdexec')) copyFileSync('build/Release/fdexec', 'dist/fdexec');
 }
 else console.warn('build: build/Release/fdpass.node is missing (node-gyp rebuild): exec will relay all output');
+// dist/launcher (native/launcher.c): each local session's launcher. The local provider needs it.
+if (existsSync('build/Release/launcher')) copyFileSync('build/Release/launcher', 'dist/launcher');
+else console.warn('build: build/Release/launcher is missing (node-gyp rebuild failed): the local provider cannot start sessions');
 // dist/cloud-agent.cjs: `onmemos agent` in a workspace container (Cloud Run, images/), which bin/onmemos.js runs
 // without dist/cli.cjs: the agent, ws and node's own argument parser. node-pty stays in node_modules (an image
 // installs the package with its dependencies) and loads with the first tty.

@@ -782,7 +782,7 @@ describe('5. races and crashes leak nothing', () => {
       readdirSync('/proc').some(
         (n) =>
           /^\d+$/.test(n) &&
-          readOr(`/proc/${n}/cmdline`).includes('\0onmemos-launcher\0') &&
+          readOr(`/proc/${n}/cmdline`).startsWith('onmemos-launcher\0') &&
           readOr(`/proc/${n}/environ`).includes(own.path),
       );
     expect(await waitFor(sandboxStarted, 20_000, 1)).toBe(true);

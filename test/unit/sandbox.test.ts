@@ -1,13 +1,13 @@
+import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UnavailableError } from '../../src/errors.js';
+import { packageRoot } from '../../src/paths.js';
 import {
-  A_SCRIPT,
   bwrapArgs,
   FD,
-  LAUNCHER,
   LAUNCHER_FDS,
   passwdFile,
   profileFile,
@@ -138,17 +138,50 @@ describe('bwrapArgs', () => {
   });
 });
 
-describe('the launcher scripts', () => {
-  it('take every value as an environment variable or parameter, never spliced into the script', () => {
-    for (const script of [LAUNCHER, A_SCRIPT]) {
-      expect(script).not.toMatch(/ws-[a-z]/);
-      expect(script).toContain('"$@"');
-    }
+describe('the launcher (dist/launcher)', () => {
+  const launcher = join(packageRoot(), 'dist', 'launcher');
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    spawnSync(launcher, args, { env: { PATH: '/usr/bin:/bin', ...env }, encoding: 'utf8', timeout: 10_000 });
+
+  it('is built, and keeps every descriptor it is given', () => {
+    expect(existsSync(launcher), 'npm run build makes dist/launcher').toBe(true);
+    expect(LAUNCHER_FDS.sort((x, y) => x - y)).toEqual(Object.values(FD).sort((x, y) => x - y));
   });
 
-  it('keep only the descriptors they are given', () => {
-    expect(LAUNCHER).toContain('$ONMEMOS_KEEP_FDS');
-    expect(LAUNCHER_FDS.sort((x, y) => x - y)).toEqual(Object.values(FD).sort((x, y) => x - y));
+  it.each([
+    [[], {}, /^onmemos-launcher: usage: /],
+    [['x', '/usr/bin/bwrap'], {}, /^onmemos-launcher: bad mkfs argument count\n$/],
+    [['5', '/usr/bin/bwrap'], {}, /^onmemos-launcher: bad mkfs argument count\n$/],
+    [['0', '/usr/bin/bwrap'], { ONMEMOS_DATA_MOUNT: 'mnt' }, /^onmemos-launcher: bad ONMEMOS_DATA_MOUNT\n$/],
+    [
+      ['0', '/usr/bin/bwrap'],
+      { ONMEMOS_DATA_MOUNT: '/mnt', ONMEMOS_UID: '1x' },
+      /^onmemos-launcher: bad ONMEMOS_UID\n$/,
+    ],
+    [
+      ['0', '/usr/bin/bwrap'],
+      { ONMEMOS_DATA_MOUNT: '/mnt', ONMEMOS_UID: '0' },
+      /^onmemos-launcher: bad ONMEMOS_UID\n$/,
+    ],
+  ])('refuses %j %j with one line and 125, before it does anything', (args, env, line) => {
+    const r = run(args, env);
+    expect(r.status).toBe(125);
+    expect(r.stderr).toMatch(line);
+    expect(r.stdout).toBe('');
+  });
+
+  it("ends with 125 when the creator's go-ahead does not come (EOF), and nothing of the session runs", () => {
+    const dir = tempDir('onmemos-launcher-');
+    const marker = join(dir, 'ran');
+    // As an ordinary (rootless) launcher would be run, with bwrap replaced by a command that leaves a mark.
+    const r = spawnSync(launcher, ['0', '/usr/bin/touch', marker], {
+      env: { PATH: '/usr/bin:/bin', ONMEMOS_DATA_MOUNT: '/mnt', ONMEMOS_PROPAGATION: 'private' },
+      input: '',
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+    expect(r.status).toBe(125);
+    expect(existsSync(marker)).toBe(false);
   });
 });
 

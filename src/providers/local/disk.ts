@@ -21,8 +21,8 @@ export const MKFS_EXTENDED = 'lazy_itable_init=1,nodiscard';
 
 /**
  * A sparse file of the session's disk limit at `path`, and next to it (`path.d`) the template of its directories:
- * DATA_DIRS, owned by the session's host uid. The launcher makes the image an ext4 filesystem from them (mkfs -d,
- * sandbox.ts LAUNCHER), so nothing in the session has to make them, and mounts it (loop, nosuid, nodev) as the
+ * DATA_DIRS, owned by the session's host uid. The launcher makes the image an ext4 filesystem from them (mkfsArgv,
+ * native/launcher.c), so nothing in the session has to make them, and mounts it (loop, nosuid, nodev) as the
  * session's /workspace, home and /tmp. No journal (the data does not outlive the session) and no resize inode (it
  * never grows): mkfs then writes 228 KiB for 10 GiB, in ~4 ms. The template goes with the session's directory.
  */
@@ -44,18 +44,23 @@ export function prepareDiskImage(path: string, bytes: number, uid: number): void
 export async function makeDiskImage(path: string, bytes: number, uid: number): Promise<string> {
   prepareDiskImage(path, bytes, uid);
   try {
-    await mkfs(path, uid, `${path}.d`);
+    await mkfs(path, uid);
   } finally {
     rmSync(`${path}.d`, { recursive: true, force: true });
   }
   return path;
 }
 
-async function mkfs(path: string, uid: number, template: string): Promise<void> {
+/** mkfs.ext4's argv (from its path) for the image at `path`, from its template (prepareDiskImage), owned by `uid`. */
+export function mkfsArgv(path: string, uid: number): string[] {
+  return [MKFS, ...MKFS_OPTIONS, '-E', `root_owner=${uid}:${uid},${MKFS_EXTENDED}`, '-d', `${path}.d`, path];
+}
+
+async function mkfs(path: string, uid: number): Promise<void> {
   const { execFile } = await import('node:child_process');
-  const args = [...MKFS_OPTIONS, '-E', `root_owner=${uid}:${uid},${MKFS_EXTENDED}`, '-d', template, path];
+  const [program, ...args] = mkfsArgv(path, uid);
   await new Promise<void>((resolve, reject) => {
-    execFile(MKFS, args, { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } }, (e, _out, err) =>
+    execFile(program!, args, { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } }, (e, _out, err) =>
       e ? reject(new ProviderError(`mkfs.ext4 failed: ${String(err).trim() || e.message}`)) : resolve(),
     );
   });

@@ -1,6 +1,6 @@
 /**
  * The launch of one sandbox: given a session directory and its record, write the files the sandbox receives by
- * descriptor, start the launcher (sandbox.ts LAUNCHER) with the agent's listening socket, and wait until the
+ * descriptor, start the launcher (native/launcher.c, built to dist/launcher) with the agent's listening socket, and wait until the
  * sandbox runs (bwrap's child is up, and its network). The agent's socket is made here and listens from the start,
  * so nothing waits for the agent itself: a first exec's connection waits in the socket's backlog while the agent
  * starts (which overlaps that exec's own start-up), and an agent that cannot start ends the sandbox (it is its
@@ -17,16 +17,17 @@ import { fdexecPath, fdpassPath, handleFd } from '../../native/fdpass.js';
 import { binPath, packageRoot } from '../../paths.js';
 import { sessionEnvironment } from '../../session/model.js';
 import type { CgroupSystem } from './cgroups.js';
-import { MKFS } from './disk.js';
+import { DATA_DIRS, MKFS, mkfsArgv } from './disk.js';
 import { tunOpenToAll } from './host.js';
 import { killTree, type ProcRef, procRef } from './proc.js';
 import {
-  A_SCRIPT,
+  BINDS_DIR,
   bwrapArgs,
+  DATA_MOUNT,
   FD,
   groupFile,
-  LAUNCHER,
   LAUNCHER_FDS,
+  LOG_BYTES,
   passwdFile,
   profileFile,
   type resolveToolchain,
@@ -42,19 +43,16 @@ export const FDPASS_SOCKET = 'fdpass.sock';
 export const BIN = {
   bash: '/bin/bash',
   bwrap: '/usr/bin/bwrap',
-  setpriv: '/usr/bin/setpriv',
   slirp4netns: '/usr/bin/slirp4netns',
-  unshare: '/usr/bin/unshare',
 };
-/** Every program the local provider runs, with the Debian package that has it (for a clear error). */
+/**
+ * Every program the local provider runs, with the Debian package that has it (for a clear error). bash is the
+ * sessions' shell and the agent's parked process (src/agent/warm.ts).
+ */
 const NEEDED: [string, string][] = [
   [BIN.bwrap, 'bubblewrap'],
   [BIN.slirp4netns, 'slirp4netns'],
-  [BIN.setpriv, 'util-linux'],
-  [BIN.unshare, 'util-linux'],
   [BIN.bash, 'bash'],
-  ['/usr/bin/mount', 'mount'],
-  ['/usr/bin/nsenter', 'util-linux'],
 ];
 const NEEDED_AS_ROOT: [string, string][] = [[MKFS, 'e2fsprogs']];
 
@@ -167,40 +165,44 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     });
     const joinFiles = plan.cgroups?.joinFiles ?? [];
     if (joinFiles.some((f) => /\s/.test(f))) throw new UnavailableError('cgroup paths with spaces are not supported');
+    // The launcher's environment: every value it takes (native/launcher.c). None reaches a shell.
     const env: Record<string, string> = {
       PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
       ONMEMOS_KEEP_FDS: LAUNCHER_FDS.join(' '),
-      ONMEMOS_A_SCRIPT: A_SCRIPT,
+      ONMEMOS_NET_READY_FD: String(FD.netReady),
       ONMEMOS_NETWORK: rec.network,
-      ONMEMOS_UNSHARE_NET: rec.network === 'host' ? '' : '--net',
+      ONMEMOS_UNSHARE_NET: rec.network === 'host' ? '' : '1',
       ONMEMOS_CGROUP_JOIN: joinFiles.join(' '),
+      ONMEMOS_DATA_MOUNT: DATA_MOUNT,
+      ONMEMOS_LOG_BYTES: String(LOG_BYTES),
+      ONMEMOS_SLIRP4NETNS: BIN.slirp4netns,
       ONMEMOS_EXPIRES_FILE: join(dir, 'expires'),
       ONMEMOS_NODE: process.execPath,
       ONMEMOS_BIN: binPath(),
       ONMEMOS_SESSION: rec.id,
       ONMEMOS_STATE_DIR: plan.stateRoot,
-      // The sources of the binds, each staged by the launcher (as root) or the sandbox's outer namespace.
+      // The sources of the binds, each staged by the launcher (as root) or the sandbox's first process.
       ONMEMOS_BINDS: String(plan.binds?.length ?? 0),
+      ONMEMOS_BINDS_DIR: BINDS_DIR,
       ...Object.fromEntries((plan.binds ?? []).map((b, i) => [`ONMEMOS_BIND_${i}`, b.source])),
     };
+    let mkfs: string[] = [];
     if (plan.root) {
       env.ONMEMOS_UID = String(rec.host_uid);
       env.ONMEMOS_IMAGE = plan.image!;
+      mkfs = mkfsArgv(plan.image!, rec.host_uid);
       // The launcher's own mount namespace: what it mounts after the sandbox's is made (the disk) reaches it.
       env.ONMEMOS_PROPAGATION = 'slave';
       if (rec.network === 'outbound' && !tunOpenToAll()) env.ONMEMOS_TUN_NODE = '1';
     } else {
       env.ONMEMOS_DATA_TMPFS = String(plan.diskBytes);
+      env.ONMEMOS_DATA_DIRS = DATA_DIRS.map(([name, mode]) => `${name}:${mode.toString(8)}`).join(' ');
       // The host's mount namespace: nothing mounted there later reaches the session.
       env.ONMEMOS_PROPAGATION = 'private';
     }
-    // --norc: bash reads ~/.bashrc when its stdin is a socket (it guesses rshd), and ours is one.
-    const bash = [BIN.bash, '--norc', '--noprofile', '-c', LAUNCHER, 'onmemos-launcher'];
-    const argv = plan.root
-      ? [BIN.unshare, '--mount', '--propagation', 'private', '--', ...bash, ...bwrap]
-      : [...bash, ...bwrap];
+    const argv = [String(mkfs.length), ...mkfs, BIN.bwrap, ...bwrap];
     const { spawn } = await import('node:child_process');
-    launcher = spawn(argv[0]!, argv.slice(1), { detached: true, stdio, env });
+    launcher = spawn(launcherPath(), argv, { argv0: 'onmemos-launcher', detached: true, stdio, env });
     launcher.on('error', () => {});
     // A launcher killed meanwhile (an `rm` that claimed the session) makes the go-ahead an EPIPE: its exit then
     // fails the start below, in one line; the write's error must not be an unhandled one.
@@ -299,6 +301,17 @@ function nodeLayout(): { hostPrefix?: string } {
     return {};
   }
   return { hostPrefix: dirname(dirname(real)) };
+}
+
+/** The launcher (native/launcher.c), which npm's install step builds and `npm run build` copies to dist/. */
+function launcherPath(): string {
+  const p = join(packageRoot(), 'dist', 'launcher');
+  if (!existsSync(p)) {
+    throw new UnavailableError(`${p} is missing`, {
+      hint: 'run npm run build (its native step needs make and a C compiler: apt-get install -y build-essential)',
+    });
+  }
+  return p;
 }
 
 function agentBundle(): string {

@@ -82,7 +82,7 @@ import { isAlive, killTree, processUids, procRef, signalRef, trySignal } from '.
 import { INSIDE, resolveToolchain } from './sandbox.js';
 import { seccompFilter } from './seccomp.js';
 import { withSocketPath } from './socket-path.js';
-import { claimedWithin, type LocalRecord, LocalStore, stateDir } from './store.js';
+import { claimedWithin, type LocalRecord, LocalStore, replaceFile, stateDir } from './store.js';
 
 const REAP_EVERY_MS = 10_000;
 /** How long a claimed session is left to its background removal before the reaper takes what is left. */
@@ -404,11 +404,12 @@ export class LocalProvider implements Provider {
     });
   }
 
-  /** The launcher reads the expiry (unix seconds) from this file whenever its timer ends. */
+  /**
+   * The launcher reads the expiry (unix seconds) from this file whenever its timer ends, and takes anything but a
+   * number for an expiry now: the file is replaced whole, so it never reads one half-written.
+   */
   private writeExpiry(rec: LocalRecord): void {
-    writeFileSync(join(this.store.dir(rec.id), 'expires'), String(Math.ceil(Date.parse(rec.expires_at) / 1000)), {
-      mode: 0o600,
-    });
+    replaceFile(join(this.store.dir(rec.id), 'expires'), String(Math.ceil(Date.parse(rec.expires_at) / 1000)));
   }
 
   /** Where the session's cgroup goes, or why it cannot have one (then every limit but disk is unapplied). */

@@ -1,14 +1,12 @@
-// biome-ignore-all lint/suspicious/noTemplateCurlyInString: the launcher scripts are bash, where ${x} is bash's own
 /**
- * Pure builders for the local sandbox: the launcher that holds a session on the host, the namespace step that
- * drops every privilege, the bubblewrap argv of the sandbox itself, the session's /etc/passwd, and the host
- * toolchain a template maps to. Kept free of I/O except toolchain lookup, so their shapes have unit tests.
+ * Pure builders for the local sandbox: the descriptors and layout the launcher (native/launcher.c) passes down,
+ * the bubblewrap argv of the sandbox itself, the session's /etc/passwd, and the host toolchain a template maps
+ * to. Kept free of I/O except toolchain lookup, so their shapes have unit tests.
  */
 import { accessSync, constants, realpathSync, statSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import { UnavailableError } from '../../errors.js';
 import type { NetworkMode, Template } from '../../session/model.js';
-import { MKFS, MKFS_EXTENDED, MKFS_OPTIONS } from './disk.js';
 
 /** uid/gid of every process inside a session, as seen from inside. */
 export const SANDBOX_UID = 1000;
@@ -225,7 +223,7 @@ export interface SandboxLayout {
   runBytes: number;
   /**
    * Host directories mounted into the session (internal: the cloud fakes' stand-in for buckets; see local.ts
-   * HostBind). The i-th is staged at `${BINDS_DIR}/i` in the data mount (STAGE_BINDS) and bound at its target.
+   * HostBind). The i-th is staged at `${BINDS_DIR}/i` in the data mount (native/launcher.c) and bound at its target.
    */
   binds?: { target: string; readOnly: boolean }[];
   /** The fdpass module comes in at FD.fdpassNode (and the agent's second socket at FD.fdListen). */
@@ -241,20 +239,6 @@ export interface SandboxLayout {
  */
 export const BINDS_DIR = `${DATA_MOUNT}/.binds`;
 
-/**
- * Bash: mounts each host directory ONMEMOS_BIND_0 … ONMEMOS_BIND_{n-1} (n = ONMEMOS_BINDS) at BINDS_DIR/i, in the
- * caller's own mount namespace. The paths arrive as variables and are never spliced into the script.
- */
-export const STAGE_BINDS = [
-  'stagebinds() {',
-  '  local i v',
-  '  for ((i = 0; i < ${ONMEMOS_BINDS:-0}; i++)); do',
-  '    v=ONMEMOS_BIND_$i',
-  `    mkdir -p "${BINDS_DIR}/$i" && mount --bind "\${!v}" "${BINDS_DIR}/$i" || return 125`,
-  '  done',
-  '}',
-].join('\n');
-
 /** Host directories a session sees, read-only. Nothing else of the host is mounted. */
 const HOST_RO = ['/usr', '/etc'];
 const USR_MERGED_LINKS: [string, string][] = [
@@ -265,7 +249,7 @@ const USR_MERGED_LINKS: [string, string][] = [
 ];
 
 /**
- * The bubblewrap argv (after `bwrap`). It runs as root of the session's outer user namespace (see A_SCRIPT)
+ * The bubblewrap argv (after `bwrap`). It runs as root of the session's outer user namespace (native/launcher.c)
  * and makes the inner one in which everything runs as SANDBOX_UID with no capabilities and (unless asked) no
  * further user namespaces. The root is bwrap's own tmpfs built from read-only binds: the host root is never
  * bound, so /root, /home, /opt, /var and the onmemos state stay invisible; the session's own files come from
@@ -315,120 +299,6 @@ export function bwrapArgs(l: SandboxLayout): string[] {
   const node = l.nodePrefix ? `${INSIDE.nodePrefix}/bin/node` : '/usr/bin/node';
   a.push('--', node, INSIDE.agent, INSIDE.config);
   return a;
-}
-
-/**
- * Runs in the session's outer user namespace (made by `unshare --user --map-root-user`, as the session's host
- * uid), as its root: prepares the data filesystem (rootless: a size-bounded tmpfs), tells the launcher the
- * namespaces exist (it attaches the network to them), waits for the launcher's go (as root the launcher mounts the
- * session's disk image meanwhile, which reaches this namespace by propagation), and becomes bwrap. EOF instead of
- * the go (the launcher or the creator died first) ends it before anything of the session runs. Values arrive as
- * environment variables and "$@"; nothing is spliced.
- */
-export const A_SCRIPT = [
-  // The disk image comes with its directories (disk.ts prepareDiskImage); the tmpfs is made here, so are they.
-  STAGE_BINDS,
-  'if [ -n "$ONMEMOS_DATA_TMPFS" ]; then',
-  `  mount -t tmpfs -o "size=$ONMEMOS_DATA_TMPFS,mode=0755,nosuid,nodev" onmemos-data ${DATA_MOUNT} || exit 125`,
-  `  mkdir -p ${DATA_MOUNT}/workspace ${DATA_MOUNT}/home ${DATA_MOUNT}/tmp ${DATA_MOUNT}/vartmp || exit 125`,
-  `  chmod 1777 ${DATA_MOUNT}/tmp ${DATA_MOUNT}/vartmp && chmod 0700 ${DATA_MOUNT}/home || exit 125`,
-  // Rootless: the host directories bound into the session are this user's to mount (as root, the launcher has).
-  '  stagebinds || exit 125',
-  'fi',
-  "printf 'A\n'",
-  // The sandbox's output (bwrap's errors, the agent's) goes to the session log through a bounded pipe: a session
-  // process can write to its agent's descriptors, and must not fill the host's disk through them.
-  `exec 2> >(exec head -c ${LOG_BYTES} >&2)`,
-  'exec 1>&2',
-  'read -r go || exit 125',
-  'exec 0</dev/null',
-  'exec /usr/bin/bwrap "$@"',
-].join('\n');
-
-/**
- * The launcher (bash), one per session, the session's lifeline and expiry timer. It closes every descriptor it
- * was not meant to have; as root it starts making the session's disk (mkfs, from the template the creator left
- * next to the image) and makes its own mount namespace's mounts shared, so that what it mounts later reaches the
- * sandbox's (a slave of it). It starts the sandbox's first process at once: it joins the session's cgroup, drops to
- * the session's host uid, makes the user and network namespaces and waits in A_SCRIPT for the go. The launcher
- * waits for the creator's go-ahead (EOF means the creator died first: nothing of the session runs), mounts a
- * private /dev/net/tun where needed and, in outbound mode, starts slirp4netns on the sandbox's network namespace,
- * as the same unprivileged uid, inside the session's outer user namespace (so its own sandbox can drop what it does
- * not need: from the host's namespace, as an unprivileged uid, it could not). As root it then mounts the disk
- * (nosuid, nodev) and gives the sandbox its go: bwrap. bwrap and slirp4netns die with the launcher
- * (--die-with-parent, --pdeathsig); it ends them at the session's expiry (read again from its expires file whenever
- * the timer ends), and then removes the session with `onmemos rm`.
- */
-export const LAUNCHER = [
-  'for f in /proc/$$/fd/*; do n=${f##*/}; case " 0 1 2 $ONMEMOS_KEEP_FDS " in *" $n "*) ;; *) eval "exec $n>&-" 2>/dev/null;; esac; done',
-  // What drops a process to the session's host uid (as root; a rootless launcher runs as that uid already).
-  'uid=(); [ -n "$ONMEMOS_UID" ] && uid=(--reuid="$ONMEMOS_UID" --regid="$ONMEMOS_UID" --clear-groups)',
-  'drop=(); [ -n "$ONMEMOS_UID" ] && drop=(/usr/bin/setpriv "${uid[@]}" --)',
-  'joincg() { for f in $ONMEMOS_CGROUP_JOIN; do echo 0 > "$f" || return 125; done; }',
-  STAGE_BINDS,
-  // As root: the session's disk is made (from the template the creator left next to the image) and mounted, with
-  // the host directories bound into the session, in the background. This namespace's mounts are shared, so what
-  // is mounted after the sandbox's namespace is made (a slave of this one) reaches it as well.
-  'disk=',
-  'if [ -n "$ONMEMOS_IMAGE" ]; then',
-  `  ( exec </dev/null ${FD.netReady}>&- ${dataFds()}`,
-  `    ${MKFS} ${MKFS_OPTIONS.join(' ')} -E "root_owner=$ONMEMOS_UID:$ONMEMOS_UID,${MKFS_EXTENDED}" -d "$ONMEMOS_IMAGE.d" "$ONMEMOS_IMAGE" || { echo "onmemos: mkfs.ext4 failed" >&2; exit 125; }`,
-  `    mount -t ext4 -o loop,nosuid,nodev "$ONMEMOS_IMAGE" ${DATA_MOUNT} && stagebinds || exit 125 ) &`,
-  '  disk=$!',
-  '  mount --make-rshared / || exit 125',
-  'fi',
-  // The sandbox's first process joins the cgroup at once (on cgroup v2 a join waits for an RCU grace period,
-  // ~20 ms; see joinFile in cgroups.ts), drops to the session's uid and makes its namespaces, and waits for the
-  // go in A_SCRIPT. As root, the sandbox starts with a low OOM score where root may lower one (CAP_SYS_RESOURCE):
-  // its agent must outlive a command that fills the memory limit. Each command raises its own score to 500 in any
-  // case.
-  `coproc SANDBOX { exec ${FD.netReady}>&-; joincg || exit 125; [ -n "$ONMEMOS_UID" ] && { echo -500 > /proc/self/oom_score_adj; } 2>/dev/null; exec "\${drop[@]}" /usr/bin/unshare --user --map-root-user $ONMEMOS_UNSHARE_NET --mount --propagation "$ONMEMOS_PROPAGATION" -- /bin/bash --norc --noprofile -c "$ONMEMOS_A_SCRIPT" onmemos-sandbox "$@"; }`,
-  'sandbox=$SANDBOX_PID',
-  // The creator's go-ahead: EOF means it died first, and nothing of the session runs.
-  'read -r go || exit 125',
-  'exec 0</dev/null',
-  'if [ "$ONMEMOS_TUN_NODE" = 1 ]; then',
-  '  mount -t tmpfs -o size=4k,mode=0755 onmemos-tun /dev/net && mknod -m 0666 /dev/net/tun c 10 200 || exit 125',
-  'fi',
-  'read -r ready <&"${SANDBOX[0]}" || { wait $sandbox; exit 125; }',
-  'eval "exec ${SANDBOX[0]}<&-"',
-  // slirp4netns, as the session's uid in the session's outer user namespace; its parent-death signal, set after
-  // the uid changes, outlives the entry into a user namespace that uid owns.
-  'net=',
-  'if [ "$ONMEMOS_NETWORK" = outbound ]; then',
-  `  ( exec ${dataFds()} </dev/null; joincg || exit 125; exec /usr/bin/setpriv "\${uid[@]}" --pdeathsig KILL -- /usr/bin/nsenter --preserve-credentials --user=/proc/$sandbox/ns/user -- /usr/bin/slirp4netns --configure --mtu=65520 --disable-host-loopback --enable-sandbox --enable-seccomp --ready-fd=${FD.netReady} --netns-type=path /proc/$sandbox/ns/net tap0 ) &`,
-  '  net=$!',
-  'fi',
-  `exec ${FD.netReady}>&- ${dataFds()}`,
-  '[ -z "$disk" ] || wait $disk || exit 125',
-  'echo go >&"${SANDBOX[1]}"',
-  'eval "exec ${SANDBOX[1]}>&-"',
-  // The expiry is read from the session's expires file each time the timer ends, so `onmemos extend` moves it.
-  // (Not a read -t on a pipe the sandbox holds: a session process can reach bwrap's descriptors through
-  // /proc/1/fd, and bash reads a pipe a byte at a time: its writes would make this root process spin.)
-  'expiry() { exp=0; read -r exp < "$ONMEMOS_EXPIRES_FILE" 2>/dev/null; [[ $exp =~ ^[0-9]+$ ]] || exp=0; }',
-  'timer=',
-  'while :; do',
-  '  printf -v now "%(%s)T" -1; expiry',
-  '  [ "$now" -lt "$exp" ] || break',
-  '  /usr/bin/setpriv --pdeathsig KILL -- /usr/bin/sleep $((exp - now)) &',
-  '  timer=$!',
-  '  wait -n $sandbox $timer',
-  '  kill -0 $sandbox 2>/dev/null || break',
-  'done',
-  'kill -KILL $sandbox $timer $net 2>/dev/null',
-  'wait',
-  'printf -v now "%(%s)T" -1',
-  'expiry',
-  '[ "$now" -lt "$exp" ] || exec "$ONMEMOS_NODE" "$ONMEMOS_BIN" --local rm --force -- "$ONMEMOS_SESSION"',
-].join('\n');
-
-/** `3>&- 4>&- 6>&- …`: closes the descriptors only the sandbox needs. */
-function dataFds(): string {
-  return Object.values(FD)
-    .filter((fd) => fd !== FD.netReady)
-    .map((fd) => `${fd}>&-`)
-    .join(' ');
 }
 
 /** The descriptors the launcher keeps (the rest are closed before anything starts). */

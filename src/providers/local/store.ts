@@ -86,10 +86,7 @@ export class LocalStore {
   }
 
   write(rec: LocalRecord): void {
-    const final = join(this.dir(rec.id), 'session.json');
-    const tmp = `${final}.${process.pid}.${randomSuffix(6)}`;
-    writeFileSync(tmp, JSON.stringify(rec, null, 2), { mode: 0o600 });
-    renameSync(tmp, final);
+    replaceFile(join(this.dir(rec.id), 'session.json'), JSON.stringify(rec, null, 2));
   }
 
   /** The record, if it is one this version of onmemos wrote (an older one is treated as abandoned). */
@@ -182,4 +179,11 @@ export function claimedWithin(trashDir: string, ms: number): Set<string> {
     } catch {}
   }
   return out;
+}
+
+/** Writes `text` (0600) to `path` whole, by a rename: a reader sees the old content or the new, never a part. */
+export function replaceFile(path: string, text: string): void {
+  const tmp = `${path}.${process.pid}.${randomSuffix(6)}`;
+  writeFileSync(tmp, text, { mode: 0o600 });
+  renameSync(tmp, path);
 }
