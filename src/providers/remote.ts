@@ -32,6 +32,9 @@ import {
   type RemoteProcess,
 } from './provider.js';
 
+/** How long an abandoned create's removal may take (see RemoteProvider.create). */
+const REMOVE_ABANDONED_MS = 5_000;
+
 export interface RemoteOptions {
   server: string;
   apiKey?: string;
@@ -112,7 +115,9 @@ export class RemoteProvider implements Provider {
   /**
    * The API's create request (the document's fields, plus limits as `cpu`, `memory`, `pids`, `disk`). With a
    * progress listener it asks for the streamed form, so the server's progress reaches this terminal; an abort
-   * closes the connection, and the server removes what it had made.
+   * closes the connection, and the server removes what it had made. The server may finish the create before it
+   * sees the connection close (the answer then goes nowhere): so an abort also removes the session whose id the
+   * progress named, before it throws.
    */
   async create(req: CreateSessionRequest, opts: CreateOptions = {}): Promise<Session> {
     const { limits, ...rest } = req;
@@ -130,6 +135,7 @@ export class RemoteProvider implements Provider {
     let session: Session | undefined;
     let failure: OnmemosError | undefined;
     let pending = '';
+    let named: string | undefined;
     const line = (text: string) => {
       if (!text.trim()) return;
       const msg = this.parse(res.statusCode, text) as {
@@ -137,8 +143,10 @@ export class RemoteProvider implements Provider {
         session?: Session;
         error?: unknown;
       };
-      if (msg.progress) opts.onProgress?.(msg.progress);
-      else if (msg.session) session = msg.session;
+      if (msg.progress) {
+        if (typeof msg.progress.id === 'string') named = msg.progress.id;
+        opts.onProgress?.(msg.progress);
+      } else if (msg.session) session = msg.session;
       else if (msg.error) failure = errorFromResponse(500, msg);
     };
     try {
@@ -154,12 +162,23 @@ export class RemoteProvider implements Provider {
       }
       line(pending);
     } catch (e) {
-      if (opts.signal?.aborted) throw new InterruptedError('interrupted: the server removes the session it was making');
+      if (opts.signal?.aborted) {
+        if (named) await this.removeAbandoned(named);
+        throw new InterruptedError('interrupted: the server removes the session it was making');
+      }
       throw e;
     }
     if (failure) throw failure;
     if (!session) throw new ProviderError(`the server at ${this.base.origin} ended the create without a session`);
     return this.absolute(session);
+  }
+
+  /** Removes a session whose create was abandoned (see create); gone already, or unreachable, is no error. */
+  private async removeAbandoned(id: string): Promise<void> {
+    const signal = AbortSignal.timeout(REMOVE_ABANDONED_MS);
+    await this.send('DELETE', `/v1/sessions/${encodeURIComponent(id)}`, undefined, undefined, { signal })
+      .then((res) => res.body.dump())
+      .catch(() => {});
   }
 
   /** A session as the server shows it, with the path of its web terminal made a URL of this server. */

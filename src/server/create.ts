@@ -86,6 +86,9 @@ async function create(
   opts: CreateOptions & { signal: AbortSignal },
 ): Promise<Session> {
   const session = await createSession(ctx.opts.registry, request, opts);
+  // A client that went away while the create ran is known only once this process has polled its socket: a create
+  // that finished without waiting on I/O after the close arrived would answer nobody. One turn of the event loop.
+  await new Promise<void>((resolve) => setImmediate(resolve));
   if (opts.signal.aborted) {
     await ctx.opts.registry
       .locate(session.id)
