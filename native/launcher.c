@@ -9,23 +9,30 @@
  * K is the number of mkfs.ext4's argv entries that follow (0 without a disk image). Everything else comes from the
  * environment launch.ts sets (ONMEMOS_*, below). No value is ever given to a shell or parsed beyond a number.
  *
- * In order:
- *  1. It closes every descriptor but 0, 1, 2 (1 and 2 are the session log) and ONMEMOS_KEEP_FDS.
+ * It is started early in a create, before the creator has written the session's files: it makes the disk and the
+ * sandbox's namespaces while the creator works, and opens the files and makes the agent's listening sockets itself
+ * at the creator's go-ahead. In order:
+ *  1. It closes every descriptor but 0 (the go-ahead), 1 and 2 (the session log) and ONMEMOS_KEEP_FDS (bwrap's
+ *     info pipe and slirp4netns' ready pipe).
  *  2. As root (ONMEMOS_UID set): its own mount namespace, private to the host, whose mounts it then makes shared,
  *     so what it mounts later (the disk) reaches the sandbox's namespace, made as a slave of it. It starts making
  *     the disk in a child: mkfs.ext4 (from the template next to the image), a loop mount (nosuid, nodev) at
- *     ONMEMOS_DATA_MOUNT, and the host directories bound into the session (ONMEMOS_BIND_i) under it.
+ *     ONMEMOS_DATA_MOUNT, and the host directories bound into the session (ONMEMOS_BIND_i) under it. It mounts a
+ *     private /dev/net/tun where asked (ONMEMOS_TUN_NODE).
  *  3. The sandbox's first process, at once: it joins the session's cgroup, drops to the session's host uid (as
  *     root), makes the user (root mapped to that uid), mount and (ONMEMOS_UNSHARE_NET) network namespaces, as
- *     rootless mounts the data tmpfs and stages the binds, says "A", and waits for the go. Its output (bwrap's, the
- *     agent's) reaches the session log through a child that copies at most ONMEMOS_LOG_BYTES: a session process
- *     can write to its agent's descriptors, and must not fill the host's disk through them. On the go it becomes
- *     bwrap; on EOF it ends before anything of the session runs.
- *  4. It waits for the creator's go-ahead on stdin (EOF: the creator died first, and nothing of the session runs),
- *     mounts a private /dev/net/tun where asked (ONMEMOS_TUN_NODE), waits for "A", and in outbound mode starts
- *     slirp4netns on the sandbox's network namespace as the session's uid, inside the session's user namespace
- *     (so its own sandbox can drop what it does not need), with a parent-death signal set after the uid change.
- *  5. Once the disk is mounted it gives the go. bwrap (--die-with-parent) and slirp4netns die with the launcher.
+ *     rootless mounts the data tmpfs and stages the binds, says "A", and waits for the go, which brings its
+ *     descriptors. On the go it puts them in place and becomes bwrap; on EOF it ends before anything of the
+ *     session runs. Its output (bwrap's, the agent's) reaches the session log through a child that copies at most
+ *     ONMEMOS_LOG_BYTES: a session process can write to its agent's descriptors, and must not fill the host's disk
+ *     through them.
+ *  4. At "A", in outbound mode, slirp4netns on the sandbox's network namespace, as the session's uid, inside the
+ *     session's user namespace (so its own sandbox can drop what it does not need), with a parent-death signal
+ *     set after the uid change.
+ *  5. The creator's go-ahead on stdin (EOF: the creator died first, and nothing of the session runs). It then opens
+ *     the files bwrap copies into the sandbox (ONMEMOS_FD_n: the file for descriptor n) and makes the agent's
+ *     listening sockets (ONMEMOS_SOCKET_n: a name in ONMEMOS_SESSION_DIR for descriptor n), and once the disk is
+ *     mounted gives the sandbox its go with them. bwrap (--die-with-parent) and slirp4netns die with the launcher.
  *  6. It waits until the sandbox ends or the expiry (unix seconds, read again from ONMEMOS_EXPIRES_FILE each time
  *     its timer ends, so `onmemos extend` moves it) passes; then it kills the sandbox and slirp4netns, and at the
  *     expiry removes the session with `onmemos rm`. It reads nothing a session can write.
@@ -46,9 +53,11 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,6 +66,8 @@
 /* The launcher's own pipes go at or above this, clear of the descriptors it passes down (all below 64). */
 #define HIGH_FD 64
 #define MAX_KEEP 32
+/* The descriptors the go brings the sandbox: at most this many. */
+#define MAX_DATA 32
 
 static int keep[MAX_KEEP], nkeep;
 static int net_ready = -1;
@@ -293,7 +304,119 @@ static void log_child(int from) {
   _exit(0);
 }
 
-/* The sandbox's first process (see the top). `ready` says "A"; `go` brings the go. */
+/*
+ * The go, from the launcher to the sandbox's first process: one datagram whose bytes name the descriptor each
+ * attached one becomes (SCM_RIGHTS, in the same order). The descriptors are opened and made by the launcher.
+ */
+static void send_data(int sock, const unsigned char *slots, const int *fds, int n) {
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * MAX_DATA)];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  unsigned char none = 0;
+  struct iovec iov = {.iov_base = n > 0 ? (void *)slots : &none, .iov_len = n > 0 ? (size_t)n : 1};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (n > 0) {
+    msg.msg_control = control.buf;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)n);
+  }
+  ssize_t r;
+  do r = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) die("the go");
+}
+
+/* Takes the go (send_data) and puts each descriptor in its place; EOF or anything malformed ends it. */
+static void receive_data(int sock) {
+  unsigned char slots[MAX_DATA + 1];
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * MAX_DATA)];
+    struct cmsghdr align;
+  } control;
+  struct iovec iov = {.iov_base = slots, .iov_len = sizeof slots};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+  ssize_t r;
+  do r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  while (r < 0 && errno == EINTR);
+  if (r <= 0) _exit(FAIL);
+  int fds[MAX_DATA], n = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k && n < MAX_DATA; i++) memcpy(&fds[n++], (int *)CMSG_DATA(c) + i, sizeof(int));
+  }
+  if ((msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) || (n > 0 && n != r) || (n == 0 && !(r == 1 && slots[0] == 0))) {
+    errno = EPROTO;
+    die("the go");
+  }
+  /* Clear of every slot first: a descriptor that came at one slot's number must not be overwritten by another. */
+  for (int i = 0; i < n; i++) {
+    int high = fcntl(fds[i], F_DUPFD_CLOEXEC, HIGH_FD);
+    if (high < 0) die("fcntl");
+    close(fds[i]);
+    fds[i] = high;
+  }
+  for (int i = 0; i < n; i++) {
+    if (slots[i] < 3 || slots[i] >= HIGH_FD || kept(slots[i])) {
+      errno = EPROTO;
+      die("the go");
+    }
+    if (dup2(fds[i], slots[i]) < 0) die("dup2");
+    close(fds[i]);
+  }
+}
+
+/* What the go brings (see the top, 5): each ONMEMOS_FD_n opened, each ONMEMOS_SOCKET_n bound and listening. */
+static int open_data(unsigned char *slots, int *fds) {
+  int n = 0;
+  int dir = -1;
+  for (int slot = 3; slot < HIGH_FD; slot++) {
+    char name[32];
+    snprintf(name, sizeof name, "ONMEMOS_FD_%d", slot);
+    const char *file = getenv(name);
+    snprintf(name, sizeof name, "ONMEMOS_SOCKET_%d", slot);
+    const char *sock = getenv(name);
+    if (!file && !sock) continue;
+    if (n >= MAX_DATA || kept(slot)) {
+      say("%s: not a descriptor the go can bring", name);
+      _exit(FAIL);
+    }
+    int fd;
+    if (file) {
+      fd = open(file, O_RDONLY | O_CLOEXEC);
+      if (fd < 0) die(file);
+    } else {
+      /* Bound through the open session directory: its path may be longer than a socket address can be. */
+      if (strchr(sock, '/') || !*sock) {
+        errno = EINVAL;
+        die(name);
+      }
+      if (dir < 0) {
+        dir = open(env("ONMEMOS_SESSION_DIR"), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir < 0) die("the session directory");
+      }
+      struct sockaddr_un addr = {.sun_family = AF_UNIX};
+      if (snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/%s", dir, sock) >= (int)sizeof addr.sun_path) {
+        errno = ENAMETOOLONG;
+        die(sock);
+      }
+      fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 128) < 0) die(sock);
+    }
+    slots[n] = (unsigned char)slot;
+    fds[n++] = fd;
+  }
+  if (dir >= 0) close(dir);
+  return n;
+}
+
+/* The sandbox's first process (see the top). `ready` says "A"; `go` brings the go and the descriptors. */
 static void sandbox_child(int ready, int go, char **bwrap_argv, const char *data) {
   child_signals();
   if (net_ready >= 0) close(net_ready);
@@ -340,6 +463,8 @@ static void sandbox_child(int ready, int go, char **bwrap_argv, const char *data
   }
   if (write_all(ready, "A\n", 2) < 0) die("the launcher");
   close(ready);
+  receive_data(go);
+  close(go);
   int log[2];
   if (pipe2(log, O_CLOEXEC) < 0) die("pipe");
   pid_t logger = fork();
@@ -351,8 +476,6 @@ static void sandbox_child(int ready, int go, char **bwrap_argv, const char *data
   close(log[0]);
   if (dup2(log[1], 2) < 0 || dup2(log[1], 1) < 0) die("dup2");
   close(log[1]);
-  if (!read_line(go)) _exit(FAIL);
-  close(go);
   stdin_null();
   execv(bwrap_argv[0], bwrap_argv);
   die(bwrap_argv[0]);
@@ -470,9 +593,16 @@ int main(int argc, char **argv) {
     }
   }
 
+  if (*env("ONMEMOS_TUN_NODE")) {
+    if (mount("onmemos-tun", "/dev/net", "tmpfs", 0, "size=4k,mode=0755") < 0) die("mount of /dev/net");
+    if (mknod("/dev/net/tun", S_IFCHR | 0666, makedev(10, 200)) < 0 || chmod("/dev/net/tun", 0666) < 0)
+      die("/dev/net/tun");
+  }
+
   /* 3. The sandbox's first process. */
   int to_launcher[2], to_sandbox[2];
-  if (pipe2(to_launcher, O_CLOEXEC) < 0 || pipe2(to_sandbox, O_CLOEXEC) < 0) die("pipe");
+  if (pipe2(to_launcher, O_CLOEXEC) < 0 || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, to_sandbox) < 0)
+    die("pipe");
   for (int i = 0; i < 2; i++) {
     to_launcher[i] = move_high(to_launcher[i]);
     to_sandbox[i] = move_high(to_sandbox[i]);
@@ -487,18 +617,7 @@ int main(int argc, char **argv) {
   close(to_launcher[1]);
   close(to_sandbox[0]);
 
-  /* 4. The creator's go-ahead, the tun node, "A", the network. */
-  if (!read_line(0)) {
-    kill(sandbox, SIGKILL);
-    if (disk) kill(disk, SIGKILL);
-    return FAIL;
-  }
-  stdin_null();
-  if (*env("ONMEMOS_TUN_NODE")) {
-    if (mount("onmemos-tun", "/dev/net", "tmpfs", 0, "size=4k,mode=0755") < 0) die("mount of /dev/net");
-    if (mknod("/dev/net/tun", S_IFCHR | 0666, makedev(10, 200)) < 0 || chmod("/dev/net/tun", 0666) < 0)
-      die("/dev/net/tun");
-  }
+  /* 4. "A", and the network. */
   if (!read_line(to_launcher[0])) {
     int status;
     waitpid(sandbox, &status, 0);
@@ -517,7 +636,17 @@ int main(int argc, char **argv) {
   }
   close_kept(-1);
 
-  /* 5. The go, once the disk is mounted. */
+  /* 5. The creator's go-ahead, the descriptors, the disk, the go. */
+  if (!read_line(0)) {
+    kill(sandbox, SIGKILL);
+    if (net) kill(net, SIGKILL);
+    if (disk) kill(disk, SIGKILL);
+    return FAIL;
+  }
+  stdin_null();
+  unsigned char slots[MAX_DATA];
+  int fds[MAX_DATA];
+  int n = open_data(slots, fds);
   int status;
   int sandbox_ended = 0;
   if (disk) {
@@ -530,11 +659,8 @@ int main(int argc, char **argv) {
       return FAIL;
     }
   }
-  if (write_all(to_sandbox[1], "go\n", 3) < 0) {
-    kill(sandbox, SIGKILL);
-    if (net) kill(net, SIGKILL);
-    return FAIL;
-  }
+  send_data(to_sandbox[1], slots, fds, n);
+  for (int i = 0; i < n; i++) close(fds[i]);
   close(to_sandbox[1]);
 
   /* 6. Until the sandbox ends or the session expires. */

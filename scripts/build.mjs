@@ -59,12 +59,14 @@ await build({
 // dist/fdpass.node: the fdpass native module (native/fdpass.c, built by node-gyp on npm install), next to
 // dist/agent.cjs and dist/cli.cjs, which load it from there; the local provider passes it into each sandbox as it
 // does pty.node. Without it (not built) exec relays output over the WebSocket as before.
-// An install that predates a native target (node_modules installed before binding.gyp had it) builds them here,
-// with npm's own node-gyp (npm run sets npm_config_node_gyp).
-const natives = ['build/Release/fdpass.node', 'build/Release/launcher'];
-if (natives.some((f) => !existsSync(f)) && process.env.npm_config_node_gyp) {
+// node-gyp (npm's own: npm run sets npm_config_node_gyp) brings build/Release up to date with native/: `make`
+// rebuilds what changed; an install that predates a native target (or never configured one) gets a rebuild.
+if (process.env.npm_config_node_gyp) {
+  const configured = existsSync('build/Makefile') && ['fdpass.node', 'launcher'].every((f) => existsSync(`build/Release/${f}`));
   try {
-    execFileSync(process.execPath, [process.env.npm_config_node_gyp, 'rebuild'], { stdio: ['ignore', 'ignore', 'inherit'] });
+    execFileSync(process.execPath, [process.env.npm_config_node_gyp, configured ? 'build' : 'rebuild', '--loglevel=warn'], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
   } catch {}
 }
 if (existsSync('build/Release/fdpass.node')) {

@@ -8,7 +8,6 @@ import { packageRoot } from '../../src/paths.js';
 import {
   bwrapArgs,
   FD,
-  LAUNCHER_FDS,
   passwdFile,
   profileFile,
   resolveToolchain,
@@ -143,9 +142,8 @@ describe('the launcher (dist/launcher)', () => {
   const run = (args: string[], env: Record<string, string> = {}) =>
     spawnSync(launcher, args, { env: { PATH: '/usr/bin:/bin', ...env }, encoding: 'utf8', timeout: 10_000 });
 
-  it('is built, and keeps every descriptor it is given', () => {
+  it('is built', () => {
     expect(existsSync(launcher), 'npm run build makes dist/launcher').toBe(true);
-    expect(LAUNCHER_FDS.sort((x, y) => x - y)).toEqual(Object.values(FD).sort((x, y) => x - y));
   });
 
   it.each([

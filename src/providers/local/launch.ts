@@ -8,12 +8,12 @@
  * happens around this; nothing here decides a session's state.
  */
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { InterruptedError, ProviderError, UnavailableError } from '../../errors.js';
-import { fdexecPath, fdpassPath, handleFd } from '../../native/fdpass.js';
+import { fdexecPath, fdpassPath } from '../../native/fdpass.js';
 import { binPath, packageRoot } from '../../paths.js';
 import { sessionEnvironment } from '../../session/model.js';
 import type { CgroupSystem } from './cgroups.js';
@@ -26,7 +26,6 @@ import {
   DATA_MOUNT,
   FD,
   groupFile,
-  LAUNCHER_FDS,
   LOG_BYTES,
   passwdFile,
   profileFile,
@@ -34,7 +33,6 @@ import {
   SANDBOX_HOME_ROOT,
   sessionPath,
 } from './sandbox.js';
-import { withSocketPath } from './socket-path.js';
 import type { LocalRecord } from './store.js';
 
 /** The agent's second socket, in the session directory next to agent.sock: execs that pass descriptors. */
@@ -108,46 +106,20 @@ export interface LaunchPlan {
   onInit(ref: ProcRef): void;
 }
 
-/** Starts the sandbox and resolves once its agent answers; on failure the launcher is killed. */
+/**
+ * Starts the sandbox and resolves once its agent answers; on failure the launcher is killed. The launcher starts
+ * first: it makes the disk and the sandbox's namespaces while this process writes the session's files, then at
+ * the go-ahead opens them and makes the agent's sockets itself (native/launcher.c).
+ */
 export async function launchSandbox(plan: LaunchPlan): Promise<void> {
   const { dir, rec } = plan;
-  const opened: number[] = [];
   let launcher: ChildProcess | undefined;
+  let logFd: number | undefined;
   try {
     const node = nodeLayout();
     // Where the fdpass module loads here, the agent gets it and a second socket, for execs that pass descriptors.
     const fdpassNode = fdpassPath();
     const fdexec = fdpassNode ? fdexecPath() : undefined;
-    const files = sessionFiles(plan, !!fdpassNode, !!fdexec);
-    const fd = (path: string) => {
-      const n = openSync(path, 'r');
-      opened.push(n);
-      return n;
-    };
-    const listen = await listenSocket(join(dir, 'agent.sock'));
-    const fdListen = fdpassNode ? await listenSocket(join(dir, FDPASS_SOCKET)) : undefined;
-    const stdio: (number | 'pipe' | 'ignore')[] = Array(Math.max(...Object.values(FD)) + 1).fill('ignore');
-    const logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
-    opened.push(logFd);
-    stdio[0] = 'pipe';
-    stdio[1] = logFd;
-    stdio[2] = logFd;
-    stdio[FD.listen] = listen.fd;
-    stdio[FD.info] = 'pipe';
-    stdio[FD.netReady] = 'pipe';
-    stdio[FD.agent] = fd(agentBundle());
-    stdio[FD.ptyNode] = fd(ptyNative());
-    if (fdListen && fdpassNode) {
-      stdio[FD.fdListen] = fdListen.fd;
-      stdio[FD.fdpassNode] = fd(fdpassNode);
-      if (fdexec) stdio[FD.fdexec] = fd(fdexec);
-    }
-    stdio[FD.config] = fd(files.config);
-    stdio[FD.passwd] = fd(files.passwd);
-    stdio[FD.group] = fd(files.group);
-    stdio[FD.resolvConf] = fd(files.resolvConf);
-    stdio[FD.seccomp] = fd(files.seccomp);
-    stdio[FD.profile] = fd(files.profile);
     const bwrap = bwrapArgs({
       hostname: rec.id.slice(0, 63),
       user: rec.user,
@@ -160,15 +132,32 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
       shmBytes: SHM_BYTES,
       runBytes: RUN_BYTES,
       binds: plan.binds?.map((b) => ({ target: b.target, readOnly: b.readOnly })),
-      fdpass: !!fdListen,
+      fdpass: !!fdpassNode,
       fdexec: !!fdexec,
     });
     const joinFiles = plan.cgroups?.joinFiles ?? [];
     if (joinFiles.some((f) => /\s/.test(f))) throw new UnavailableError('cgroup paths with spaces are not supported');
+    // What the go brings the sandbox, by descriptor: files the launcher opens, sockets it makes (in `dir`).
+    const data: Record<number, string> = {
+      [FD.agent]: agentBundle(),
+      [FD.ptyNode]: ptyNative(),
+      [FD.config]: join(dir, SESSION_FILES.config),
+      [FD.passwd]: join(dir, SESSION_FILES.passwd),
+      [FD.group]: join(dir, SESSION_FILES.group),
+      [FD.resolvConf]: join(dir, SESSION_FILES.resolvConf),
+      [FD.seccomp]: join(dir, SESSION_FILES.seccomp),
+      [FD.profile]: join(dir, SESSION_FILES.profile),
+    };
+    const sockets: Record<number, string> = { [FD.listen]: AGENT_SOCKET };
+    if (fdpassNode) {
+      sockets[FD.fdListen] = FDPASS_SOCKET;
+      data[FD.fdpassNode] = fdpassNode;
+      if (fdexec) data[FD.fdexec] = fdexec;
+    }
     // The launcher's environment: every value it takes (native/launcher.c). None reaches a shell.
     const env: Record<string, string> = {
       PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
-      ONMEMOS_KEEP_FDS: LAUNCHER_FDS.join(' '),
+      ONMEMOS_KEEP_FDS: `${FD.info} ${FD.netReady}`,
       ONMEMOS_NET_READY_FD: String(FD.netReady),
       ONMEMOS_NETWORK: rec.network,
       ONMEMOS_UNSHARE_NET: rec.network === 'host' ? '' : '1',
@@ -176,11 +165,14 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
       ONMEMOS_DATA_MOUNT: DATA_MOUNT,
       ONMEMOS_LOG_BYTES: String(LOG_BYTES),
       ONMEMOS_SLIRP4NETNS: BIN.slirp4netns,
+      ONMEMOS_SESSION_DIR: dir,
       ONMEMOS_EXPIRES_FILE: join(dir, 'expires'),
       ONMEMOS_NODE: process.execPath,
       ONMEMOS_BIN: binPath(),
       ONMEMOS_SESSION: rec.id,
       ONMEMOS_STATE_DIR: plan.stateRoot,
+      ...Object.fromEntries(Object.entries(data).map(([n, path]) => [`ONMEMOS_FD_${n}`, path])),
+      ...Object.fromEntries(Object.entries(sockets).map(([n, name]) => [`ONMEMOS_SOCKET_${n}`, name])),
       // The sources of the binds, each staged by the launcher (as root) or the sandbox's first process.
       ONMEMOS_BINDS: String(plan.binds?.length ?? 0),
       ONMEMOS_BINDS_DIR: BINDS_DIR,
@@ -201,18 +193,22 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
       env.ONMEMOS_PROPAGATION = 'private';
     }
     const argv = [String(mkfs.length), ...mkfs, BIN.bwrap, ...bwrap];
+    logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
+    const stdio: (number | 'pipe' | 'ignore')[] = ['pipe', logFd, logFd, 'ignore', 'ignore', 'ignore'];
+    stdio[FD.info] = 'pipe';
+    stdio[FD.netReady] = 'pipe';
     const { spawn } = await import('node:child_process');
     launcher = spawn(launcherPath(), argv, { argv0: 'onmemos-launcher', detached: true, stdio, env });
     launcher.on('error', () => {});
     // A launcher killed meanwhile (an `rm` that claimed the session) makes the go-ahead an EPIPE: its exit then
     // fails the start below, in one line; the write's error must not be an unhandled one.
     launcher.stdin?.on('error', () => {});
-    for (const n of opened.splice(0)) closeSync(n);
-    listen.close();
-    fdListen?.close();
+    closeSync(logFd);
+    logFd = undefined;
     const ref = procRef(launcher.pid ?? -1);
     if (!ref) throw new ProviderError(`the launcher did not start: ${sandboxLog(dir)}`);
     plan.onLauncher(ref); // a claim by `rm` from now on finds the launcher and kills it
+    writeSessionFiles(plan, !!fdpassNode, !!fdexec);
     const pipes = launcher.stdio as unknown as (Readable | null)[];
     launcher.stdin!.end('go\n');
     const [started, net] = await Promise.all([
@@ -229,18 +225,27 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     }
     launcher.unref();
   } catch (e) {
-    for (const n of opened) closeSync(n);
+    if (logFd !== undefined) closeSync(logFd);
     if (launcher?.pid) killTree(launcher.pid, { includeRoot: true, group: true }); // bwrap is in its group
     throw e;
   }
 }
 
-/** The files bwrap copies into the session from descriptors (so no host path shows inside). */
-function sessionFiles(
-  plan: LaunchPlan,
-  fdpass: boolean,
-  fdexec: boolean,
-): Record<'config' | 'passwd' | 'group' | 'resolvConf' | 'seccomp' | 'profile', string> {
+/** The agent's listening socket, in the session directory (made by the launcher). */
+export const AGENT_SOCKET = 'agent.sock';
+
+/** The files bwrap copies into the session from descriptors, by their names in the session directory. */
+const SESSION_FILES = {
+  config: 'config.json',
+  passwd: 'passwd',
+  group: 'group',
+  resolvConf: 'resolv.conf',
+  seccomp: 'seccomp.bpf',
+  profile: 'profile',
+} as const;
+
+/** Writes SESSION_FILES (so no host path shows inside: bwrap copies them in from descriptors). */
+function writeSessionFiles(plan: LaunchPlan, fdpass: boolean, fdexec: boolean): void {
   const { dir, rec } = plan;
   const shell = existsSync('/usr/bin/bash') ? '/bin/bash' : '/bin/sh';
   const env: Record<string, string> = {
@@ -259,14 +264,10 @@ function sessionFiles(
     cgroups: plan.cgroups?.inside,
     ...(fdpass ? { fdpass: true, fdexec } : {}),
   };
-  const files = {
-    config: join(dir, 'config.json'),
-    passwd: join(dir, 'passwd'),
-    group: join(dir, 'group'),
-    resolvConf: join(dir, 'resolv.conf'),
-    seccomp: join(dir, 'seccomp.bpf'),
-    profile: join(dir, 'profile'),
-  };
+  const files = Object.fromEntries(Object.entries(SESSION_FILES).map(([k, name]) => [k, join(dir, name)])) as Record<
+    keyof typeof SESSION_FILES,
+    string
+  >;
   writeFileSync(files.config, JSON.stringify(config), { mode: 0o600 });
   writeFileSync(files.passwd, passwdFile(rec.user), { mode: 0o600 });
   writeFileSync(files.group, groupFile(rec.user), { mode: 0o600 });
@@ -277,7 +278,6 @@ function sessionFiles(
     hostProfile = readFileSync('/etc/profile', 'utf8');
   } catch {}
   writeFileSync(files.profile, profileFile(hostProfile, env.PATH!), { mode: 0o600 });
-  return files;
 }
 
 const interrupted = () => new InterruptedError('interrupted while the sandbox was starting');
@@ -324,33 +324,6 @@ function agentBundle(): string {
 export function ptyNative(): string {
   const req = createRequire(join(packageRoot(), 'package.json'));
   return join(dirname(req.resolve('node-pty/package.json')), 'build', 'Release', 'pty.node');
-}
-
-/**
- * The agent's listening socket, made here so its path stays in the host's session directory. libuv unlinks a
- * socket's path when its server closes, so it is bound under a temporary name and renamed before that.
- */
-async function listenSocket(path: string): Promise<{ fd: number; close(): void }> {
-  const { createServer } = await import('node:net');
-  const tmp = `${path}.${process.pid}`;
-  const server = createServer();
-  await withSocketPath(
-    tmp,
-    (bindable) =>
-      new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ path: bindable, backlog: 128 }, resolve);
-      }),
-  );
-  const fd = handleFd(server);
-  if (fd === undefined) throw new UnavailableError(`cannot listen on ${path}: no descriptor`);
-  return {
-    fd,
-    close() {
-      renameSync(tmp, path);
-      server.close();
-    },
-  };
 }
 
 /** Reads `stream` until `done` holds; with `eofOk`, the end of the stream resolves with what came. */

@@ -77,7 +77,7 @@ import {
 } from './cgroups.js';
 import { prepareDiskImage } from './disk.js';
 import { tunOpenToAll, UID_SLOTS_DIR, UidSlots, uidBase } from './host.js';
-import { checkHost, FDPASS_SOCKET, launchSandbox, sandboxLog } from './launch.js';
+import { AGENT_SOCKET, checkHost, FDPASS_SOCKET, launchSandbox, sandboxLog } from './launch.js';
 import { isAlive, killTree, processUids, procRef, signalRef, trySignal } from './proc.js';
 import { INSIDE, resolveToolchain } from './sandbox.js';
 import { seccompFilter } from './seccomp.js';
@@ -552,7 +552,7 @@ export class LocalProvider implements Provider {
   }
 
   private execUrl(id: string): string {
-    return `ws+unix://${join(this.store.dir(id), 'agent.sock')}:/exec`;
+    return `ws+unix://${join(this.store.dir(id), AGENT_SOCKET)}:/exec`;
   }
 
   /** The record of a running session; ConflictError, saying what it is instead, otherwise. */
@@ -612,7 +612,7 @@ export class LocalProvider implements Provider {
    */
   private async agentCall<T>(id: string, call: (socket: string) => Promise<T>): Promise<T> {
     try {
-      return await withSocketPath(join(this.store.dir(id), 'agent.sock'), call);
+      return await withSocketPath(join(this.store.dir(id), AGENT_SOCKET), call);
     } catch (e) {
       if (!(e instanceof UnavailableError)) throw e;
       throw new UnavailableError(`${e.message} (the sandbox's log: ${sandboxLog(this.store.dir(id))})`, { cause: e });

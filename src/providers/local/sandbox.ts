@@ -176,8 +176,9 @@ export const INSIDE = {
 } as const;
 
 /**
- * The descriptors the launcher passes down. 3 becomes the agent's listening socket; bwrap reads the data
- * descriptors (copies them into the sandbox) and reports on INFO.
+ * The descriptors bwrap starts with: the agent's listening socket at 3, INFO (bwrap reports on it) and NET_READY
+ * (slirp4netns' ready pipe) from the creator, and the data descriptors (bwrap copies them into the sandbox), which
+ * the launcher opens and hands the sandbox with its go (native/launcher.c).
  */
 export const FD = {
   listen: 3,
@@ -300,9 +301,6 @@ export function bwrapArgs(l: SandboxLayout): string[] {
   a.push('--', node, INSIDE.agent, INSIDE.config);
   return a;
 }
-
-/** The descriptors the launcher keeps (the rest are closed before anything starts). */
-export const LAUNCHER_FDS: number[] = Object.values(FD);
 
 /** The session's /etc/profile: the host's, then the session's PATH (what `onmemos shell`, a login shell, sees). */
 export function profileFile(hostProfile: string, path: string): string {
