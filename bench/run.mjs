@@ -298,7 +298,7 @@ async function benchLimits(createRm) {
         { cpus: 2, memoryBytes: 2 * 1024 ** 3, pids: 1024 },
         { delegateTo: 0x6fff0000 },
       );
-      await internals.makeDiskImage(image, 10 * 1024 ** 3, 0x6fff0000);
+      await internals.makeDiskImage(image, 10 * 1024 ** 3);
       group.remove();
       rmSync(image, { force: true });
       samples.push(Number(process.hrtime.bigint() - start) / 1e6);

@@ -1,12 +1,12 @@
 /*
  * onmemos-launcher: one per local session, its lifeline and expiry timer (src/providers/local/launch.ts starts it,
  * as root or as the rootless user). It does with system calls what would otherwise take a shell and eight programs
- * (unshare, mount, setpriv, nsenter, sleep), so a session starts with four execs: this, mkfs.ext4 (as root),
- * bwrap and slirp4netns.
+ * (unshare, mount, setpriv, nsenter, sleep), so a session starts with three execs: this, bwrap and slirp4netns
+ * (and mkfs.ext4 once per disk size, as root).
  *
  *   onmemos-launcher K MKFS_ARGV[K] BWRAP_ARGS...
  *
- * K is the number of mkfs.ext4's argv entries that follow (0 without a disk image). Everything else comes from the
+ * K is the number of mkfs.ext4's argv entries that follow (the last is the file it makes; 0 without a disk). Everything else comes from the
  * environment launch.ts sets (ONMEMOS_*, below). No value is ever given to a shell or parsed beyond a number.
  *
  * It is started early in a create, before the creator has written the session's files: it makes the disk and the
@@ -16,8 +16,9 @@
  *     info pipe and slirp4netns' ready pipe).
  *  2. As root (ONMEMOS_UID set): its own mount namespace, private to the host, whose mounts it then makes shared,
  *     so what it mounts later (the disk) reaches the sandbox's namespace, made as a slave of it. It starts making
- *     the disk in a child: mkfs.ext4 (from the template next to the image), a loop mount (nosuid, nodev) at
- *     ONMEMOS_DATA_MOUNT, and the host directories bound into the session (ONMEMOS_BIND_i) under it. It mounts a
+ *     the disk in a child: an empty ext4 filesystem copied in from the disk cache (made with mkfs.ext4 when there
+ *     is none), a loop mount (nosuid, nodev) at ONMEMOS_DATA_MOUNT, the data directories, and the host
+ *     directories bound into the session (ONMEMOS_BIND_i) under it. It mounts a
  *     private /dev/net/tun where asked (ONMEMOS_TUN_NODE).
  *  3. The sandbox's first process, at once: it joins the session's cgroup, drops to the session's host uid (as
  *     root), makes the user (root mapped to that uid), mount and (ONMEMOS_UNSHARE_NET) network namespaces, as
@@ -199,6 +200,22 @@ static void mkdir_p(const char *path) {
   if (mkdir(p, 0755) < 0 && errno != EEXIST) die(p);
 }
 
+/* One entry of ONMEMOS_DATA_DIRS ("name:octal-mode", disk.ts DATA_DIRS): cuts it to the name, returns the mode. */
+static mode_t data_dir(char *entry) {
+  char *colon = strchr(entry, ':'), *end = NULL;
+  if (!colon || colon == entry || strchr(entry, '/')) {
+    errno = EINVAL;
+    die("ONMEMOS_DATA_DIRS");
+  }
+  *colon = 0;
+  long mode = strtol(colon + 1, &end, 8);
+  if (*end || end == colon + 1 || mode < 0 || mode > 07777) {
+    errno = EINVAL;
+    die("ONMEMOS_DATA_DIRS");
+  }
+  return (mode_t)mode;
+}
+
 /* Each host directory ONMEMOS_BIND_i bound at ONMEMOS_BINDS_DIR/i, in this mount namespace. */
 static void stage_binds(void) {
   long long n = number(env("ONMEMOS_BINDS"));
@@ -265,25 +282,115 @@ static void loop_mount(const char *image, const char *target) {
   die("loop device");
 }
 
-/* The disk (as root): mkfs.ext4, then the loop mount and the binds. Exits 0 once they are mounted. */
-static void disk_child(char **mkfs_argv, const char *data) {
-  child_signals();
-  stdin_null();
-  close_kept(-1);
+/* Runs argv[0] with argv and waits: its exit status, or -1. */
+static int run(char **argv) {
   pid_t pid = fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
-    execv(mkfs_argv[0], mkfs_argv);
-    die(mkfs_argv[0]);
+    execv(argv[0], argv);
+    die(argv[0]);
   }
   int status;
   while (waitpid(pid, &status, 0) < 0)
     if (errno != EINTR) die("waitpid");
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    say("mkfs.ext4 failed");
-    _exit(FAIL);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* At most this much of a cached filesystem is copied (an empty one has a few hundred KiB). */
+#define CACHE_DATA_MAX (64LL << 20)
+
+/*
+ * Copies the data of the sparse file `from` into `to` (a sparse file of the same size), hole by hole, so `to`
+ * stays sparse. 0 if done; -1, with nothing written, where the file is not one of our own (owned by this uid, no
+ * one else may write it, the same size) or shows more data than an empty filesystem has (a filesystem that does
+ * not report holes: a copy would write every byte).
+ */
+static int copy_sparse(const char *from, const char *to) {
+  int in = open(from, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (in < 0) return -1;
+  int out = open(to, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (out < 0) die(to);
+  struct stat a, b;
+  if (fstat(in, &a) < 0 || fstat(out, &b) < 0) die("fstat");
+  int ok = S_ISREG(a.st_mode) && a.st_uid == geteuid() && (a.st_mode & 022) == 0 && a.st_size == b.st_size;
+  struct {
+    off_t at, end;
+  } extents[64];
+  int n = 0;
+  long long total = 0;
+  for (off_t pos = 0; ok && pos < a.st_size;) {
+    off_t data = lseek(in, pos, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;
+    off_t hole = data < 0 ? -1 : lseek(in, data, SEEK_HOLE);
+    if (data < 0 || hole < 0 || n == 64) {
+      ok = 0;
+      break;
+    }
+    extents[n].at = data;
+    extents[n++].end = hole;
+    total += hole - data;
+    if (total > CACHE_DATA_MAX) ok = 0;
+    pos = hole;
   }
-  loop_mount(env("ONMEMOS_IMAGE"), data);
+  for (int i = 0; ok && i < n; i++) {
+    char buf[65536];
+    for (off_t at = extents[i].at; at < extents[i].end;) {
+      size_t want = (size_t)(extents[i].end - at < (off_t)sizeof buf ? extents[i].end - at : (off_t)sizeof buf);
+      ssize_t r = pread(in, buf, want, at);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) die(from);
+      if (pwrite(out, buf, (size_t)r, at) != r) die(to);
+      at += r;
+    }
+  }
+  close(in);
+  close(out);
+  return ok ? 0 : -1;
+}
+
+/*
+ * The disk (as root): the empty filesystem copied from the disk cache (ONMEMOS_DISK_CACHE; made first with mkfs
+ * at ONMEMOS_DISK_CACHE_NEW and renamed into place when there is none), the loop mount, the data directories
+ * (ONMEMOS_DATA_DIRS) given to the session's uid with the filesystem's root, and the binds. Exits 0 once all of it
+ * is mounted.
+ */
+static void disk_child(char **mkfs_argv, int k, const char *data) {
+  child_signals();
+  stdin_null();
+  close_kept(-1);
+  const char *image = env("ONMEMOS_IMAGE"), *cache = env("ONMEMOS_DISK_CACHE"), *fresh = env("ONMEMOS_DISK_CACHE_NEW");
+  if (copy_sparse(cache, image) < 0) {
+    struct stat st;
+    if (stat(image, &st) < 0) die(image);
+    int fd = open(fresh, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 || ftruncate(fd, st.st_size) < 0) die(fresh);
+    close(fd);
+    if (run(mkfs_argv) != 0) {
+      unlink(fresh);
+      say("mkfs.ext4 failed");
+      _exit(FAIL);
+    }
+    if (rename(fresh, cache) < 0) die(cache);
+    if (copy_sparse(cache, image) < 0) {
+      /* A filesystem here that does not report holes: mkfs on the image itself. */
+      mkfs_argv[k - 1] = (char *)image;
+      if (run(mkfs_argv) != 0) {
+        say("mkfs.ext4 failed");
+        _exit(FAIL);
+      }
+    }
+  }
+  loop_mount(image, data);
+  /* ONMEMOS_DATA_DIRS: "name:octal-mode ...", each owned by the session's uid, as the filesystem's root. */
+  char dirs[512], dir[4096];
+  snprintf(dirs, sizeof dirs, "%s", env("ONMEMOS_DATA_DIRS"));
+  char *save = NULL;
+  for (char *t = strtok_r(dirs, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+    mode_t mode = data_dir(t);
+    snprintf(dir, sizeof dir, "%s/%s", data, t);
+    if (mkdir(dir, 0700) < 0 || chmod(dir, mode) < 0 || chown(dir, uid, uid) < 0) die(dir);
+  }
+  if (chown(data, uid, uid) < 0) die(data);
   stage_binds();
   _exit(0);
 }
@@ -446,18 +553,13 @@ static void sandbox_child(int ready, int go, char **bwrap_argv, const char *data
     char options[128], dir[4096];
     snprintf(options, sizeof options, "size=%lld,mode=0755", tmpfs);
     if (mount("onmemos-data", data, "tmpfs", MS_NOSUID | MS_NODEV, options) < 0) die("mount of the data tmpfs");
-    /* ONMEMOS_DATA_DIRS: "name:octal-mode ..." (disk.ts DATA_DIRS). */
     char dirs[512];
     snprintf(dirs, sizeof dirs, "%s", env("ONMEMOS_DATA_DIRS"));
     char *save = NULL;
     for (char *t = strtok_r(dirs, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
-      char *colon = strchr(t, ':'), *end = NULL;
-      if (!colon || strchr(t, '/')) die("ONMEMOS_DATA_DIRS");
-      *colon = 0;
-      long mode = strtol(colon + 1, &end, 8);
-      if (*end || mode < 0 || mode > 07777) die("ONMEMOS_DATA_DIRS");
+      mode_t mode = data_dir(t);
       snprintf(dir, sizeof dir, "%s/%s", data, t);
-      if (mkdir(dir, 0700) < 0 || chmod(dir, (mode_t)mode) < 0) die(dir);
+      if (mkdir(dir, 0700) < 0 || chmod(dir, mode) < 0) die(dir);
     }
     stage_binds();
   }
@@ -589,7 +691,7 @@ int main(int argc, char **argv) {
       }
       disk = fork();
       if (disk < 0) die("fork");
-      if (disk == 0) disk_child(mkfs_argv, data);
+      if (disk == 0) disk_child(mkfs_argv, (int)k, data);
     }
   }
 

@@ -2,7 +2,8 @@
  * The fdpass native module (native/fdpass.c): descriptors over a unix socket (SCM_RIGHTS). The local provider's
  * exec passes the caller's stdout/stderr pipe to the session's agent with it, so that the command writes there
  * itself (no copy through onmemos). An optimisation only: where the module is missing or does not load, every
- * exec is relayed over the WebSocket as before, so nothing here throws for a missing module.
+ * exec is relayed over the WebSocket as before, so nothing here throws for a missing module. It also starts
+ * `onmemos rm`'s detached remover (spawnDetached).
  */
 import { accessSync, constants, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -50,6 +51,16 @@ export interface FdPass {
   outputFifo(fd: number): boolean;
   /** Sets close-on-exec on `fd`; false if that failed. */
   closeOnExec(fd: number): boolean;
+  /**
+   * Starts `file` (argv[0] included in `argv`) in a session of its own with `fds[i]` as its descriptor i (-1 or
+   * none: /dev/null for 0-2, nothing above), every signal at its default and no other descriptor, and returns its
+   * pid (posix_spawn: node's child_process costs a process that has not loaded it ~4 ms). Nothing waits for it
+   * (it is reaped once this process has exited). Throws when it cannot be started. Absent from a module built
+   * before it was, as is pipe.
+   */
+  spawnDetached?(file: string, argv: string[], env: string[], fds: number[]): number;
+  /** A pipe: [read end, write end], both close-on-exec. */
+  pipe?(): [number, number];
 }
 
 /** The module's file name, next to dist/agent.cjs and dist/cli.cjs (scripts/build.mjs copies it there). */

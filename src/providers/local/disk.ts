@@ -1,5 +1,6 @@
 /** The session's disk: a size-bounded filesystem for /workspace, the home directory and /tmp (as root). */
-import { chmodSync, chownSync, mkdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { ProviderError } from '../../errors.js';
 
 export const MKFS = '/usr/sbin/mkfs.ext4';
@@ -20,48 +21,44 @@ export const MKFS_OPTIONS = ['-q', '-F', '-m', '0', '-O', '^has_journal,^resize_
 export const MKFS_EXTENDED = 'lazy_itable_init=1,nodiscard';
 
 /**
- * A sparse file of the session's disk limit at `path`, and next to it (`path.d`) the template of its directories:
- * DATA_DIRS, owned by the session's host uid. The launcher makes the image an ext4 filesystem from them (mkfsArgv,
- * native/launcher.c), so nothing in the session has to make them, and mounts it (loop, nosuid, nodev) as the
- * session's /workspace, home and /tmp. No journal (the data does not outlive the session) and no resize inode (it
- * never grows): mkfs then writes 228 KiB for 10 GiB, in ~4 ms. The template goes with the session's directory.
+ * The session's disk: a sparse file of its disk limit at `path`. The launcher (native/launcher.c) copies the
+ * blocks of an empty ext4 filesystem of that size into it from the disk cache (diskCache: made once per size by
+ * mkfsArgv; 228 KiB of data for 10 GiB, so a copy is a fraction of a ms where mkfs takes ~5), mounts it (loop,
+ * nosuid, nodev), makes DATA_DIRS in it and gives them and its root to the session's host uid: the session's
+ * /workspace, home and /tmp. No journal (the data does not outlive the session) and no resize inode (it never
+ * grows). Every session's filesystem has the cache's UUID and hash seed: none of them is a secret, and ext4 does
+ * not mind two mounts with one UUID.
  */
-export function prepareDiskImage(path: string, bytes: number, uid: number): void {
+export function prepareDiskImage(path: string, bytes: number): void {
   writeFileSync(path, '', { mode: 0o600 });
   truncateSync(path, bytes);
-  const template = `${path}.d`;
-  rmSync(template, { recursive: true, force: true });
-  mkdirSync(template, { mode: 0o700 });
-  for (const [name, mode] of DATA_DIRS) {
-    const d = `${template}/${name}`;
-    mkdirSync(d);
-    chmodSync(d, mode);
-    chownSync(d, uid, uid);
-  }
 }
 
-/** The session's disk image made at once, as the launcher makes it (for the benchmark of what limits cost). */
-export async function makeDiskImage(path: string, bytes: number, uid: number): Promise<string> {
-  prepareDiskImage(path, bytes, uid);
-  try {
-    await mkfs(path, uid);
-  } finally {
-    rmSync(`${path}.d`, { recursive: true, force: true });
-  }
-  return path;
+/**
+ * Where the empty filesystem of `bytes` is kept (made by the first launcher that needs it), in the state
+ * directory, named by its size and mkfs' options (a change of them makes a new one).
+ */
+export function diskCache(stateRoot: string, bytes: number): string {
+  // FNV-1a of the options: a name, not a secret (node:crypto costs a create ~1 ms to load).
+  let h = 0x811c9dc5;
+  for (const c of JSON.stringify([MKFS_OPTIONS, MKFS_EXTENDED])) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193) >>> 0;
+  return join(stateRoot, 'local', 'disks', `ext4-${bytes}-${h.toString(16).padStart(8, '0')}.img`);
 }
 
-/** mkfs.ext4's argv (from its path) for the image at `path`, from its template (prepareDiskImage), owned by `uid`. */
-export function mkfsArgv(path: string, uid: number): string[] {
-  return [MKFS, ...MKFS_OPTIONS, '-E', `root_owner=${uid}:${uid},${MKFS_EXTENDED}`, '-d', `${path}.d`, path];
+/** mkfs.ext4's argv (from its path) that makes the empty filesystem at `path` (a sparse file of the disk's size). */
+export function mkfsArgv(path: string): string[] {
+  return [MKFS, ...MKFS_OPTIONS, '-E', MKFS_EXTENDED, path];
 }
 
-async function mkfs(path: string, uid: number): Promise<void> {
+/** A session's disk made at once without the cache: mkfs of a new image (for the benchmark of what limits cost). */
+export async function makeDiskImage(path: string, bytes: number): Promise<string> {
+  prepareDiskImage(path, bytes);
   const { execFile } = await import('node:child_process');
-  const [program, ...args] = mkfsArgv(path, uid);
+  const [program, ...args] = mkfsArgv(path);
   await new Promise<void>((resolve, reject) => {
     execFile(program!, args, { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } }, (e, _out, err) =>
       e ? reject(new ProviderError(`mkfs.ext4 failed: ${String(err).trim() || e.message}`)) : resolve(),
     );
   });
+  return path;
 }

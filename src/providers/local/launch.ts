@@ -7,17 +7,25 @@
  * first process), which the session's status then shows. The local provider (local.ts) owns the record and what
  * happens around this; nothing here decides a session's state.
  */
-import type { ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  read,
+  readFileSync,
+  realpathSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { InterruptedError, ProviderError, UnavailableError } from '../../errors.js';
-import { fdexecPath, fdpassPath } from '../../native/fdpass.js';
+import { fdexecPath, fdpassPath, loadFdPass } from '../../native/fdpass.js';
 import { binPath, packageRoot } from '../../paths.js';
 import { sessionEnvironment } from '../../session/model.js';
 import type { CgroupSystem } from './cgroups.js';
-import { DATA_DIRS, MKFS, mkfsArgv } from './disk.js';
+import { DATA_DIRS, diskCache, MKFS, mkfsArgv } from './disk.js';
 import { tunOpenToAll } from './host.js';
 import { killTree, type ProcRef, procRef } from './proc.js';
 import {
@@ -113,8 +121,15 @@ export interface LaunchPlan {
  */
 export async function launchSandbox(plan: LaunchPlan): Promise<void> {
   const { dir, rec } = plan;
-  let launcher: ChildProcess | undefined;
+  let launcher: number | undefined;
   let logFd: number | undefined;
+  /** This process's ends of the launcher's pipes, until each is closed (release) or handed to its reader. */
+  const ours: number[] = [];
+  const release = (fd: number) => {
+    const i = ours.indexOf(fd);
+    if (i >= 0) ours.splice(i, 1);
+    closeSync(fd);
+  };
   try {
     const node = nodeLayout();
     // Where the fdpass module loads here, the agent gets it and a second socket, for execs that pass descriptors.
@@ -163,6 +178,7 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
       ONMEMOS_UNSHARE_NET: rec.network === 'host' ? '' : '1',
       ONMEMOS_CGROUP_JOIN: joinFiles.join(' '),
       ONMEMOS_DATA_MOUNT: DATA_MOUNT,
+      ONMEMOS_DATA_DIRS: DATA_DIRS.map(([name, mode]) => `${name}:${mode.toString(8)}`).join(' '),
       ONMEMOS_LOG_BYTES: String(LOG_BYTES),
       ONMEMOS_SLIRP4NETNS: BIN.slirp4netns,
       ONMEMOS_SESSION_DIR: dir,
@@ -182,38 +198,57 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     if (plan.root) {
       env.ONMEMOS_UID = String(rec.host_uid);
       env.ONMEMOS_IMAGE = plan.image!;
-      mkfs = mkfsArgv(plan.image!, rec.host_uid);
+      // The disk's filesystem is copied from the cache; a launcher that finds none makes it (at a name of its own,
+      // then renamed into place).
+      const cache = diskCache(plan.stateRoot, plan.diskBytes);
+      mkdirSync(dirname(cache), { recursive: true, mode: 0o700 });
+      env.ONMEMOS_DISK_CACHE = cache;
+      env.ONMEMOS_DISK_CACHE_NEW = `${cache}.${process.pid}.${rec.id}`;
+      mkfs = mkfsArgv(env.ONMEMOS_DISK_CACHE_NEW);
       // The launcher's own mount namespace: what it mounts after the sandbox's is made (the disk) reaches it.
       env.ONMEMOS_PROPAGATION = 'slave';
       if (rec.network === 'outbound' && !tunOpenToAll()) env.ONMEMOS_TUN_NODE = '1';
     } else {
       env.ONMEMOS_DATA_TMPFS = String(plan.diskBytes);
-      env.ONMEMOS_DATA_DIRS = DATA_DIRS.map(([name, mode]) => `${name}:${mode.toString(8)}`).join(' ');
       // The host's mount namespace: nothing mounted there later reaches the session.
       env.ONMEMOS_PROPAGATION = 'private';
     }
-    const argv = [String(mkfs.length), ...mkfs, BIN.bwrap, ...bwrap];
+    const argv = ['onmemos-launcher', String(mkfs.length), ...mkfs, BIN.bwrap, ...bwrap];
+    const native = loadFdPass();
+    if (!native?.spawnDetached || !native.pipe) {
+      throw new UnavailableError('the local provider needs the native module dist/fdpass.node, which did not load', {
+        hint: 'run npm run build (its native step needs make and a C compiler: apt-get install -y build-essential)',
+      });
+    }
+    // The launcher's descriptors: the go-ahead (0), the session log (1, 2), bwrap's info and slirp4netns' ready
+    // pipes. posix_spawn, not child_process: loading that costs a create ~4 ms.
     logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
-    const stdio: (number | 'pipe' | 'ignore')[] = ['pipe', logFd, logFd, 'ignore', 'ignore', 'ignore'];
-    stdio[FD.info] = 'pipe';
-    stdio[FD.netReady] = 'pipe';
-    const { spawn } = await import('node:child_process');
-    launcher = spawn(launcherPath(), argv, { argv0: 'onmemos-launcher', detached: true, stdio, env });
-    launcher.on('error', () => {});
-    // A launcher killed meanwhile (an `rm` that claimed the session) makes the go-ahead an EPIPE: its exit then
-    // fails the start below, in one line; the write's error must not be an unhandled one.
-    launcher.stdin?.on('error', () => {});
-    closeSync(logFd);
+    const go = native.pipe();
+    const info = native.pipe();
+    const netReady = native.pipe();
+    ours.push(...go, ...info, ...netReady);
+    const fds = [go[0], logFd, logFd, -1, -1, -1];
+    fds[FD.info] = info[1];
+    fds[FD.netReady] = netReady[1];
+    const envList = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+    launcher = native.spawnDetached(launcherPath(), argv, envList, fds);
+    for (const fd of [logFd, go[0], info[1], netReady[1]]) release(fd);
     logFd = undefined;
-    const ref = procRef(launcher.pid ?? -1);
+    const ref = procRef(launcher);
     if (!ref) throw new ProviderError(`the launcher did not start: ${sandboxLog(dir)}`);
     plan.onLauncher(ref); // a claim by `rm` from now on finds the launcher and kills it
     writeSessionFiles(plan, !!fdpassNode, !!fdexec);
-    const pipes = launcher.stdio as unknown as (Readable | null)[];
-    launcher.stdin!.end('go\n');
+    try {
+      writeSync(go[1], 'go\n');
+    } catch {
+      // The launcher is gone (an `rm` that claimed the session killed it): its status pipe says so, below.
+    }
+    release(go[1]);
+    // Each reader closes its pipe itself, once no read of it is in flight.
+    for (const fd of [info[0], netReady[0]]) ours.splice(ours.indexOf(fd), 1);
     const [started, net] = await Promise.all([
-      readJson(launcher, pipes[FD.info]!, plan.signal),
-      readUntil(launcher, pipes[FD.netReady]!, (s) => s.includes('1'), plan.signal, true),
+      readJson(info[0], plan.signal, closeSync),
+      readUntil(netReady[0], (s) => s.includes('1'), plan.signal, closeSync, true),
     ]).catch((e: Error) => {
       if (e instanceof InterruptedError) throw e;
       throw new ProviderError(`${e.message}: ${sandboxLog(dir)}`, { cause: e });
@@ -223,11 +258,12 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     if (rec.network === 'outbound' && !net.includes('1')) {
       throw new ProviderError(`could not start the session network: ${sandboxLog(dir)}`);
     }
-    launcher.unref();
   } catch (e) {
     if (logFd !== undefined) closeSync(logFd);
-    if (launcher?.pid) killTree(launcher.pid, { includeRoot: true, group: true }); // bwrap is in its group
+    if (launcher) killTree(launcher, { includeRoot: true, group: true }); // bwrap is in its group
     throw e;
+  } finally {
+    for (const fd of ours.splice(0)) closeSync(fd);
   }
 }
 
@@ -326,51 +362,64 @@ export function ptyNative(): string {
   return join(dirname(req.resolve('node-pty/package.json')), 'build', 'Release', 'pty.node');
 }
 
-/** Reads `stream` until `done` holds; with `eofOk`, the end of the stream resolves with what came. */
+/**
+ * Reads the pipe `fd` until `done` holds; with `eofOk`, the end of the pipe resolves with what came. Each read
+ * waits in node's thread pool; the descriptor is handed to `release` once no read of it is in flight (a read
+ * left waiting when this settles ends when the launcher's group is killed: its writers are gone then).
+ */
 function readUntil(
-  child: ChildProcess,
-  stream: Readable,
+  fd: number,
   done: (s: string) => boolean,
   signal: AbortSignal | undefined,
+  release: (fd: number) => void,
   eofOk = false,
 ): Promise<string> {
   return new Promise((resolve, reject) => {
     let buf = '';
+    let settled = false;
+    let reading = false;
+    const chunk = Buffer.alloc(4096);
     const finish = (err?: Error) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
-      stream.off('data', onData);
-      stream.off('end', onEnd);
-      child.off('exit', onExit);
       signal?.removeEventListener('abort', onAbort);
-      stream.destroy();
+      if (!reading) release(fd);
       if (err) reject(err);
       else resolve(buf);
     };
-    const onData = (d: Buffer) => {
-      if (buf.length < 65536) buf += d.toString('utf8');
-      if (done(buf)) finish();
-    };
-    const onEnd = () =>
-      finish(
-        done(buf) || eofOk ? undefined : new ProviderError('the sandbox closed its status pipe before it started'),
-      );
-    const onExit = (code: number | null) => {
-      if (!done(buf) && !eofOk) finish(new ProviderError(`the sandbox's launcher exited with ${code}`));
+    const next = () => {
+      reading = true;
+      read(fd, chunk, 0, chunk.length, null, (err, n) => {
+        reading = false;
+        if (settled) return release(fd);
+        if (err) return finish(err);
+        if (n === 0) {
+          return finish(
+            done(buf) || eofOk ? undefined : new ProviderError('the sandbox closed its status pipe before it started'),
+          );
+        }
+        if (buf.length < 65536) buf += chunk.toString('utf8', 0, n);
+        if (done(buf)) finish();
+        else next();
+      });
     };
     const onAbort = () => finish(interrupted());
     const timer = setTimeout(
       () => finish(new ProviderError(`the sandbox did not start within ${START_TIMEOUT_MS / 1000}s`)),
       START_TIMEOUT_MS,
     );
-    stream.on('data', onData);
-    stream.on('end', onEnd);
-    child.on('exit', onExit);
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    next();
   });
 }
 
-async function readJson(child: ChildProcess, stream: Readable, signal?: AbortSignal): Promise<Record<string, unknown>> {
+async function readJson(
+  fd: number,
+  signal: AbortSignal | undefined,
+  release: (fd: number) => void,
+): Promise<Record<string, unknown>> {
   const isJson = (s: string) => {
     try {
       JSON.parse(s);
@@ -379,5 +428,5 @@ async function readJson(child: ChildProcess, stream: Readable, signal?: AbortSig
       return false;
     }
   };
-  return JSON.parse(await readUntil(child, stream, isJson, signal)) as Record<string, unknown>;
+  return JSON.parse(await readUntil(fd, isJson, signal, release)) as Record<string, unknown>;
 }

@@ -303,7 +303,7 @@ export class LocalProvider implements Provider {
     };
     const progress = (step: string, message: string) => onProgress?.({ step, message, id });
     progress('prepare', `creating local session ${id} (template ${req.template}, network ${req.network})`);
-    /** As root, the session's disk image: a sparse file and its directories, which the launcher makes a filesystem. */
+    /** As root, the session's disk image: a sparse file, which the launcher makes a filesystem. */
     let image: string | undefined;
     try {
       this.store.write(rec);
@@ -315,7 +315,7 @@ export class LocalProvider implements Provider {
         this.store.write(rec);
         progress('disk', `making its ${shownLimits(req.limits).disk} disk`);
         image = join(dir, 'disk.img');
-        prepareDiskImage(image, req.limits.diskBytes, uid);
+        prepareDiskImage(image, req.limits.diskBytes);
         for (const b of binds) if (!b.readOnly) await handOver(b.source, uid);
       }
       let cgroups: Parameters<typeof launchSandbox>[0]['cgroups'];
@@ -519,11 +519,7 @@ export class LocalProvider implements Provider {
       // The slot and the session's files go after the cgroup: only an empty cgroup shows no process is left.
       // A session that never ran a process (a create that failed early) has an empty cgroup: removed at once.
       const ran = rec.procs.launcher !== undefined;
-      if (
-        group &&
-        (ran || !group.tryRemove()) &&
-        (await group.removeInBackground(group.parentDirs(), [...slot, claimed]))
-      ) {
+      if (group && (ran || !group.tryRemove()) && group.removeInBackground(group.parentDirs(), [...slot, claimed])) {
         return true;
       }
       if (sys && group && rec.cgroup_parent) {
