@@ -375,6 +375,7 @@ static napi_value spawn_detached(napi_env env, napi_callback_info info) {
   for (int i = 0; i < 3 || i < nslots; i++) {
     if (i < nslots && high[i] >= 0) posix_spawn_file_actions_adddup2(&actions, high[i], i);
     else if (i < 3) posix_spawn_file_actions_addopen(&actions, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY, 0);
+    else posix_spawn_file_actions_addclose(&actions, i);
   }
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
   posix_spawn_file_actions_addclosefrom_np(&actions, nslots > 3 ? nslots : 3);

@@ -176,7 +176,10 @@ static void child_signals(void) {
 
 static void join_cgroup(void) {
   char files[4096];
-  snprintf(files, sizeof files, "%s", env("ONMEMOS_CGROUP_JOIN"));
+  if (snprintf(files, sizeof files, "%s", env("ONMEMOS_CGROUP_JOIN")) >= (int)sizeof files) {
+    errno = ENAMETOOLONG;
+    die("ONMEMOS_CGROUP_JOIN");
+  }
   char *save = NULL;
   for (char *f = strtok_r(files, " ", &save); f; f = strtok_r(NULL, " ", &save))
     if (write_file(f, "0\n") < 0) die(f);
@@ -301,18 +304,25 @@ static int run(char **argv) {
 
 /*
  * Copies the data of the sparse file `from` into `to` (a sparse file of the same size), hole by hole, so `to`
- * stays sparse. 0 if done; -1, with nothing written, where the file is not one of our own (owned by this uid, no
- * one else may write it, the same size) or shows more data than an empty filesystem has (a filesystem that does
- * not report holes: a copy would write every byte).
+ * stays sparse. 0 if done; with nothing written, NO_CACHE where `from` is missing or not one of our own (owned by
+ * this uid, no one else may write it, the same size), NOT_SPARSE where it shows more data than an empty
+ * filesystem has (a filesystem that does not report holes: a copy would write every byte).
  */
+#define NO_CACHE (-1)
+#define NOT_SPARSE (-2)
 static int copy_sparse(const char *from, const char *to) {
   int in = open(from, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (in < 0) return -1;
+  if (in < 0) return NO_CACHE;
   int out = open(to, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
   if (out < 0) die(to);
   struct stat a, b;
   if (fstat(in, &a) < 0 || fstat(out, &b) < 0) die("fstat");
-  int ok = S_ISREG(a.st_mode) && a.st_uid == geteuid() && (a.st_mode & 022) == 0 && a.st_size == b.st_size;
+  if (!S_ISREG(a.st_mode) || a.st_uid != geteuid() || (a.st_mode & 022) != 0 || a.st_size != b.st_size) {
+    close(in);
+    close(out);
+    return NO_CACHE;
+  }
+  int ok = 1;
   struct {
     off_t at, end;
   } extents[64];
@@ -345,7 +355,7 @@ static int copy_sparse(const char *from, const char *to) {
   }
   close(in);
   close(out);
-  return ok ? 0 : -1;
+  return ok ? 0 : NOT_SPARSE;
 }
 
 /*
@@ -359,7 +369,8 @@ static void disk_child(char **mkfs_argv, int k, const char *data) {
   stdin_null();
   close_kept(-1);
   const char *image = env("ONMEMOS_IMAGE"), *cache = env("ONMEMOS_DISK_CACHE"), *fresh = env("ONMEMOS_DISK_CACHE_NEW");
-  if (copy_sparse(cache, image) < 0) {
+  int copied = copy_sparse(cache, image);
+  if (copied == NO_CACHE) {
     struct stat st;
     if (stat(image, &st) < 0) die(image);
     int fd = open(fresh, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -371,13 +382,14 @@ static void disk_child(char **mkfs_argv, int k, const char *data) {
       _exit(FAIL);
     }
     if (rename(fresh, cache) < 0) die(cache);
-    if (copy_sparse(cache, image) < 0) {
-      /* A filesystem here that does not report holes: mkfs on the image itself. */
-      mkfs_argv[k - 1] = (char *)image;
-      if (run(mkfs_argv) != 0) {
-        say("mkfs.ext4 failed");
-        _exit(FAIL);
-      }
+    copied = copy_sparse(cache, image);
+  }
+  if (copied != 0) {
+    /* A host filesystem that does not report holes: mkfs on the image itself. */
+    mkfs_argv[k - 1] = (char *)image;
+    if (run(mkfs_argv) != 0) {
+      say("mkfs.ext4 failed");
+      _exit(FAIL);
     }
   }
   loop_mount(image, data);

@@ -9,6 +9,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import {
+  chmodSync,
   chownSync,
   existsSync,
   mkdtempSync,
@@ -540,6 +541,42 @@ describe('3. every session has kernel-enforced limits', () => {
       expect(drop, `the host's free space dropped by ${drop / MiB} MiB`).toBeLessThan(100 * MiB);
       expect((await exec(id, ['rm', `${dir}/big`])).code).toBe(0);
     }
+  });
+
+  it("disk: each session's disk starts empty from the kept filesystem, which is used only if no one else could write it", async () => {
+    const disks = join(state.path, 'local', 'disks');
+    const a = await state.create('--network', 'isolated', '--disk', '64m');
+    expect((await exec(a, ['sh', '-c', 'echo secret > /workspace/a; echo secret > /tmp/a'])).code).toBe(0);
+    const kept = readdirSync(disks).filter((f) => f.startsWith(`ext4-${64 * MiB}-`));
+    expect(kept).toHaveLength(1);
+    const cache = join(disks, kept[0]!);
+    expect(statSync(cache).mode & 0o777).toBe(0o600);
+    const empty = async (id: string) =>
+      (await exec(id, ['sh', '-c', 'ls -A /workspace /tmp; stat -c "%U %a" /workspace'])).stdout;
+    const fresh = '/tmp:\n\n/workspace:\nuser 755\n'; // ls sorts its arguments
+    expect(await empty(await state.create('--network', 'isolated', '--disk', '64m'))).toBe(fresh);
+    // A kept filesystem that another user could have written is never mounted: it is made anew.
+    chmodSync(cache, 0o666);
+    const c = await state.create('--network', 'isolated', '--disk', '64m');
+    expect(await empty(c)).toBe(fresh);
+    expect(statSync(cache).mode & 0o777).toBe(0o600);
+    expect(readdirSync(disks)).toEqual(kept);
+  });
+
+  it('disk: a kept filesystem with more data than an empty one has (a host without holes) is not copied', async () => {
+    // 128 MiB written: what SEEK_DATA shows of every file on a filesystem that does not report holes.
+    const disks = join(state.path, 'local', 'disks');
+    const bytes = 128 * MiB;
+    const probe = await state.create('--network', 'isolated', '--disk', '128m');
+    expect((await state.run(['rm', probe])).code).toBe(0);
+    const cache = join(disks, readdirSync(disks).find((f) => f.startsWith(`ext4-${bytes}-`))!);
+    writeFileSync(cache, Buffer.alloc(bytes, 1), { mode: 0o600 });
+    const id = await state.create('--network', 'isolated', '--disk', '128m');
+    const r = await exec(id, ['sh', '-c', 'ls -A /workspace; df -k /workspace | tail -1']);
+    expect(r.stdout).toMatch(/^\S+\s+12\d{4}\s/); // a filesystem of ~128 MiB, made in place
+    const image = join(state.path, 'local', 'sessions', id, 'disk.img');
+    expect(statSync(image).blocks * 512).toBeLessThan(16 * MiB); // sparse: nothing was copied
+    expect(statSync(cache).size).toBe(bytes);
   });
 
   it('cpu: --cpu 0.25 is a 25 ms per 100 ms quota, and a busy loop gets throttled', async () => {
