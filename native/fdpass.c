@@ -15,7 +15,8 @@
  *   spawnDetached(file, argv[], env[], fds[])
  *                                           starts file in a session of its own with fds[i] as its descriptor i
  *                                           (-1: /dev/null for 0-2, none above), every signal at its default and no
- *                                           other descriptor; returns its pid. A fraction of a ms (posix_spawn),
+ *                                           other descriptor; returns its pid, and reaps it when it ends (a thread
+ *                                           waits for it). A fraction of a ms (posix_spawn),
  *                                           where node's child_process costs a process that has not loaded it
  *                                           ~4 ms (the local provider's launcher, `onmemos rm`'s remover)
  */
@@ -24,13 +25,16 @@
 #include <fcntl.h>
 #include <node_api.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -321,6 +325,33 @@ static char **c_strings(napi_env env, napi_value arr) {
   return list;
 }
 
+/*
+ * A spawned process is this process's child, which nothing here would reap (libuv waits only for its own): a
+ * thread of its own (a small stack) waits for it, so that a long-lived onmemos (serve, an SDK user) keeps no
+ * zombie of a launcher or remover that ended.
+ */
+static void *reap(void *arg) {
+  pid_t pid = (pid_t)(intptr_t)arg;
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+  return NULL;
+}
+
+static void reap_later(pid_t pid) {
+  pthread_attr_t attr;
+  pthread_t thread;
+  if (pthread_attr_init(&attr) != 0) return;
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  /* Signals go to node's own threads: this one blocks them all. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_create(&thread, &attr, reap, (void *)(intptr_t)pid);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+}
+
 /* At most this many descriptors for a spawned process (0 to MAX_SLOTS - 1). */
 #define MAX_SLOTS 16
 
@@ -393,6 +424,7 @@ static napi_value spawn_detached(napi_env env, napi_callback_info info) {
     napi_throw(env, errno_error(env, err, "posix_spawn"));
     return NULL;
   }
+  reap_later(pid);
   napi_value out;
   CHECK(napi_create_int32(env, pid, &out));
   return out;

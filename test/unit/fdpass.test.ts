@@ -1,6 +1,16 @@
 /** The fdpass native module (native/fdpass.c): descriptors across a unix socket, and the FIFO check. */
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -140,6 +150,71 @@ describe.runIf(fdpass)('fdpass', () => {
     expect(() => f.sendFds('x' as unknown as number, 1, [])).toThrow(TypeError);
     expect(() => f.sendFds(0, 256, [])).toThrow(TypeError);
     expect(() => f.recvFds(0, 10, undefined as unknown as () => void)).toThrow(TypeError);
+  });
+});
+
+describe('spawnDetached and pipe', () => {
+  const f = fdpass as FdPass;
+  const state = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[0];
+    } catch {
+      return 'gone';
+    }
+  };
+  const until = async (test: () => boolean) => {
+    for (let i = 0; i < 200 && !test(); i++) await new Promise((r) => setTimeout(r, 10));
+    return test();
+  };
+
+  it('runs the program in a session of its own with exactly the descriptors given, and reaps it', async () => {
+    const [r, w] = f.pipe!();
+    opened.push(r, w);
+    // fd 3 gets the pipe's write end; 4 is given none: closed, as is every descriptor of this process.
+    const script = [
+      'import os',
+      'def is_open(fd):',
+      '  try:',
+      '    os.fstat(fd)',
+      '    return True',
+      '  except OSError:',
+      '    return False',
+      'fds = [str(fd) for fd in range(256) if is_open(fd)]',
+      'os.write(3, (f"{os.getpid()} {os.getsid(0)}\\n" + "\\n".join(fds) + "\\n").encode())',
+    ].join('\n');
+    const pid = f.spawnDetached!(
+      '/usr/bin/python3',
+      ['python3', '-c', script],
+      ['PATH=/usr/bin:/bin'],
+      [-1, -1, -1, w, -1],
+    );
+    closeSync(w);
+    opened.splice(opened.indexOf(w), 1);
+    const out = Buffer.alloc(256);
+    let text = '';
+    for (let i = 0; i < 200; i++) {
+      try {
+        const n = readSync(r, out);
+        if (n === 0) break; // EOF: the shell and ls have exited
+        text += out.toString('utf8', 0, n);
+      } catch {
+        await new Promise((res) => setTimeout(res, 10));
+      }
+    }
+    const [first, ...fds] = text.trim().split('\n');
+    const [self, sid] = first!.trim().split(/\s+/);
+    expect(Number(self)).toBe(pid);
+    expect(Number(sid)).toBe(pid); // setsid: its own session
+    expect(fds.map(Number).sort()).toEqual([0, 1, 2, 3]);
+    // Ended, and not left as this process's zombie.
+    expect(await until(() => state(pid) === 'gone'), `state ${state(pid)}`).toBe(true);
+  });
+
+  it('throws for a program that cannot start, and refuses bad arguments', () => {
+    expect(() => f.spawnDetached!('/nonexistent/x', ['x'], [], [])).toThrow(/posix_spawn/);
+    expect(() => f.spawnDetached!('/bin/true', [], [], [])).toThrow(TypeError);
+    expect(() => f.spawnDetached!('/bin/true', ['true', 'a\0b'], [], [])).toThrow(TypeError);
+    expect(() => f.spawnDetached!('/bin/true', ['true'], [], Array(17).fill(-1))).toThrow(TypeError);
   });
 });
 
