@@ -1,7 +1,7 @@
 /**
  * `onmemos doctor` for the local sandbox: the programs it runs (the provider's own list), user namespaces as bwrap
  * uses them (a real, bounded bwrap run), /dev/net/tun for slirp4netns, cgroups for the limits (the provider's own
- * detection and placement), node-pty's native module, and the state directory.
+ * detection and placement), node-pty's native module, onmemos' own native parts, and the state directory.
  */
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -10,7 +10,8 @@ import { basename, join } from 'node:path';
 import { packageRoot } from '../paths.js';
 import { detectCgroups, sessionParent } from '../providers/local/cgroups.js';
 import { tunOpenToAll, uidBase } from '../providers/local/host.js';
-import { BIN, checkStateRoot, hostPrograms, ptyNative } from '../providers/local/launch.js';
+import { loadFdPass } from '../native/fdpass.js';
+import { BIN, checkStateRoot, hostPrograms, launcherPath, ptyNative } from '../providers/local/launch.js';
 import { stateDir } from '../providers/local/store.js';
 import { type Check, configured, oneLine, type Section } from './report.js';
 
@@ -30,6 +31,7 @@ export async function localSection(env: NodeJS.ProcessEnv): Promise<Section> {
   checks.push(tun(root));
   checks.push(cgroups(env));
   checks.push(nodePty());
+  checks.push(nativeParts());
   checks.push(stateDirectory(env));
   if (root) checks.push(sandboxUids(env));
   return configured(checks);
@@ -174,6 +176,23 @@ function nodePty(): Check {
       fix: `cd ${packageRoot()} && npm rebuild node-pty`,
     };
   }
+}
+
+/** native/: each session's launcher, and the module that starts it (and passes an exec's descriptors). */
+function nativeParts(): Check {
+  const name = 'native parts';
+  const fix = `cd ${packageRoot()} && npm run build (it needs make and a C compiler: apt-get install -y build-essential)`;
+  let launcher: string;
+  try {
+    launcher = launcherPath();
+  } catch (e) {
+    return { name, status: 'missing', detail: oneLine(e), fix };
+  }
+  const native = loadFdPass();
+  if (!native?.spawnDetached || !native.pipe) {
+    return { name, status: 'missing', detail: 'dist/fdpass.node does not load, or predates spawnDetached', fix };
+  }
+  return { name, status: 'ok', detail: `${launcher} and dist/fdpass.node` };
 }
 
 /** The state directory: made if need be (as any command would), and a file written and removed in it. */

@@ -154,6 +154,7 @@ describe('nothing configured', () => {
         '/dev/net/tun',
         'cgroups',
         'node-pty',
+        'native parts',
         'state directory',
       ]),
     );
@@ -288,6 +289,7 @@ describe('local, broken', () => {
     expect(check(report.providers.local, 'user namespaces')).toMatchObject({ status: 'missing' });
     // What does not live in /usr/bin is still found.
     expect(check(report.providers.local, 'node-pty').status).toBe('ok');
+    expect(check(report.providers.local, 'native parts').status).toBe('ok');
   });
 });
 

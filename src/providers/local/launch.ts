@@ -340,7 +340,7 @@ function nodeLayout(): { hostPrefix?: string } {
 }
 
 /** The launcher (native/launcher.c), which npm's install step builds and `npm run build` copies to dist/. */
-function launcherPath(): string {
+export function launcherPath(): string {
   const p = join(packageRoot(), 'dist', 'launcher');
   if (!existsSync(p)) {
     throw new UnavailableError(`${p} is missing`, {
