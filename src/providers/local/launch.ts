@@ -1,10 +1,10 @@
 /**
- * The launch of one sandbox: given a session directory and its record, write the files the sandbox receives by
- * descriptor, start the launcher (native/launcher.c, built to dist/launcher) with the agent's listening socket, and wait until the
- * sandbox runs (bwrap's child is up, and its network). The agent's socket is made here and listens from the start,
- * so nothing waits for the agent itself: a first exec's connection waits in the socket's backlog while the agent
- * starts (which overlaps that exec's own start-up), and an agent that cannot start ends the sandbox (it is its
- * first process), which the session's status then shows. The local provider (local.ts) owns the record and what
+ * The launch of one sandbox: given a session directory and its record, start the launcher (native/launcher.c,
+ * built to dist/launcher), write the files the sandbox receives by descriptor, give the launcher its go-ahead, and
+ * wait until the sandbox runs (bwrap's child is up, and its network). The launcher makes the agent's listening
+ * socket before the sandbox starts, so nothing waits for the agent itself: a first exec's connection waits in the
+ * socket's backlog while the agent starts (which overlaps that exec's own start-up), and an agent that cannot
+ * start ends the sandbox (it is its first process), which the session's status then shows. The local provider (local.ts) owns the record and what
  * happens around this; nothing here decides a session's state.
  */
 import {

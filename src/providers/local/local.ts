@@ -506,9 +506,8 @@ export class LocalProvider implements Provider {
       // At the expiry this removal runs as the launcher itself (it execs onmemos rm), which must not kill itself.
       const launcher = rec.procs.launcher;
       if (launcher && launcher.pid !== process.pid && isAlive(launcher)) {
-        // With a cgroup, the launcher's process group (it is a session leader; bash without job control keeps
-        // its children in it) holds all it ran outside the cgroup: one kill, which no fork escapes. Without one,
-        // its whole tree.
+        // With a cgroup, the launcher's process group (it is a session leader, and its children stay in its group)
+        // holds all it ran outside the cgroup: one kill, which no fork escapes. Without one, its whole tree.
         // Its whole tree too, and the group again each round: a process forked between a scan and a kill, or one
         // whose parent died first (bwrap, before its --die-with-parent took hold), is still in the group.
         if (group) trySignal(-launcher.pid, 'SIGKILL');
