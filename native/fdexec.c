@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "scm_rights.h"
+
 #define MAX_FDS 2
 
 static int fail(const char *what) {
@@ -31,28 +33,10 @@ int main(int argc, char **argv) {
   long sock = strtol(argv[1], &end, 10);
   if (*end || sock < 3 || sock > 1000) return fail("fdexec: bad descriptor");
   unsigned char byte = 0;
-  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-    struct cmsghdr align;
-  } control;
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
-  ssize_t r;
-  do r = recvmsg((int)sock, &msg, MSG_CMSG_CLOEXEC);
-  while (r < 0 && errno == EINTR);
   int fds[MAX_FDS], n = 0;
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); r > 0 && c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < k; i++) {
-      int fd;
-      memcpy(&fd, (int *)CMSG_DATA(c) + i, sizeof fd);
-      if (n < MAX_FDS) fds[n++] = fd;
-      else close(fd);
-    }
-  }
+  ssize_t r = scm_recv((int)sock, &byte, 1, fds, MAX_FDS, &n, 0);
   int want = (byte & 1) + ((byte & 2) >> 1);
-  if (r != 1 || (msg.msg_flags & MSG_CTRUNC) || (byte & ~3) || want != n) return fail("the exec's descriptors did not come");
+  if (r != 1 || (byte & ~3) || want != n) return fail("the exec's descriptors did not come");
   int at = 0;
   for (int target = 1; target <= 2; target++) {
     if (!(byte & target)) continue;

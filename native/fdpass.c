@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "scm_rights.h"
+
 /* At most this many descriptors in one message (onmemos passes two). */
 #define MAX_FDS 8
 
@@ -92,25 +94,7 @@ static napi_value send_fds(napi_env env, napi_callback_info info) {
     fds[i] = fd;
   }
   unsigned char data = (unsigned char)byte;
-  struct iovec iov = {.iov_base = &data, .iov_len = 1};
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-    struct cmsghdr align;
-  } control;
-  memset(&control, 0, sizeof control);
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (n > 0) {
-    msg.msg_control = control.buf;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * n);
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * n);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
-  }
-  ssize_t r;
-  do r = sendmsg(sock, &msg, MSG_NOSIGNAL);
-  while (r < 0 && errno == EINTR);
+  ssize_t r = scm_send(sock, &data, 1, fds, (int)n);
   if (r != 1) {
     napi_throw(env, errno_error(env, r < 0 ? errno : EPROTO, "sendmsg"));
     return NULL;
@@ -141,14 +125,7 @@ static void recv_execute(napi_env env, void *data) {
   long long deadline = now_ms() + j->timeout_ms;
   for (;;) {
     unsigned char byte;
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union {
-      char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-      struct cmsghdr align;
-    } control;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
-    ssize_t r = recvmsg(j->sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (r < 0 && errno == EINTR) continue;
+    ssize_t r = scm_recv(j->sock, &byte, 1, j->fds, MAX_FDS, &j->nfds, MSG_DONTWAIT);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       long long left = deadline - now_ms();
       if (left <= 0) {
@@ -163,26 +140,8 @@ static void recv_execute(napi_env env, void *data) {
       }
       continue;
     }
-    if (r < 0) {
-      j->err = errno;
-      return;
-    }
-    /* Whatever came is taken first, so that nothing leaks on the ways out below. */
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      int *in = (int *)CMSG_DATA(c);
-      for (size_t i = 0; i < n; i++) {
-        int fd;
-        memcpy(&fd, in + i, sizeof fd);
-        if (j->nfds < MAX_FDS) j->fds[j->nfds++] = fd;
-        else close(fd);
-      }
-    }
-    if (r == 0 || (msg.msg_flags & MSG_CTRUNC)) {
-      for (int i = 0; i < j->nfds; i++) close(j->fds[i]);
-      j->nfds = 0;
-      j->err = r == 0 ? ECONNRESET : EPROTO;
+    if (r <= 0) {
+      j->err = r == 0 ? ECONNRESET : errno;
       return;
     }
     j->byte = byte;

@@ -63,6 +63,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "scm_rights.h"
+
 #define FAIL 125
 /* The launcher's own pipes go at or above this, clear of the descriptors it passes down (all below 64). */
 #define HIGH_FD 64
@@ -428,50 +430,18 @@ static void log_child(int from) {
  * attached one becomes (SCM_RIGHTS, in the same order). The descriptors are opened and made by the launcher.
  */
 static void send_data(int sock, const unsigned char *slots, const int *fds, int n) {
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * MAX_DATA)];
-    struct cmsghdr align;
-  } control;
-  memset(&control, 0, sizeof control);
   unsigned char none = 0;
-  struct iovec iov = {.iov_base = n > 0 ? (void *)slots : &none, .iov_len = n > 0 ? (size_t)n : 1};
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (n > 0) {
-    msg.msg_control = control.buf;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)n);
-  }
-  ssize_t r;
-  do r = sendmsg(sock, &msg, MSG_NOSIGNAL);
-  while (r < 0 && errno == EINTR);
-  if (r < 0) die("the go");
+  if (scm_send(sock, n > 0 ? (const void *)slots : &none, n > 0 ? (size_t)n : 1, fds, n) < 0) die("the go");
 }
 
 /* Takes the go (send_data) and puts each descriptor in its place; EOF or anything malformed ends it. */
 static void receive_data(int sock) {
   unsigned char slots[MAX_DATA + 1];
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * MAX_DATA)];
-    struct cmsghdr align;
-  } control;
-  struct iovec iov = {.iov_base = slots, .iov_len = sizeof slots};
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
-  ssize_t r;
-  do r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-  while (r < 0 && errno == EINTR);
-  if (r <= 0) _exit(FAIL);
   int fds[MAX_DATA], n = 0;
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < k && n < MAX_DATA; i++) memcpy(&fds[n++], (int *)CMSG_DATA(c) + i, sizeof(int));
-  }
-  if ((msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) || (n > 0 && n != r) || (n == 0 && !(r == 1 && slots[0] == 0))) {
-    errno = EPROTO;
+  ssize_t r = scm_recv(sock, slots, sizeof slots, fds, MAX_DATA, &n, 0);
+  if (r == 0) _exit(FAIL);
+  if (r < 0 || (n > 0 && n != r) || (n == 0 && !(r == 1 && slots[0] == 0))) {
+    if (r >= 0) errno = EPROTO;
     die("the go");
   }
   /* Clear of every slot first: a descriptor that came at one slot's number must not be overwritten by another. */
