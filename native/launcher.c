@@ -324,37 +324,33 @@ static int copy_sparse(const char *from, const char *to) {
     close(out);
     return NO_CACHE;
   }
-  int ok = 1;
-  struct {
-    off_t at, end;
-  } extents[64];
-  int n = 0;
+  /* Twice over its data (SEEK_DATA, SEEK_HOLE): first to count it, then to copy it. */
   long long total = 0;
-  for (off_t pos = 0; ok && pos < a.st_size;) {
-    off_t data = lseek(in, pos, SEEK_DATA);
-    if (data < 0 && errno == ENXIO) break;
-    off_t hole = data < 0 ? -1 : lseek(in, data, SEEK_HOLE);
-    if (data < 0 || hole < 0 || n == 64) {
-      ok = 0;
-      break;
+  for (int copy = 0; copy < 2; copy++) {
+    for (off_t pos = 0; pos < a.st_size;) {
+      off_t data = lseek(in, pos, SEEK_DATA);
+      if (data < 0 && errno == ENXIO) break;
+      off_t hole = data < 0 ? -1 : lseek(in, data, SEEK_HOLE);
+      if ((data < 0 || hole < 0) && copy) die(from);
+      if (data < 0 || hole < 0) {
+        total = CACHE_DATA_MAX + 1; /* no holes to go by */
+        break;
+      }
+      if (!copy) total += hole - data;
+      for (off_t at = data; copy && at < hole;) {
+        char buf[65536];
+        size_t want = (size_t)(hole - at < (off_t)sizeof buf ? hole - at : (off_t)sizeof buf);
+        ssize_t r = pread(in, buf, want, at);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) die(from);
+        if (pwrite(out, buf, (size_t)r, at) != r) die(to);
+        at += r;
+      }
+      pos = hole;
     }
-    extents[n].at = data;
-    extents[n++].end = hole;
-    total += hole - data;
-    if (total > CACHE_DATA_MAX) ok = 0;
-    pos = hole;
+    if (total > CACHE_DATA_MAX) break;
   }
-  for (int i = 0; ok && i < n; i++) {
-    char buf[65536];
-    for (off_t at = extents[i].at; at < extents[i].end;) {
-      size_t want = (size_t)(extents[i].end - at < (off_t)sizeof buf ? extents[i].end - at : (off_t)sizeof buf);
-      ssize_t r = pread(in, buf, want, at);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) die(from);
-      if (pwrite(out, buf, (size_t)r, at) != r) die(to);
-      at += r;
-    }
-  }
+  int ok = total <= CACHE_DATA_MAX;
   close(in);
   close(out);
   return ok ? 0 : NOT_SPARSE;

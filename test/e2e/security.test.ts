@@ -564,6 +564,20 @@ describe('3. every session has kernel-enforced limits', () => {
     expect(ofThisSize()).toEqual(kept); // replaced where it was, and no file of the making left
   });
 
+  it('disk: a large disk (100g: 68 runs of data) is copied from its kept filesystem too, not made anew', async () => {
+    const disks = join(state.path, 'local', 'disks');
+    const id = await state.create('--network', 'isolated', '--disk', '100g');
+    const cache = join(disks, readdirSync(disks).find((f) => f.startsWith(`ext4-${100 * 1024 * MiB}-`))!);
+    const uuid = (image: string) =>
+      /^Filesystem UUID:\s+(\S+)$/m.exec(
+        spawnSync('/usr/sbin/dumpe2fs', ['-h', image], { encoding: 'utf8', timeout: 10_000 }).stdout,
+      )?.[1];
+    const image = join(state.path, 'local', 'sessions', id, 'disk.img');
+    expect(uuid(cache)).toMatch(/^[0-9a-f-]{36}$/);
+    expect(uuid(image)).toBe(uuid(cache)); // a copy: mkfs would have drawn a new UUID
+    expect((await state.run(['rm', id])).code).toBe(0);
+  });
+
   it('disk: a kept filesystem with more data than an empty one has (a host without holes) is not copied', async () => {
     // 128 MiB written: what SEEK_DATA shows of every file on a filesystem that does not report holes.
     const disks = join(state.path, 'local', 'disks');
