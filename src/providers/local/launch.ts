@@ -121,14 +121,17 @@ export interface LaunchPlan {
  */
 export async function launchSandbox(plan: LaunchPlan): Promise<void> {
   const { dir, rec } = plan;
+  const native = loadFdPass();
+  if (!native?.spawnDetached || !native.pipe) {
+    throw new UnavailableError('the local provider needs the native module dist/fdpass.node, which did not load', {
+      hint: 'run npm run build (its native step needs make and a C compiler: apt-get install -y build-essential)',
+    });
+  }
   let launcher: number | undefined;
-  let logFd: number | undefined;
-  /** This process's ends of the launcher's pipes, until each is closed (release) or handed to its reader. */
-  const ours: number[] = [];
+  /** Descriptors of this process's for the launch, until each is closed (release) or handed to its reader. */
+  const ours = new Set<number>();
   const release = (fd: number) => {
-    const i = ours.indexOf(fd);
-    if (i >= 0) ours.splice(i, 1);
-    closeSync(fd);
+    if (ours.delete(fd)) closeSync(fd);
   };
   try {
     const node = nodeLayout();
@@ -214,26 +217,22 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
       env.ONMEMOS_PROPAGATION = 'private';
     }
     const argv = ['onmemos-launcher', String(mkfs.length), ...mkfs, BIN.bwrap, ...bwrap];
-    const native = loadFdPass();
-    if (!native?.spawnDetached || !native.pipe) {
-      throw new UnavailableError('the local provider needs the native module dist/fdpass.node, which did not load', {
-        hint: 'run npm run build (its native step needs make and a C compiler: apt-get install -y build-essential)',
-      });
-    }
     // The launcher's descriptors: the go-ahead (0), the session log (1, 2), bwrap's info and slirp4netns' ready
     // pipes. posix_spawn, not child_process: loading that costs a create ~4 ms.
-    logFd = openSync(join(dir, 'sandbox.log'), 'a', 0o600);
-    const go = native.pipe();
-    const info = native.pipe();
-    const netReady = native.pipe();
-    ours.push(...go, ...info, ...netReady);
-    const fds = [go[0], logFd, logFd, -1, -1, -1];
+    const own = <T extends number[]>(fds: T): T => {
+      for (const fd of fds) ours.add(fd);
+      return fds;
+    };
+    const [log] = own([openSync(join(dir, 'sandbox.log'), 'a', 0o600)] as [number]);
+    const go = own(native.pipe());
+    const info = own(native.pipe());
+    const netReady = own(native.pipe());
+    const fds = [go[0], log, log, -1, -1, -1];
     fds[FD.info] = info[1];
     fds[FD.netReady] = netReady[1];
     const envList = Object.entries(env).map(([k, v]) => `${k}=${v}`);
     launcher = native.spawnDetached(launcherPath(), argv, envList, fds);
-    for (const fd of [logFd, go[0], info[1], netReady[1]]) release(fd);
-    logFd = undefined;
+    for (const fd of [log, go[0], info[1], netReady[1]]) release(fd);
     const ref = procRef(launcher);
     if (!ref) throw new ProviderError(`the launcher did not start: ${sandboxLog(dir)}`);
     plan.onLauncher(ref); // a claim by `rm` from now on finds the launcher and kills it
@@ -245,7 +244,8 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
     }
     release(go[1]);
     // Each reader closes its pipe itself, once no read of it is in flight.
-    for (const fd of [info[0], netReady[0]]) ours.splice(ours.indexOf(fd), 1);
+    ours.delete(info[0]);
+    ours.delete(netReady[0]);
     const [started, net] = await Promise.all([
       readJson(info[0], plan.signal, closeSync),
       readUntil(netReady[0], (s) => s.includes('1'), plan.signal, closeSync, true),
@@ -259,11 +259,10 @@ export async function launchSandbox(plan: LaunchPlan): Promise<void> {
       throw new ProviderError(`could not start the session network: ${sandboxLog(dir)}`);
     }
   } catch (e) {
-    if (logFd !== undefined) closeSync(logFd);
     if (launcher) killTree(launcher, { includeRoot: true, group: true }); // bwrap is in its group
     throw e;
   } finally {
-    for (const fd of ours.splice(0)) closeSync(fd);
+    for (const fd of ours) release(fd);
   }
 }
 
